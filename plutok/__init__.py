@@ -1,0 +1,18 @@
+"""Plutok: multilingual speech to very few discrete tokens, and back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["Encoding", "Plutok", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so that `import plutok` (and `plutok --help`) stay fast: torch loads on first use.
+    if name in ("Plutok", "Encoding"):
+        from plutok import tokenizer
+
+        return getattr(tokenizer, name)
+    raise AttributeError(name)

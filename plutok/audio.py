@@ -1,0 +1,121 @@
+"""Audio input/output: read files or arrays, validate, mix to mono, resample.
+
+Everything that enters Plutok passes through :func:`prepare_waveform`, so the
+checks of DESIGN §4 (empty, NaN/inf, wrong shape) live in one place.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from plutok.errors import AudioError
+from plutok.files import atomic_path
+
+__all__ = ["load_audio", "prepare_waveform", "write_audio", "resample", "AUDIO_EXTENSIONS"]
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au")
+
+
+def resample(wav: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """Resample a mono float32 waveform ``(samples,)`` from ``source_rate`` to ``target_rate`` Hz."""
+    if source_rate == target_rate:
+        return wav
+    return soxr.resample(wav, source_rate, target_rate, quality="HQ").astype(np.float32, copy=False)
+
+
+def _to_float(wav: np.ndarray) -> np.ndarray:
+    if np.issubdtype(wav.dtype, np.integer):
+        info = np.iinfo(wav.dtype)
+        if info.min == 0:  # unsigned PCM (8-bit wav) is offset binary
+            midpoint = (info.max + 1) / 2
+            return ((wav.astype(np.float64) - midpoint) / midpoint).astype(np.float32)
+        return (wav.astype(np.float64) / -float(info.min)).astype(np.float32)
+    if np.issubdtype(wav.dtype, np.floating):
+        return wav.astype(np.float32, copy=False)
+    if wav.dtype == np.bool_:
+        raise AudioError("audio array has boolean dtype; expected int or float samples")
+    raise AudioError(f"audio array has unsupported dtype {wav.dtype}; expected int or float samples")
+
+
+def prepare_waveform(wav: np.ndarray, sample_rate: int, target_rate: int | None = None) -> np.ndarray:
+    """Validate an audio array and turn it into mono float32 at ``target_rate``.
+
+    Args:
+        wav: ``(samples,)``, ``(samples, channels)`` or ``(channels, samples)``; int PCM
+            (scaled to [-1, 1]) or float. The smaller axis of a 2-D array is taken as channels.
+        sample_rate: rate of ``wav`` in Hz.
+        target_rate: rate to resample to, or None to keep ``sample_rate``.
+    Returns:
+        float32 ``(samples,)``.
+    Raises:
+        AudioError: empty array, more than 2 dimensions, NaN/inf samples, bad sample rate.
+    """
+    wav = np.asarray(wav)
+    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise AudioError(f"sample rate must be a positive integer in Hz, got {sample_rate!r}")
+    if wav.ndim == 0 or wav.size == 0:
+        raise AudioError("audio is empty (zero samples)")
+    if wav.ndim > 2:
+        raise AudioError(f"audio must be 1-D (samples,) or 2-D (samples, channels); got shape {wav.shape}")
+    wav = _to_float(wav)
+    if not np.all(np.isfinite(wav)):
+        bad = int(np.count_nonzero(~np.isfinite(wav)))
+        raise AudioError(f"audio contains {bad} NaN or infinite samples")
+    if wav.ndim == 2:
+        channel_axis = 0 if wav.shape[0] < wav.shape[1] else 1
+        wav = wav.mean(axis=channel_axis)
+    wav = np.ascontiguousarray(wav, dtype=np.float32)
+    if target_rate is not None:
+        wav = resample(wav, int(sample_rate), int(target_rate))
+    return wav
+
+
+def load_audio(path: str | os.PathLike, target_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Read an audio file (wav, flac, ogg, mp3, ...) as mono float32.
+
+    Args:
+        path: file that soundfile/libsndfile can decode.
+        target_rate: resample to this rate in Hz; None keeps the file's rate.
+    Returns:
+        ``(wav, sample_rate)`` with ``wav`` float32 ``(samples,)``.
+    Raises:
+        AudioError: missing path, a directory, an empty or non-audio file, bad samples.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, expected an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: file is empty")
+    try:
+        wav, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        raise AudioError(f"{path}: not a readable audio file ({error})") from None
+    if wav.shape[0] == 0:
+        raise AudioError(f"{path}: audio has zero samples")
+    try:
+        mono = prepare_waveform(wav, int(sample_rate), target_rate)
+    except AudioError as error:
+        raise AudioError(f"{path}: {error}") from None
+    return mono, int(target_rate or sample_rate)
+
+
+def write_audio(path: str | os.PathLike, wav: np.ndarray, sample_rate: int) -> Path:
+    """Write a mono float waveform ``(samples,)`` atomically (temp file, then rename).
+
+    The format follows the extension (wav is written as 16-bit PCM, flac as 16-bit).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = path.suffix.lstrip(".").upper() or "WAV"
+    if fmt not in sf.available_formats():
+        raise AudioError(f"{path}: cannot write audio with extension {path.suffix!r}")
+    with atomic_path(path) as temporary:
+        sf.write(str(temporary), np.clip(wav, -1.0, 1.0), sample_rate, format=fmt, subtype="PCM_16")
+    return path

@@ -1,0 +1,38 @@
+"""Backbones: pretrained analysis/synthesis pairs behind one interface (:class:`Backbone`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plutok.backbones.base import Backbone
+
+__all__ = ["Backbone", "MelBackbone", "OpenVoiceBackbone", "backbone_from_config", "get_backbone_class"]
+
+
+def get_backbone_class(name: str) -> type[Backbone]:
+    """Backbone class registered under ``name`` (``"mel"`` or ``"openvoice"``)."""
+    if name == "mel":
+        from plutok.backbones.mel import MelBackbone
+
+        return MelBackbone
+    if name == "openvoice":
+        from plutok.backbones.openvoice import OpenVoiceBackbone
+
+        return OpenVoiceBackbone
+    from plutok.errors import ModelError
+
+    raise ModelError(f"unknown backbone {name!r}; known backbones: mel, openvoice")
+
+
+def backbone_from_config(config: dict[str, Any], directory=None) -> Backbone:
+    """Build the backbone a model's ``config.json`` ``backbone`` section describes."""
+    return get_backbone_class(config["name"]).from_config(config, directory)
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so that importing plutok does not load the vocoder or OpenVoice code.
+    if name == "MelBackbone":
+        return get_backbone_class("mel")
+    if name == "OpenVoiceBackbone":
+        return get_backbone_class("openvoice")
+    raise AttributeError(name)

@@ -1,0 +1,102 @@
+"""The contract every backbone (analysis/synthesis pair) fulfils.
+
+The VQ-VAE, BPE and tokenizer code only ever talk to this interface, so a new
+backbone (a project-trained vocoder, a semantic encoder, OpenVoice) plugs in
+without touching them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class Backbone(ABC):
+    """Analysis/synthesis pair: waveform <-> (speaker-normalised features, speaker vector).
+
+    Subclasses set the class attribute ``name`` (the key stored in a model's
+    ``config.json``) and implement the abstract members below. All arrays are
+    numpy, float32, on the CPU side of the API.
+    """
+
+    name: str = ""
+
+    @property
+    @abstractmethod
+    def sample_rate(self) -> int:
+        """Waveform sample rate in Hz that ``features``/``synthesize`` use."""
+
+    @property
+    @abstractmethod
+    def hop_length(self) -> int:
+        """Samples per feature frame."""
+
+    @property
+    def frames_per_second(self) -> float:
+        """Feature frames per second of audio."""
+        return self.sample_rate / self.hop_length
+
+    @property
+    @abstractmethod
+    def feature_dim(self) -> int:
+        """Number of feature channels ``C`` of ``features``."""
+
+    @property
+    @abstractmethod
+    def speaker_dim(self) -> int:
+        """Length of the speaker vector."""
+
+    @abstractmethod
+    def speaker_embedding(self, wav: np.ndarray) -> np.ndarray:
+        """One speaker vector for an utterance.
+
+        Args:
+            wav: float32 waveform ``(samples,)`` at ``sample_rate``.
+        Returns:
+            float32 ``(speaker_dim,)``.
+        """
+
+    @abstractmethod
+    def features(self, wav: np.ndarray, speaker: np.ndarray) -> np.ndarray:
+        """Speaker-normalised frame features.
+
+        Args:
+            wav: float32 waveform ``(samples,)`` at ``sample_rate``.
+            speaker: ``(speaker_dim,)`` from ``speaker_embedding``.
+        Returns:
+            float32 ``(feature_dim, frames)``.
+        """
+
+    @abstractmethod
+    def synthesize(self, features: np.ndarray, speaker: np.ndarray) -> np.ndarray:
+        """Waveform from features and a (possibly different) speaker vector.
+
+        Args:
+            features: ``(feature_dim, frames)``.
+            speaker: ``(speaker_dim,)``.
+        Returns:
+            float32 waveform ``(frames * hop_length,)`` at ``sample_rate``.
+        """
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames ``features`` returns for ``num_samples`` samples."""
+        return num_samples // self.hop_length
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable settings that ``from_config`` rebuilds this backbone from."""
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: dict[str, Any], directory: Path | None = None) -> Backbone:
+        """Rebuild from ``config()``; ``directory`` is the model directory (for weight files)."""
+
+    def save_weights(self, directory: Path) -> None:
+        """Write whatever weight files ``from_config(config(), directory)`` needs into ``directory``.
+
+        Backbones whose weights come from an installed package (the mel vocoder) write nothing.
+        """
+        return None  # noqa: B027 - optional hook, most backbones have nothing to write
