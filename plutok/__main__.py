@@ -1,0 +1,7 @@
+"""``python -m plutok`` (also what ``torchrun -m plutok`` runs)."""
+
+import sys
+
+from plutok.cli import main
+
+sys.exit(main())

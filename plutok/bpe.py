@@ -1,0 +1,154 @@
+"""Byte-pair encoding over VQ code sequences, with HF ``tokenizers``.
+
+Each code is exactly one Unicode character (code ``c`` is ``chr(CODE_CHAR_BASE + c)``),
+so a merge can never split a code in two — unlike the original release's
+``#12#45`` strings — and codes -> ids -> codes is exact for every sequence.
+The saved file is a standard ``tokenizer.json`` (no normaliser, no pre-tokeniser,
+no special tokens; every code is in the base alphabet, so there is no unknown token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer, models, trainers
+
+from plutok.errors import ModelError, TokenError
+from plutok.files import atomic_path
+
+__all__ = ["CODE_CHAR_BASE", "MAX_CODEBOOK_SIZE", "CodeBPE", "codes_to_text", "text_to_codes"]
+
+# CJK Unified Ideographs: 20,992 consecutive code points that no tokenizer component touches here.
+CODE_CHAR_BASE = 0x4E00
+MAX_CODEBOOK_SIZE = 20992
+
+
+def codes_to_text(codes: Sequence[int] | np.ndarray) -> str:
+    """The one-character-per-code string BPE works on."""
+    return "".join(chr(CODE_CHAR_BASE + int(code)) for code in codes)
+
+
+def text_to_codes(text: str) -> np.ndarray:
+    """Inverse of :func:`codes_to_text`: int64 ``(len(text),)``."""
+    return np.fromiter((ord(char) - CODE_CHAR_BASE for char in text), dtype=np.int64, count=len(text))
+
+
+class CodeBPE:
+    """BPE vocabulary over the codes of one VQ codebook.
+
+    Args:
+        tokenizer: a trained HF ``Tokenizer`` whose alphabet is the code characters.
+        codebook_size: number of codes ``K``; codes are ``0 .. K-1``.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, codebook_size: int) -> None:
+        if not 0 < codebook_size <= MAX_CODEBOOK_SIZE:
+            raise ModelError(f"codebook size must be in 1..{MAX_CODEBOOK_SIZE}, got {codebook_size}")
+        self.tokenizer = tokenizer
+        self.codebook_size = int(codebook_size)
+        vocab = tokenizer.get_vocab()
+        self.vocab_size = len(vocab)
+        # Decoding is a table lookup: id -> the codes its token stands for.
+        self._token_codes: list[np.ndarray | None] = [None] * (max(vocab.values()) + 1 if vocab else 0)
+        for token, token_id in vocab.items():
+            codes = text_to_codes(token)
+            if codes.size == 0 or codes.min() < 0 or codes.max() >= self.codebook_size:
+                raise ModelError(
+                    f"tokenizer token {token!r} (id {token_id}) is not a sequence of codes "
+                    f"0..{self.codebook_size - 1}; was it trained for another codebook?"
+                )
+            self._token_codes[token_id] = codes
+        missing = [code for code in range(self.codebook_size) if chr(CODE_CHAR_BASE + code) not in vocab]
+        if missing:
+            raise ModelError(f"tokenizer lacks base tokens for codes {missing[:5]} (and {len(missing)} in all)")
+
+    # -- training -------------------------------------------------------------------------
+    @classmethod
+    def train(
+        cls,
+        code_sequences: Iterable[np.ndarray],
+        codebook_size: int,
+        vocab_size: int = 12000,
+        min_frequency: int = 2,
+        progress: bool = True,
+    ) -> CodeBPE:
+        """Learn merges from code sequences (an iterator is consumed once, streamed).
+
+        Args:
+            code_sequences: int ``(codes,)`` arrays, one per utterance.
+            codebook_size: number of codes ``K``.
+            vocab_size: final vocabulary size (at least ``K``; merges stop earlier if
+                no pair reaches ``min_frequency``).
+        """
+        if vocab_size < codebook_size:
+            raise ModelError(f"vocab size {vocab_size} is smaller than the codebook ({codebook_size})")
+        alphabet = [chr(CODE_CHAR_BASE + code) for code in range(codebook_size)]
+        tokenizer = Tokenizer(models.BPE())
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            initial_alphabet=alphabet,
+            limit_alphabet=codebook_size,
+            show_progress=progress,
+            special_tokens=[],
+        )
+
+        def texts() -> Iterator[str]:
+            for codes in code_sequences:
+                codes = np.asarray(codes)
+                if codes.size and (codes.min() < 0 or codes.max() >= codebook_size):
+                    raise TokenError(f"training codes must be in 0..{codebook_size - 1}")
+                if codes.size:
+                    yield codes_to_text(codes)
+
+        tokenizer.train_from_iterator(texts(), trainer=trainer)
+        return cls(tokenizer, codebook_size)
+
+    # -- coding ---------------------------------------------------------------------------
+    def encode(self, codes: Sequence[int] | np.ndarray) -> list[int]:
+        """Token ids for a code sequence ``(codes,)``; ``[]`` for an empty one."""
+        codes = np.asarray(codes, dtype=np.int64).reshape(-1)
+        if codes.size == 0:
+            return []
+        if codes.min() < 0 or codes.max() >= self.codebook_size:
+            bad = codes[(codes < 0) | (codes >= self.codebook_size)][0]
+            raise TokenError(f"code {int(bad)} is outside the codebook 0..{self.codebook_size - 1}")
+        return list(self.tokenizer.encode(codes_to_text(codes)).ids)
+
+    def decode(self, token_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Codes int64 ``(codes,)`` for token ids; raises :class:`TokenError` on unknown ids."""
+        pieces = []
+        table = self._token_codes
+        for token_id in token_ids:
+            token_id = int(token_id)
+            codes = table[token_id] if 0 <= token_id < len(table) else None
+            if codes is None:
+                raise TokenError(f"token id {token_id} is not in the vocabulary (0..{self.vocab_size - 1})")
+            pieces.append(codes)
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+
+    def codes_per_token(self, token_ids: Sequence[int]) -> float:
+        """Mean number of codes each token stands for."""
+        return float(self.decode(token_ids).size / len(token_ids)) if len(token_ids) else 0.0
+
+    # -- files ----------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write a standard ``tokenizer.json`` atomically."""
+        path = Path(path)
+        with atomic_path(path) as temporary:
+            self.tokenizer.save(str(temporary))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, codebook_size: int) -> CodeBPE:
+        """Read a ``tokenizer.json`` written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"{path}: tokenizer file missing")
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as error:  # tokenizers raises bare Exception subclasses
+            raise ModelError(f"{path}: not a readable tokenizer.json ({error})") from None
+        return cls(tokenizer, codebook_size)

@@ -1,0 +1,293 @@
+"""Build the training corpus: plan every utterance, render what is missing, write the manifest.
+
+Layout of a corpus directory::
+
+    audio/<source>/<speaker>/<id>.flac   16 kHz mono FLAC (PCM_16)
+    manifest.jsonl                        one JSON object per clip (see ``MANIFEST_FIELDS``)
+    summary.json                          hours per language, real vs synthetic, speakers, dev size
+
+A plan is a fixed list of :class:`Job` s computed from the installed packages, the
+languages and ``max_per_voice`` alone, so a rerun plans the same jobs and renders only
+those whose FLAC is missing (resumable; each file is written atomically).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+from tqdm import tqdm
+
+from plutok.corpus import sources, synth, text
+from plutok.files import atomic_path, atomic_write_text
+
+__all__ = ["Job", "plan", "render_job", "build", "write_manifest", "summarize", "format_summary",
+           "MANIFEST_FIELDS", "SAMPLE_RATE", "DEFAULT_LANGUAGES"]
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+MIN_SECONDS = 0.5
+MAX_SECONDS = 20.0
+DEFAULT_LANGUAGES = ("en", "ru", "cs", "it", "de", "fr", "es", "pl", "pt", "fi", "nl", "sv", "ca", "hi")
+MANIFEST_FIELDS = ("id", "path", "language", "text", "speaker", "source", "license", "duration", "split", "kind")
+# dev split (DESIGN §5 "fixed, documented held-out split"); see docs/corpus.md
+DEV_REAL_PER_1000 = 50  # a real clip is dev if sha256("dev", id) % 1000 < 50 (~5 %) ...
+DEV_REAL_MAX_PER_LANGUAGE = 15  # ... keeping at most this many (lowest hashes) per language
+DEV_SYNTH_PER_LANGUAGE = 12  # utterances rendered for the one held-out espeak voice per language
+DEV_TEXTS_RESERVED = 200  # the last sentences of a language's pool are only ever spoken by dev voices
+
+
+def stable_hash(*parts: str) -> int:
+    """64-bit hash of ``parts`` that is the same on every machine and Python run."""
+    return int.from_bytes(hashlib.sha256("\x00".join(parts).encode()).digest()[:8], "big")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One planned clip. ``render`` returns mono float32 ``(samples,)`` and its rate."""
+
+    id: str
+    language: str
+    text: str
+    speaker: str
+    source: str
+    license: str
+    kind: str  # "real" | "synthetic"
+    split: str  # "train" | "dev"
+    group: str  # stage name, used to order work and checkpoint the manifest
+    render: Callable[[], tuple[np.ndarray, int]] = field(compare=False, repr=False)
+
+    @property
+    def path(self) -> str:
+        """Path of the (first) FLAC relative to the corpus root."""
+        return f"audio/{self.source}/{self.speaker}/{self.id}.flac"
+
+
+def dev_voices(voices: list[synth.Voice]) -> set[synth.Voice]:
+    """The held-out synthetic voices: per language, the espeak voice with the lowest hash."""
+    chosen: dict[str, synth.Voice] = {}
+    for voice in voices:
+        if voice.engine != "espeak":
+            continue
+        best = chosen.get(voice.language)
+        if best is None or stable_hash("dev-voice", voice.name) < stable_hash("dev-voice", best.name):
+            chosen[voice.language] = voice
+    return set(chosen.values())
+
+
+def dev_real_ids(clips: list[sources.RealClip]) -> set[str]:
+    """Held-out real clips: hash-selected ~5 %, at most ``DEV_REAL_MAX_PER_LANGUAGE`` per language."""
+    by_language: dict[str, list[str]] = defaultdict(list)
+    for clip in clips:
+        if stable_hash("dev", clip.id) % 1000 < DEV_REAL_PER_1000:
+            by_language[clip.language].append(clip.id)
+    chosen: set[str] = set()
+    for ids in by_language.values():
+        chosen |= set(sorted(ids, key=lambda i: stable_hash("dev", i))[:DEV_REAL_MAX_PER_LANGUAGE])
+    return chosen
+
+
+def plan(languages: list[str], max_per_voice: int, espeak_per_language: int = 6,
+         voices: list[synth.Voice] | None = None, clips: list[sources.RealClip] | None = None) -> list[Job]:
+    """All jobs for ``languages``: every real clip, then ``max_per_voice`` sentences per voice."""
+    clips = sources.real_clips(languages) if clips is None else clips
+    voices = synth.available_voices(languages, espeak_per_language) if voices is None else voices
+    jobs: list[Job] = []
+    held_out = dev_real_ids(clips)
+    for clip in clips:
+        jobs.append(Job(clip.id, clip.language, clip.text, clip.speaker, clip.source, clip.license, "real",
+                        "dev" if clip.id in held_out else "train", "real",
+                        lambda path=clip.path: sources.decode(path)))
+    transcripts: dict[str, list[str]] = defaultdict(list)
+    for clip in clips:
+        transcripts[clip.language].append(clip.text)
+    dev_set = dev_voices(voices)
+    pools = {lang: text.sentences_for(lang, transcripts[lang]) for lang in languages}
+    slot: dict[str, int] = defaultdict(int)  # next train voice index per language
+    for voice in voices:
+        pool = pools.get(voice.language, [])
+        if len(pool) < 20:
+            log.warning("too little text for %s (%d sentences); skipping %s", voice.language, len(pool), voice.speaker)
+            continue
+        reserved = min(DEV_TEXTS_RESERVED, len(pool) // 5)
+        train_pool, dev_pool = pool[: len(pool) - reserved], pool[len(pool) - reserved:]
+        if voice in dev_set:
+            chosen, split = dev_pool[: min(max_per_voice, DEV_SYNTH_PER_LANGUAGE)], "dev"
+        else:
+            start = slot[voice.language] * max_per_voice
+            slot[voice.language] += 1
+            chosen = [train_pool[(start + i) % len(train_pool)] for i in range(max_per_voice)]
+            split = "train"
+        source = {"espeak": "espeak-ng"}.get(voice.engine, voice.engine)
+        for index, sentence in enumerate(chosen):
+            digest = hashlib.sha256(sentence.encode()).hexdigest()[:8]
+            jobs.append(Job(f"{voice.speaker}-{index:04d}-{digest}", voice.language, sentence, voice.speaker,
+                            source, voice.license, "synthetic", split, voice.engine,
+                            lambda v=voice, s=sentence: synth.synthesize(v, s)))
+    return jobs
+
+
+def to_corpus_audio(wav: np.ndarray, rate: int) -> np.ndarray:
+    """Mono float32 at 16 kHz, scaled down only if it would clip."""
+    wav = np.nan_to_num(np.asarray(wav, dtype=np.float32))
+    if rate != SAMPLE_RATE:
+        wav = soxr.resample(wav, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+    peak = float(np.abs(wav).max(initial=0.0))
+    if peak > 0.999:
+        wav = wav * (0.999 / peak)
+    return wav
+
+
+def split_long(wav: np.ndarray, max_seconds: float = MAX_SECONDS) -> list[np.ndarray]:
+    """Cut ``wav`` into pieces of at most ``max_seconds``, each cut at the quietest 20 ms
+    frame of the second half of the allowed span."""
+    limit = int(max_seconds * SAMPLE_RATE)
+    pieces: list[np.ndarray] = []
+    hop = SAMPLE_RATE // 50
+    while len(wav) > limit:
+        window = wav[limit // 2: limit]
+        frames = len(window) // hop
+        energy = (window[: frames * hop].reshape(frames, hop) ** 2).mean(axis=1)
+        cut = limit // 2 + int(np.argmin(energy)) * hop + hop // 2
+        pieces.append(wav[:cut])
+        wav = wav[cut:]
+    pieces.append(wav)
+    return pieces
+
+
+def _piece_paths(root: Path, job: Job, count: int) -> list[Path]:
+    main = root / job.path
+    if count == 1:
+        return [main]
+    return [main] + [main.with_name(f"{job.id}_p{i:02d}.flac") for i in range(1, count)]
+
+
+def render_job(root: Path, job: Job) -> str:
+    """Render ``job`` into ``root`` unless done; returns "done", "rendered", "short" or "failed".
+
+    A clip longer than ``MAX_SECONDS`` becomes ``<id>.flac`` plus ``<id>_pNN.flac``; the
+    first piece is written last, so its presence means the whole clip is done.
+    """
+    main = root / job.path
+    skip_marker = main.with_suffix(".short")
+    if main.exists() or skip_marker.exists():
+        return "done"
+    try:
+        wav, rate = job.render()
+    except Exception as error:  # noqa: BLE001 - one bad clip must not stop a long build
+        log.warning("%s: %s", job.id, error)
+        return "failed"
+    wav = to_corpus_audio(wav, rate)
+    if len(wav) < MIN_SECONDS * SAMPLE_RATE:
+        with atomic_path(skip_marker) as temporary:
+            temporary.write_text("shorter than 0.5 s\n")
+        return "short"
+    pieces = split_long(wav)
+    for piece, path in reversed(list(zip(pieces, _piece_paths(root, job, len(pieces)), strict=True))):
+        with atomic_path(path) as temporary:
+            sf.write(str(temporary), piece, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    return "rendered"
+
+
+def manifest_rows(root: Path, jobs: list[Job]) -> list[dict]:
+    """Manifest rows for every job whose audio exists; pieces of split clips get ``_pNN`` ids and no text."""
+    rows = []
+    for job in jobs:
+        main = root / job.path
+        if not main.exists():
+            continue
+        paths = [main] + sorted(main.parent.glob(f"{job.id}_p[0-9][0-9].flac"))
+        for index, path in enumerate(paths):
+            row = {"id": job.id if index == 0 else path.stem, "path": path.relative_to(root).as_posix(),
+                   "language": job.language, "text": job.text if len(paths) == 1 else "",
+                   "speaker": job.speaker, "source": job.source, "license": job.license,
+                   "duration": round(sf.info(str(path)).frames / SAMPLE_RATE, 3), "split": job.split,
+                   "kind": job.kind}
+            rows.append(row)
+    return rows
+
+
+def write_manifest(root: Path, jobs: list[Job]) -> list[dict]:
+    """Write ``manifest.jsonl`` (atomically) from the audio that exists; returns its rows."""
+    rows = manifest_rows(root, jobs)
+    atomic_write_text(root / "manifest.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return rows
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Hours per language (real / synthetic / dev), speakers per language, and totals."""
+    languages: dict[str, dict] = {}
+    for row in rows:
+        entry = languages.setdefault(row["language"], {"real_h": 0.0, "synthetic_h": 0.0, "dev_h": 0.0, "clips": 0,
+                                                       "dev_clips": 0, "speakers": set(), "real_speakers": set()})
+        hours = row["duration"] / 3600
+        entry["real_h" if row["kind"] == "real" else "synthetic_h"] += hours
+        entry["clips"] += 1
+        entry["speakers"].add(row["speaker"])
+        if row["kind"] == "real":
+            entry["real_speakers"].add(row["speaker"])
+        if row["split"] == "dev":
+            entry["dev_h"] += hours
+            entry["dev_clips"] += 1
+    out = {}
+    for language, entry in sorted(languages.items()):
+        out[language] = {k: round(v, 3) if isinstance(v, float) else v for k, v in entry.items()
+                         if k not in ("speakers", "real_speakers")}
+        out[language]["speakers"] = len(entry["speakers"])
+        out[language]["real_speakers"] = len(entry["real_speakers"])
+    total = {k: round(sum(v[k] for v in out.values()), 3) for k in ("real_h", "synthetic_h", "dev_h", "clips", "dev_clips")}
+    total["speakers"] = len({r["speaker"] for r in rows})
+    total["languages"] = len(out)
+    return {"languages": out, "total": total}
+
+
+def format_summary(summary: dict) -> str:
+    """The summary as a Markdown table (also what the CLI prints)."""
+    lines = ["| language | real h | synthetic h | total h | speakers (real) | clips | dev clips | dev min |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for language, s in list(summary["languages"].items()) + [("**all**", summary["total"])]:
+        real_speakers = s.get("real_speakers", "")
+        lines.append(f"| {language} | {s['real_h']:.2f} | {s['synthetic_h']:.2f} | {s['real_h'] + s['synthetic_h']:.2f} "
+                     f"| {s['speakers']} ({real_speakers}) | {s['clips']} | {s['dev_clips']} | {s['dev_h'] * 60:.1f} |")
+    return "\n".join(lines)
+
+
+def build(root: Path, languages: list[str], max_per_voice: int, workers: int = 1,
+          espeak_per_language: int = 6, progress: bool = True) -> dict:
+    """Render every planned clip missing under ``root``; rewrite the manifest after each stage."""
+    root.mkdir(parents=True, exist_ok=True)
+    jobs = plan(languages, max_per_voice, espeak_per_language)
+    counts: dict[str, int] = defaultdict(int)
+    groups: list[str] = list(dict.fromkeys(job.group for job in jobs))
+    bar = tqdm(total=len(jobs), desc="corpus", unit="clip", disable=not progress, mininterval=2.0)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for group in groups:
+            todo = [job for job in jobs if job.group == group]
+            bar.set_postfix_str(group)
+            for status in pool.map(lambda job: render_job(root, job), todo):
+                counts[status] += 1
+                bar.update()
+            write_manifest(root, jobs)
+    bar.close()
+    rows = write_manifest(root, jobs)
+    summary = summarize(rows)
+    summary["work"] = dict(counts)
+    summary["settings"] = {"languages": languages, "max_utterances_per_voice": max_per_voice,
+                           "espeak_voices_per_language": espeak_per_language, "sample_rate": SAMPLE_RATE}
+    atomic_write_text(root / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return summary
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,0 +1,671 @@
+"""Training the VQ-VAE on backbone features (the ``train-vq`` stage).
+
+The loop is single-process. It is laid out so that ``torchrun`` support can be
+added without restructuring (search for ``DDP:``): the model used for the
+forward/backward pass is ``step_model`` (wrap it in ``DistributedDataParallel``),
+the sampler takes its seed per rank, codebook maintenance goes through one call
+(:meth:`CodebookTrainer.update`) whose inputs can be all-gathered first, and only
+``_is_writer`` processes write checkpoints.
+
+Codebook training keeps every code in use:
+
+* **k-means initialisation**: before the first step, encoder outputs of a few
+  batches are clustered (k-means++ seeding, then Lloyd iterations) and the
+  codebook is set to the centroids.
+* **dead-code replacement**: a code not picked for ``dead_code_steps`` steps is
+  moved onto a random vector from a replay buffer of recent encoder outputs.
+* **two codebook update rules** (``TrainConfig.kmeans``):
+  ``False`` (default) - gradient VQ-VAE: straight-through estimator, the
+  codebook (and its affine transform, as in the original) learns from the
+  codebook loss ``|sg(z) - e|^2``; the encoder gets ``commitment_weight * |z - sg(e)|^2``.
+  ``True`` - the original's "plain k-means quantizer" read as *online k-means*:
+  the codebook receives no gradients; each step it moves to the exponential
+  moving average of the encoder vectors assigned to each code (EMA k-means,
+  decay ``ema_decay``); the encoder still gets the commitment loss.
+Both store the codebook in the same layout (``codebook.weight`` plus the
+identity-initialised affine transform), so a trained model loads like an original one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from plutok.errors import AudioError, ModelError
+from plutok.files import atomic_path, atomic_write_text
+from plutok.vqvae import VQVAE, VectorQuantizer, VQVAEConfig, encoded_length
+
+__all__ = ["CodebookTrainer", "SegmentSampler", "TrainConfig", "kmeans", "train_vqvae"]
+
+LATEST_NAME = "latest.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one VQ-VAE training run (the architecture is in :class:`VQVAEConfig`).
+
+    Attributes:
+        steps: total optimizer steps (a resumed run continues up to this number).
+        batch_size: segments per step.
+        segment_frames: feature frames per random crop.
+        learning_rate: peak AdamW learning rate; linear warm-up over ``warmup_steps``,
+            then cosine decay to ``min_lr_ratio * learning_rate`` at ``steps``.
+        weight_decay: AdamW weight decay of conv weights (never of the codebook or biases).
+        grad_clip: max global gradient norm (0 disables clipping).
+        commitment_weight: weight of the commitment loss.
+        seed: seeds weight initialisation, crops, k-means and code replacement.
+        log_interval: steps between progress-bar/metrics updates.
+        eval_interval: steps between dev-set evaluations (0: only at the end).
+        checkpoint_interval: steps between checkpoints (0: only at the end).
+        keep_checkpoints: how many step checkpoints to keep on disk.
+        kmeans: EMA k-means codebook instead of gradient codebook (see module docstring).
+        ema_decay: decay of the EMA k-means statistics.
+        kmeans_init: initialise the codebook by k-means on encoder outputs.
+        kmeans_init_vectors: encoder vectors to sample for the initialisation.
+        kmeans_iterations: Lloyd iterations of the initialisation.
+        dead_code_steps: replace codes unused for this many steps (0 disables).
+        replay_size: encoder vectors kept for dead-code replacement.
+        device: torch device, e.g. ``"cpu"`` or ``"cuda"``.
+    """
+
+    steps: int = 20000
+    batch_size: int = 16
+    segment_frames: int = 128
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 500
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    commitment_weight: float = 0.25
+    seed: int = 0
+    log_interval: int = 50
+    eval_interval: int = 1000
+    checkpoint_interval: int = 1000
+    keep_checkpoints: int = 2
+    kmeans: bool = False
+    ema_decay: float = 0.99
+    kmeans_init: bool = True
+    kmeans_init_vectors: int = 8192
+    kmeans_iterations: int = 10
+    dead_code_steps: int = 100
+    replay_size: int = 8192
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "segment_frames", "log_interval", "keep_checkpoints", "replay_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"TrainConfig.learning_rate must be positive, got {self.learning_rate}")
+        if not 0 < self.ema_decay < 1:
+            raise ValueError(f"TrainConfig.ema_decay must be in (0, 1), got {self.ema_decay}")
+        for name in ("warmup_steps", "eval_interval", "checkpoint_interval", "dead_code_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must not be negative, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings: {', '.join(unknown)}")
+        return cls(**dict(data))
+
+    def learning_rate_at(self, step: int) -> float:
+        """Learning rate for the 0-based ``step``."""
+        if self.warmup_steps and step < self.warmup_steps:
+            return self.learning_rate * (step + 1) / self.warmup_steps
+        span = max(1, self.steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        return self.learning_rate * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine)
+
+
+# ----- k-means -------------------------------------------------------------------------------------
+
+
+def _nearest(vectors: torch.Tensor, centroids: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    parts = []
+    centroid_norms = centroids.pow(2).sum(1)[None]
+    for start in range(0, vectors.shape[0], chunk):
+        block = vectors[start : start + chunk]
+        parts.append((centroid_norms - 2 * block @ centroids.t()).argmin(1))
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def kmeans(
+    vectors: torch.Tensor, k: int, iterations: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-means++ seeding followed by ``iterations`` Lloyd steps.
+
+    Args:
+        vectors: ``(N, D)`` float.
+        k: number of centroids (may exceed ``N``; centroids then repeat points).
+        generator: CPU generator; the result is a function of its state.
+    Returns:
+        ``centroids`` ``(k, D)`` and ``cluster sizes`` ``(k,)`` of the final assignment.
+    """
+    vectors = vectors.float()
+    count = vectors.shape[0]
+    if count == 0:
+        raise ValueError("k-means needs at least one vector")
+
+    def pick(weights: torch.Tensor) -> int:
+        if float(weights.sum()) <= 0:
+            return int(torch.randint(count, (1,), generator=generator))
+        return int(torch.multinomial(weights.cpu().double(), 1, generator=generator))
+
+    chosen = [int(torch.randint(count, (1,), generator=generator))]
+    closest = (vectors - vectors[chosen[0]]).pow(2).sum(1)
+    for _ in range(1, k):
+        index = pick(closest)
+        chosen.append(index)
+        closest = torch.minimum(closest, (vectors - vectors[index]).pow(2).sum(1))
+    centroids = vectors[chosen].clone()
+    sizes = torch.zeros(k, device=vectors.device)
+    for _ in range(max(1, iterations)):
+        assignment = _nearest(vectors, centroids)
+        sizes = torch.bincount(assignment, minlength=k).float()
+        sums = torch.zeros_like(centroids).index_add_(0, assignment, vectors)
+        filled = sizes > 0
+        centroids[filled] = sums[filled] / sizes[filled, None]
+        empty = torch.nonzero(~filled).flatten()
+        if empty.numel():
+            replacement = torch.randint(count, (empty.numel(),), generator=generator)
+            centroids[empty] = vectors[replacement.to(vectors.device)]
+    return centroids, sizes
+
+
+# ----- codebook maintenance -----------------------------------------------------------------------
+
+
+class CodebookTrainer:
+    """Training-time state that keeps a :class:`VectorQuantizer`'s codes alive.
+
+    Holds the replay buffer of recent encoder vectors, the per-code "steps since
+    last used" counters and, in EMA k-means mode, the running cluster sizes and
+    sums. Call :meth:`update` once per optimizer step after ``optimizer.step()``.
+
+    DDP: all-gather ``encoded``/``codes`` across ranks before :meth:`update` and
+    give every rank the same ``generator`` seed, so all ranks apply identical
+    updates and replacements.
+    """
+
+    def __init__(
+        self,
+        quantizer: VectorQuantizer,
+        *,
+        ema: bool,
+        vectors_per_step: int,
+        generator: torch.Generator,
+        ema_decay: float = 0.99,
+        dead_code_steps: int = 100,
+        replay_size: int = 8192,
+    ) -> None:
+        self.quantizer = quantizer
+        self.ema = ema
+        self.ema_decay = ema_decay
+        self.dead_code_steps = dead_code_steps
+        self.generator = generator
+        self.vectors_per_step = max(1, vectors_per_step)
+        device = quantizer.codebook.weight.device
+        size, dim = quantizer.codebook_size, quantizer.dim
+        self.unused_steps = torch.zeros(size, dtype=torch.long, device=device)
+        self.replay = torch.zeros(replay_size, dim, device=device)
+        self.replay_filled = 0
+        self.replay_position = 0
+        self.total_resets = 0
+        self.ema_counts = torch.full((size,), self.vectors_per_step / size, device=device)
+        self.ema_sums = quantizer.effective_codebook().detach() * self.ema_counts[:, None]
+        if ema:
+            quantizer.requires_grad_(False)
+
+    @torch.no_grad()
+    def initialize(self, vectors: torch.Tensor, iterations: int) -> None:
+        """Set the codebook to the k-means centroids of encoder vectors ``(N, D)``."""
+        centroids, sizes = kmeans(vectors, self.quantizer.codebook_size, iterations, self.generator)
+        self.quantizer.set_code_vectors(centroids)
+        self.ema_counts = (sizes / sizes.sum().clamp(min=1) * self.vectors_per_step).to(self.ema_counts)
+        self.ema_sums = centroids.to(self.ema_sums) * self.ema_counts[:, None]
+        self._push(vectors.to(self.replay))
+
+    def _push(self, flat: torch.Tensor) -> None:
+        capacity = self.replay.shape[0]
+        if flat.shape[0] > capacity:
+            keep = torch.randperm(flat.shape[0], generator=self.generator)[:capacity]
+            flat = flat[keep.to(flat.device)]
+        positions = (self.replay_position + torch.arange(flat.shape[0])) % capacity
+        self.replay[positions.to(self.replay.device)] = flat
+        self.replay_position = int((self.replay_position + flat.shape[0]) % capacity)
+        self.replay_filled = min(capacity, self.replay_filled + flat.shape[0])
+
+    @torch.no_grad()
+    def update(self, encoded: torch.Tensor, codes: torch.Tensor) -> dict[str, float]:
+        """Account for one step: EMA k-means update, replay buffer, dead-code replacement.
+
+        Args:
+            encoded: ``(B, D, T')`` encoder outputs of the step (detached).
+            codes: ``(B, T')`` their codes.
+        Returns:
+            ``resets`` (codes replaced this step) and ``active`` (fraction of codes
+            used within the last ``dead_code_steps`` steps).
+        """
+        quantizer = self.quantizer
+        size = quantizer.codebook_size
+        flat = encoded.detach().transpose(1, 2).reshape(-1, quantizer.dim).float()
+        flat_codes = codes.reshape(-1)
+        counts = torch.bincount(flat_codes, minlength=size).float()
+        quantizer._counts += counts.to(quantizer._counts)
+        if self.ema:
+            sums = torch.zeros(size, quantizer.dim, device=flat.device).index_add_(0, flat_codes, flat)
+            self.ema_counts.mul_(self.ema_decay).add_(counts, alpha=1 - self.ema_decay)
+            self.ema_sums.mul_(self.ema_decay).add_(sums, alpha=1 - self.ema_decay)
+            total = self.ema_counts.sum()
+            smoothed = (self.ema_counts + 1e-5) / (total + size * 1e-5) * total
+            quantizer.set_code_vectors(self.ema_sums / smoothed[:, None])
+        self._push(flat)
+        used = counts > 0
+        self.unused_steps[used] = 0
+        self.unused_steps[~used] += 1
+        resets = 0
+        if self.dead_code_steps > 0:
+            dead = torch.nonzero(self.unused_steps >= self.dead_code_steps).flatten()
+            if dead.numel() and self.replay_filled:
+                pick = torch.randint(self.replay_filled, (dead.numel(),), generator=self.generator)
+                vectors = self.replay[pick.to(self.replay.device)]
+                quantizer.set_code_vectors(vectors, dead)
+                self.ema_counts[dead] = self.vectors_per_step / size
+                self.ema_sums[dead] = vectors * self.ema_counts[dead, None]
+                self.unused_steps[dead] = 0
+                resets = int(dead.numel())
+                self.total_resets += resets
+        window = self.dead_code_steps or 100
+        return {"resets": float(resets), "active": float((self.unused_steps < window).float().mean())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "unused_steps": self.unused_steps.cpu(),
+            "replay": self.replay.cpu(),
+            "replay_filled": self.replay_filled,
+            "replay_position": self.replay_position,
+            "total_resets": self.total_resets,
+            "ema_counts": self.ema_counts.cpu(),
+            "ema_sums": self.ema_sums.cpu(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        device = self.unused_steps.device
+        self.unused_steps = state["unused_steps"].to(device)
+        self.replay = state["replay"].to(device)
+        self.replay_filled = int(state["replay_filled"])
+        self.replay_position = int(state["replay_position"])
+        self.total_resets = int(state["total_resets"])
+        self.ema_counts = state["ema_counts"].to(device)
+        self.ema_sums = state["ema_sums"].to(device)
+        self.generator.set_state(state["generator"])
+
+
+# ----- data ---------------------------------------------------------------------------------------
+
+
+class SegmentSampler:
+    """Random fixed-length crops of utterances, every frame equally likely.
+
+    Utterances shorter than ``segment_frames`` are left out. DDP: give each rank
+    its own ``seed`` (e.g. ``seed + rank``) so ranks see different crops.
+    """
+
+    def __init__(self, utterances: Sequence[np.ndarray], segment_frames: int, seed: int) -> None:
+        self.segment_frames = segment_frames
+        self.utterances = [u for u in utterances if u.shape[1] >= segment_frames]
+        if not self.utterances:
+            longest = max((u.shape[1] for u in utterances), default=0)
+            raise AudioError(
+                f"no training utterance has {segment_frames} feature frames (longest: {longest});"
+                " lower segment_frames or add longer audio"
+            )
+        positions = np.array([u.shape[1] - segment_frames + 1 for u in self.utterances], dtype=np.float64)
+        self.weights = positions / positions.sum()
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, batch_size: int) -> np.ndarray:
+        """float32 ``(batch_size, C, segment_frames)``."""
+        chosen = self.rng.choice(len(self.utterances), size=batch_size, p=self.weights)
+        crops = []
+        for index in chosen:
+            utterance = self.utterances[index]
+            start = int(self.rng.integers(0, utterance.shape[1] - self.segment_frames + 1))
+            crops.append(utterance[:, start : start + self.segment_frames])
+        return np.stack(crops).astype(np.float32, copy=False)
+
+    def state(self) -> dict[str, Any]:
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        self.rng.bit_generator.state = dict(state)
+
+
+def _check_features(utterances: Sequence[np.ndarray], feature_dim: int, what: str) -> list[np.ndarray]:
+    checked = []
+    for number, utterance in enumerate(utterances):
+        array = np.asarray(utterance, dtype=np.float32)
+        if array.ndim != 2 or array.shape[0] != feature_dim:
+            raise ModelError(
+                f"{what} utterance {number} has shape {array.shape}, expected ({feature_dim}, frames)"
+            )
+        if not np.isfinite(array).all():
+            raise AudioError(f"{what} utterance {number} contains NaN or inf")
+        checked.append(array)
+    return checked
+
+
+# ----- loop ---------------------------------------------------------------------------------------
+
+
+def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 + L2 (mean squared) error between features of the same shape."""
+    return F.l1_loss(reconstruction, target) + F.mse_loss(reconstruction, target)
+
+
+@torch.no_grad()
+def evaluate(model: VQVAE, utterances: Sequence[np.ndarray], device: torch.device) -> dict[str, float]:
+    """Frame-weighted reconstruction loss and code statistics over whole utterances."""
+    was_training = model.training
+    model.eval()
+    total_loss, total_frames = 0.0, 0
+    histogram = torch.zeros(model.codebook_size, device=device)
+    try:
+        for utterance in utterances:
+            if utterance.shape[1] < model.downsample:
+                continue
+            features = torch.from_numpy(utterance).to(device)[None]
+            output = model(features)
+            total_loss += float(reconstruction_loss(output.reconstruction, features)) * utterance.shape[1]
+            total_frames += utterance.shape[1]
+            histogram += torch.bincount(output.codes.flatten(), minlength=model.codebook_size)
+    finally:
+        model.train(was_training)
+    if total_frames == 0:
+        return {}
+    probabilities = histogram / histogram.sum()
+    entropy = -(probabilities * probabilities.clamp(min=1e-12).log()).sum()
+    return {
+        "dev_loss": total_loss / total_frames,
+        "dev_usage": float((histogram > 0).float().mean()),
+        "dev_perplexity": float(entropy.exp()),
+    }
+
+
+def _is_writer() -> bool:
+    # DDP: return torch.distributed.get_rank() == 0 when initialised.
+    return True
+
+
+def _parameter_groups(model: VQVAE, config: TrainConfig) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if name.startswith("vq_layer.") or parameter.ndim < 2:
+            no_decay.append(parameter)
+        else:
+            decay.append(parameter)
+    return [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def _sample_encoder_vectors(
+    model: VQVAE, sampler: SegmentSampler, config: TrainConfig, device: torch.device
+) -> torch.Tensor:
+    parts, collected = [], 0
+    with torch.no_grad():
+        while collected < config.kmeans_init_vectors:
+            batch = torch.from_numpy(sampler.batch(config.batch_size)).to(device)
+            encoded = model.encode_tensor(batch)
+            flat = encoded.transpose(1, 2).reshape(-1, encoded.shape[1])
+            parts.append(flat)
+            collected += flat.shape[0]
+    return torch.cat(parts)[: config.kmeans_init_vectors]
+
+
+def _checkpoint_names(step: int) -> tuple[str, str]:
+    return f"step-{step:08d}.safetensors", f"step-{step:08d}.state.pt"
+
+
+def _save_checkpoint(
+    directory: Path,
+    step: int,
+    model: VQVAE,
+    optimizer: torch.optim.Optimizer,
+    codebook: CodebookTrainer,
+    sampler: SegmentSampler,
+    train_config: TrainConfig,
+) -> None:
+    from safetensors.torch import save_file
+
+    weights_name, state_name = _checkpoint_names(step)
+    tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    with atomic_path(directory / weights_name) as temporary:
+        save_file(tensors, str(temporary))
+    state = {
+        "step": step,
+        "model_config": model.config.to_dict(),
+        "train_config": train_config.to_dict(),
+        "optimizer": optimizer.state_dict(),
+        "codebook": codebook.state_dict(),
+        "sampler": sampler.state(),
+    }
+    with atomic_path(directory / state_name) as temporary:
+        torch.save(state, temporary)
+    # Written last: a kill before this line leaves the previous checkpoint as the latest.
+    latest = {"step": step, "weights": weights_name, "state": state_name}
+    atomic_write_text(directory / LATEST_NAME, json.dumps(latest, indent=2) + "\n")
+    kept = sorted(directory.glob("step-*.state.pt"))[: -train_config.keep_checkpoints]
+    for old_state in kept:
+        old_step = int(old_state.name.split("-")[1].split(".")[0])
+        for name in _checkpoint_names(old_step):
+            (directory / name).unlink(missing_ok=True)
+
+
+def _load_checkpoint(
+    directory: Path,
+    model: VQVAE,
+    optimizer: torch.optim.Optimizer,
+    codebook: CodebookTrainer,
+    sampler: SegmentSampler,
+) -> int:
+    """Restore the latest checkpoint in ``directory``; returns its step (0 when there is none)."""
+    from safetensors.torch import load_file
+
+    latest_file = directory / LATEST_NAME
+    if not latest_file.is_file():
+        return 0
+    try:
+        latest = json.loads(latest_file.read_text(encoding="utf-8"))
+        state = torch.load(directory / latest["state"], map_location="cpu", weights_only=True)
+        weights = load_file(str(directory / latest["weights"]))
+    except (OSError, KeyError, ValueError, RuntimeError) as error:
+        raise ModelError(f"cannot resume from {directory}: {error}") from error
+    if state["model_config"] != model.config.to_dict():
+        raise ModelError(
+            f"checkpoint in {directory} is for VQ-VAE {state['model_config']}, not {model.config.to_dict()}"
+        )
+    model.load_weights(weights, source=str(directory / latest["weights"]))
+    optimizer.load_state_dict(state["optimizer"])
+    codebook.load_state_dict(state["codebook"])
+    sampler.set_state(state["sampler"])
+    return int(state["step"])
+
+
+def train_vqvae(
+    train_features: Sequence[np.ndarray],
+    dev_features: Sequence[np.ndarray],
+    model_config: VQVAEConfig,
+    train_config: TrainConfig,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> tuple[VQVAE, dict[str, Any]]:
+    """Train a VQ-VAE on feature utterances.
+
+    Args:
+        train_features: utterances, each float ``(feature_dim, frames)``.
+        dev_features: held-out utterances (may be empty) for the dev loss.
+        model_config: architecture; ``feature_dim`` must match the features.
+        train_config: see :class:`TrainConfig`.
+        checkpoint_dir: where step checkpoints (``step-N.safetensors`` + ``step-N.state.pt``,
+            ``latest.json``) and the final model (``vqvae.safetensors`` + ``vqvae.json``)
+            go; ``None`` writes nothing.
+        resume: continue from the latest checkpoint in ``checkpoint_dir`` (fresh start if none).
+        progress: show a tqdm bar with loss, perplexity and code usage.
+    Returns:
+        The trained model (eval mode, on ``train_config.device``) and metrics: ``step``,
+        ``train_loss``, ``train_reconstruction_loss``, ``perplexity``, ``usage`` (means over
+        the last logging window), ``active_codes``, ``dead_code_resets``, ``dev_loss``,
+        ``dev_usage``, ``dev_perplexity`` (``None`` without dev data) and ``history``
+        (one dict per log/eval point).
+    """
+    from tqdm.auto import tqdm
+
+    config = train_config
+    device = torch.device(config.device)
+    train = _check_features(train_features, model_config.feature_dim, "training")
+    dev = _check_features(dev_features, model_config.feature_dim, "dev")
+    if not train:
+        raise AudioError("no training utterances")
+    directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if resume and directory is None:
+        raise ValueError("resume=True needs a checkpoint_dir")
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = VQVAE(model_config)
+    model.to(device)
+    sampler = SegmentSampler(train, config.segment_frames, seed=config.seed)  # DDP: seed + rank
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    codebook = CodebookTrainer(
+        model.vq_layer,
+        ema=config.kmeans,
+        vectors_per_step=config.batch_size * encoded_length(config.segment_frames, model_config.downsample),
+        generator=generator,
+        ema_decay=config.ema_decay,
+        dead_code_steps=config.dead_code_steps,
+        replay_size=config.replay_size,
+    )
+    optimizer = torch.optim.AdamW(_parameter_groups(model, config), lr=config.learning_rate)
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+
+    start_step = 0
+    if resume and directory is not None:
+        start_step = _load_checkpoint(directory, model, optimizer, codebook, sampler)
+    if start_step == 0 and config.kmeans_init:
+        codebook.initialize(_sample_encoder_vectors(model, sampler, config, device), config.kmeans_iterations)
+
+    step_model: nn.Module = model  # DDP: DistributedDataParallel(model) here.
+    model.train()
+    history: list[dict[str, Any]] = []
+    window: dict[str, float] = {}
+    window_steps = 0
+    last: dict[str, Any] = {}
+    dev_metrics: dict[str, float] = {}
+    bar = tqdm(total=config.steps, initial=start_step, disable=not progress, desc="train-vq", unit="step")
+    for step in range(start_step, config.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = config.learning_rate_at(step)
+        batch = torch.from_numpy(sampler.batch(config.batch_size)).to(device)
+        output = step_model(batch)
+        reconstruction = reconstruction_loss(output.reconstruction, batch)
+        loss = reconstruction + config.commitment_weight * output.commitment_loss
+        if not config.kmeans:
+            loss = loss + output.codebook_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+        optimizer.step()
+        codebook_stats = codebook.update(output.encoded, output.codes)  # DDP: all-gather inputs first.
+
+        values = {
+            "loss": float(loss.detach()),
+            "reconstruction": float(reconstruction.detach()),
+            "perplexity": float(output.perplexity),
+            "usage": float(output.usage),
+        }
+        for key, value in values.items():
+            window[key] = window.get(key, 0.0) + value
+        window_steps += 1
+        done = step + 1
+        if done % config.log_interval == 0 or done == config.steps:
+            last = {key: value / window_steps for key, value in window.items()}
+            last["active"] = codebook_stats["active"]
+            history.append({"step": done, **last})
+            bar.set_postfix(
+                loss=f"{last['loss']:.4f}",
+                ppl=f"{last['perplexity']:.1f}",
+                usage=f"{last['usage']:.2f}",
+                active=f"{last['active']:.2f}",
+            )
+            window, window_steps = {}, 0
+        if dev and config.eval_interval and done % config.eval_interval == 0 and done != config.steps:
+            dev_metrics = evaluate(model, dev, device)
+            history.append({"step": done, **dev_metrics})
+            bar.write(f"step {done}: dev loss {dev_metrics.get('dev_loss', float('nan')):.4f}")
+        if (
+            directory is not None
+            and _is_writer()
+            and config.checkpoint_interval
+            and done % config.checkpoint_interval == 0
+        ):
+            _save_checkpoint(directory, done, model, optimizer, codebook, sampler, config)
+        bar.update(1)
+    bar.close()
+    final_step = max(start_step, config.steps)
+
+    if dev:
+        dev_metrics = evaluate(model, dev, device)
+        history.append({"step": final_step, **dev_metrics})
+    if directory is not None and _is_writer():
+        if not (directory / LATEST_NAME).is_file() or _latest_step(directory) != final_step:
+            _save_checkpoint(directory, final_step, model, optimizer, codebook, sampler, config)
+        model.save(directory)
+    model.eval()
+    metrics: dict[str, Any] = {
+        "step": final_step,
+        "train_loss": last.get("loss"),
+        "train_reconstruction_loss": last.get("reconstruction"),
+        "perplexity": last.get("perplexity"),
+        "usage": last.get("usage"),
+        "active_codes": last.get("active"),
+        "dead_code_resets": codebook.total_resets,
+        "dev_loss": dev_metrics.get("dev_loss"),
+        "dev_usage": dev_metrics.get("dev_usage"),
+        "dev_perplexity": dev_metrics.get("dev_perplexity"),
+        "history": history,
+    }
+    return model, metrics
+
+
+def _latest_step(directory: Path) -> int:
+    try:
+        return int(json.loads((directory / LATEST_NAME).read_text(encoding="utf-8"))["step"])
+    except (OSError, ValueError, KeyError):
+        return -1

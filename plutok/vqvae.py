@@ -1,0 +1,538 @@
+"""The VQ-VAE stage: frame features ``(C, T)`` <-> discrete codes ``(T // downsample,)``.
+
+The default architecture is exactly the original Plutok VQ-VAE (checked against
+the reference fixtures in ``shared/reference/plutok_vqvae``), with ``h = C``::
+
+    encoder  ResBlock(h)
+             Conv1d(h -> 2h, k3, stride 2, pad 1), ReLU        # the only downsampling
+             4 x ResBlock(2h)
+             Conv1d(2h -> 4h, k3, pad 1), ReLU
+             4 x ResBlock(4h)
+             Conv1d(4h -> 4h, k3, pad 1)                        # -> (4h, ceil(T / 2))
+    quantizer nearest of (1 + 10 * scale) * codebook + 10 * bias, Euclidean
+    decoder  2 x ResBlock(4h)
+             ConvTranspose1d(4h -> h, k4, stride 2, pad 1), ReLU   # -> 2 * T' frames
+             5 x ResBlock(h)
+             Conv1d(h -> h, k3, pad 1)
+
+    ResBlock(c): x + relu(conv(x)), conv = Conv1d(c -> c, k3, pad 1)
+
+``downsample=1`` replaces the strided conv by a plain one and the transposed conv
+by a k3 conv; ``downsample=4`` also strides the second encoder conv and
+upsamples twice (4h -> 2h -> h). For ``downsample=2`` and ``channels == C`` the
+state-dict keys and shapes are identical to the original checkpoint, so
+:meth:`VQVAE.from_original` is a plain load and :meth:`VQVAE.save` output is
+readable by the original code.
+
+Codebook training (k-means initialisation, dead-code replacement, EMA k-means)
+lives in :mod:`plutok.training`; this module holds only what inference needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from plutok.errors import AudioError, ModelError, TokenError
+from plutok.files import atomic_path, atomic_write_text
+
+__all__ = ["VQVAE", "VQVAEConfig", "VQVAEOutput", "VectorQuantizer", "WEIGHTS_NAME", "CONFIG_NAME"]
+
+WEIGHTS_NAME = "vqvae.safetensors"
+CONFIG_NAME = "vqvae.json"
+_CONFIG_METADATA_KEY = "plutok_vqvae_config"
+AFFINE_LR_SCALE = 10.0  # the original's learning-rate scale of the codebook affine transform
+
+
+@dataclass(frozen=True)
+class VQVAEConfig:
+    """Hyper-parameters that fix the VQ-VAE architecture.
+
+    Attributes:
+        feature_dim: channels ``C`` of the input features (192 for OpenVoice ``z_p``).
+        codebook_size: number of codes ``K`` (200 in the original release).
+        downsample: frames per code, 1, 2 (original) or 4.
+        channels: base width ``h`` of the network (widths h, 2h, 4h; code vectors
+            are 4h-dimensional). ``None`` means ``feature_dim``, as in the original.
+            Any other value adds a 1x1 input projection (``input_proj``) and
+            output projection (``output_proj``).
+    """
+
+    feature_dim: int
+    codebook_size: int = 256
+    downsample: int = 2
+    channels: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("feature_dim", "codebook_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ModelError(f"VQ-VAE config: {name} must be a positive integer, got {value!r}")
+        if self.codebook_size < 2:
+            raise ModelError(f"VQ-VAE config: codebook_size must be at least 2, got {self.codebook_size}")
+        if self.downsample not in (1, 2, 4):
+            raise ModelError(f"VQ-VAE config: downsample must be 1, 2 or 4, got {self.downsample!r}")
+        if self.channels is not None and (
+            not isinstance(self.channels, int) or isinstance(self.channels, bool) or self.channels < 1
+        ):
+            raise ModelError(f"VQ-VAE config: channels must be a positive integer, got {self.channels!r}")
+
+    @property
+    def width(self) -> int:
+        """Base width ``h`` actually used."""
+        return self.feature_dim if self.channels is None else self.channels
+
+    @property
+    def code_dim(self) -> int:
+        """Dimension of a code vector (``4h``)."""
+        return 4 * self.width
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VQVAEConfig:
+        """Inverse of :meth:`to_dict`; unknown or missing keys raise :class:`ModelError`."""
+        if not isinstance(data, Mapping):
+            raise ModelError(f"VQ-VAE config must be a JSON object, got {type(data).__name__}")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelError(f"VQ-VAE config has unknown keys: {', '.join(unknown)}")
+        if "feature_dim" not in data:
+            raise ModelError("VQ-VAE config lacks feature_dim")
+        return cls(**dict(data))
+
+
+class ResBlock(nn.Module):
+    """``x + relu(conv(x))`` with a same-length k3 convolution (the original's block)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + F.relu(self.conv(x))
+
+
+def _encoder(h: int, downsample: int) -> nn.Sequential:
+    first_stride, second_stride = {1: (1, 1), 2: (2, 1), 4: (2, 2)}[downsample]
+    return nn.Sequential(
+        ResBlock(h),
+        nn.Conv1d(h, 2 * h, kernel_size=3, stride=first_stride, padding=1),
+        nn.ReLU(),
+        *(ResBlock(2 * h) for _ in range(4)),
+        nn.Conv1d(2 * h, 4 * h, kernel_size=3, stride=second_stride, padding=1),
+        nn.ReLU(),
+        *(ResBlock(4 * h) for _ in range(4)),
+        nn.Conv1d(4 * h, 4 * h, kernel_size=3, padding=1),
+    )
+
+
+def _decoder(h: int, downsample: int) -> nn.Sequential:
+    upsampling: list[nn.Module]
+    if downsample == 1:
+        upsampling = [nn.Conv1d(4 * h, h, kernel_size=3, padding=1), nn.ReLU()]
+    elif downsample == 2:
+        upsampling = [nn.ConvTranspose1d(4 * h, h, kernel_size=4, stride=2, padding=1), nn.ReLU()]
+    else:
+        upsampling = [
+            nn.ConvTranspose1d(4 * h, 2 * h, kernel_size=4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose1d(2 * h, h, kernel_size=4, stride=2, padding=1),
+            nn.ReLU(),
+        ]
+    return nn.Sequential(
+        ResBlock(4 * h),
+        ResBlock(4 * h),
+        *upsampling,
+        *(ResBlock(h) for _ in range(5)),
+        nn.Conv1d(h, h, kernel_size=3, padding=1),
+    )
+
+
+class AffineTransform(nn.Module):
+    """Per-dimension affine map of the codebook: ``(1 + s * scale) * w + s * bias``, ``s = 10``.
+
+    Stored as ``scale`` and ``bias`` of shape ``(1, D)``, zero at initialisation
+    (identity), exactly as in the original checkpoint.
+    """
+
+    def __init__(self, dim: int, lr_scale: float = AFFINE_LR_SCALE) -> None:
+        super().__init__()
+        self.lr_scale = lr_scale
+        self.scale = nn.Parameter(torch.zeros(1, dim))
+        self.bias = nn.Parameter(torch.zeros(1, dim))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return (1 + self.lr_scale * self.scale) * weight + self.lr_scale * self.bias
+
+    def inverse(self, vectors: torch.Tensor) -> torch.Tensor:
+        """The raw codebook rows whose transform is ``vectors`` (``(N, D)``)."""
+        return (vectors - self.lr_scale * self.bias) / (1 + self.lr_scale * self.scale)
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-neighbour quantizer with an affine-transformed codebook.
+
+    Parameters (original layout): ``codebook.weight`` ``(K, D)``,
+    ``affine_transform.scale`` / ``.bias`` ``(1, D)``, and the buffer ``_counts``
+    ``(K,)`` (how often each code was picked in training; never used to quantize).
+    """
+
+    def __init__(self, codebook_size: int, dim: int) -> None:
+        super().__init__()
+        self.codebook_size = codebook_size
+        self.dim = dim
+        self.codebook = nn.Embedding(codebook_size, dim)
+        self.affine_transform = AffineTransform(dim)
+        self.register_buffer("_counts", torch.zeros(codebook_size))
+
+    def effective_codebook(self) -> torch.Tensor:
+        """The code vectors actually used, ``(K, D)``."""
+        return self.affine_transform(self.codebook.weight)
+
+    @torch.no_grad()
+    def set_code_vectors(self, vectors: torch.Tensor, index: torch.Tensor | None = None) -> None:
+        """Make the effective code vectors at ``index`` (all when ``None``) equal ``vectors``."""
+        raw = self.affine_transform.inverse(vectors.to(self.codebook.weight))
+        if index is None:
+            self.codebook.weight.copy_(raw)
+        else:
+            self.codebook.weight[index] = raw
+
+    def nearest(self, vectors: torch.Tensor, codebook: torch.Tensor | None = None) -> torch.Tensor:
+        """Index of the nearest code (Euclidean) for each row of ``vectors`` ``(N, D)`` -> ``(N,)``."""
+        codebook = self.effective_codebook() if codebook is None else codebook
+        distances = (
+            vectors.pow(2).sum(1, keepdim=True) - 2 * vectors @ codebook.t() + codebook.pow(2).sum(1)[None]
+        )
+        return distances.argmin(dim=1)
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """Code vectors for ``codes`` ``(B, T)`` -> ``(B, D, T)``."""
+        return F.embedding(codes, self.effective_codebook()).transpose(1, 2)
+
+    def forward(self, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Quantize ``encoded`` ``(B, D, T)``.
+
+        Returns:
+            ``quantized`` ``(B, D, T)`` with straight-through gradients to ``encoded``,
+            ``codes`` ``(B, T)`` int64, and ``aux``: ``codebook_loss`` (moves codes to
+            the encoder outputs), ``commitment_loss`` (moves encoder outputs to their
+            codes, unweighted), ``perplexity`` and ``usage`` (fraction of codes used in
+            this batch), all scalars.
+        """
+        batch, dim, frames = encoded.shape
+        flat = encoded.transpose(1, 2).reshape(-1, dim)
+        codebook = self.effective_codebook()
+        with torch.no_grad():
+            codes = self.nearest(flat.detach(), codebook.detach())
+        chosen = codebook[codes]
+        codebook_loss = F.mse_loss(chosen, flat.detach())
+        commitment_loss = F.mse_loss(flat, chosen.detach())
+        straight_through = flat + (chosen - flat).detach()
+        quantized = straight_through.reshape(batch, frames, dim).transpose(1, 2)
+        with torch.no_grad():
+            histogram = torch.bincount(codes, minlength=self.codebook_size).float()
+            probabilities = histogram / histogram.sum().clamp(min=1)
+            entropy = -(probabilities * probabilities.clamp(min=1e-12).log()).sum()
+        aux = {
+            "codebook_loss": codebook_loss,
+            "commitment_loss": commitment_loss,
+            "perplexity": entropy.exp(),
+            "usage": (histogram > 0).float().mean(),
+        }
+        return quantized, codes.reshape(batch, frames), aux
+
+
+@dataclass
+class VQVAEOutput:
+    """Result of :meth:`VQVAE.forward` (torch tensors, batch first).
+
+    Attributes:
+        reconstruction: ``(B, C, T)`` decoder output trimmed to the input length.
+        codes: ``(B, T')`` int64, ``T' = ceil(T / downsample)``.
+        encoded: ``(B, D, T')`` encoder output before quantization.
+        quantized: ``(B, D, T')`` code vectors (straight-through gradient to ``encoded``).
+        codebook_loss, commitment_loss: scalar losses (see :class:`VectorQuantizer`).
+        perplexity, usage: scalar batch statistics of the codes (no gradient).
+    """
+
+    reconstruction: torch.Tensor
+    codes: torch.Tensor
+    encoded: torch.Tensor
+    quantized: torch.Tensor
+    codebook_loss: torch.Tensor
+    commitment_loss: torch.Tensor
+    perplexity: torch.Tensor
+    usage: torch.Tensor
+
+
+class VQVAE(nn.Module):
+    """Conv VQ-VAE over frame features; see the module docstring for the architecture."""
+
+    def __init__(self, config: VQVAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        h = config.width
+        if config.width != config.feature_dim:
+            self.input_proj = nn.Conv1d(config.feature_dim, h, kernel_size=1)
+            self.output_proj = nn.Conv1d(h, config.feature_dim, kernel_size=1)
+        else:
+            self.input_proj = None
+            self.output_proj = None
+        self.encoder = _encoder(h, config.downsample)
+        self.vq_layer = VectorQuantizer(config.codebook_size, config.code_dim)
+        self.decoder = _decoder(h, config.downsample)
+        self.eval()
+
+    # ----- contract ---------------------------------------------------------------------------
+    @property
+    def feature_dim(self) -> int:
+        """Channels ``C`` of the features this model reads and writes."""
+        return self.config.feature_dim
+
+    @property
+    def codebook_size(self) -> int:
+        """Number of codes; valid codes are ``0 .. codebook_size - 1``."""
+        return self.config.codebook_size
+
+    @property
+    def downsample(self) -> int:
+        """Feature frames per code."""
+        return self.config.downsample
+
+    @property
+    def quantizer(self) -> VectorQuantizer:
+        return self.vq_layer
+
+    # ----- torch level ------------------------------------------------------------------------
+    def encode_tensor(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder output ``(B, D, ceil(T / downsample))`` for features ``(B, C, T)``."""
+        hidden = features if self.input_proj is None else self.input_proj(features)
+        return self.encoder(hidden)
+
+    def decode_tensor(self, quantized: torch.Tensor) -> torch.Tensor:
+        """Features ``(B, C, downsample * T')`` from code vectors ``(B, D, T')``."""
+        hidden = self.decoder(quantized)
+        return hidden if self.output_proj is None else self.output_proj(hidden)
+
+    def forward(self, features: torch.Tensor) -> VQVAEOutput:
+        """Encode, quantize and decode a batch ``(B, C, T)``; see :class:`VQVAEOutput`."""
+        encoded = self.encode_tensor(features)
+        quantized, codes, aux = self.vq_layer(encoded)
+        reconstruction = self.decode_tensor(quantized)[..., : features.shape[-1]]
+        return VQVAEOutput(reconstruction=reconstruction, codes=codes, encoded=encoded, quantized=quantized, **aux)
+
+    # ----- numpy level ------------------------------------------------------------------------
+    def _device(self) -> torch.device:
+        return self.vq_layer.codebook.weight.device
+
+    @torch.no_grad()
+    def encode(self, features: np.ndarray) -> np.ndarray:
+        """Codes of one utterance.
+
+        Args:
+            features: float ``(C, T)`` with ``C == feature_dim`` and ``T >= downsample``.
+        Returns:
+            int64 ``(ceil(T / downsample),)`` codes in ``[0, codebook_size)``.
+        Raises:
+            AudioError: fewer than ``downsample`` frames, or NaN/inf values.
+            ModelError: the features have the wrong number of channels.
+        """
+        array = np.asarray(features)
+        if array.ndim != 2:
+            raise AudioError(f"features must be a (channels, frames) array, got shape {array.shape}")
+        if array.shape[0] != self.feature_dim:
+            raise ModelError(
+                f"features have {array.shape[0]} channels but this VQ-VAE expects {self.feature_dim}"
+                " (features from a different backbone?)"
+            )
+        if array.shape[1] < self.downsample:
+            raise AudioError(
+                f"too short: {array.shape[1]} feature frames, need at least {self.downsample} for one code"
+            )
+        if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
+            raise AudioError("features contain NaN, inf or non-numeric values")
+        was_training = self.training
+        self.eval()
+        try:
+            tensor = torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32), device=self._device())
+            encoded = self.encode_tensor(tensor[None])
+            flat = encoded[0].t()
+            codes = self.vq_layer.nearest(flat)
+        finally:
+            self.train(was_training)
+        return codes.cpu().numpy().astype(np.int64)
+
+    def check_codes(self, codes: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Validate codes and return them as int64 ``(N,)``; raises :class:`TokenError`."""
+        array = np.asarray(codes)
+        if array.ndim != 1:
+            raise TokenError(f"codes must be a 1-D sequence, got shape {array.shape}")
+        if array.size == 0:
+            raise TokenError("no codes to decode (empty code sequence)")
+        if array.dtype.kind not in "iu":
+            if array.dtype.kind == "f" and np.isfinite(array).all() and (array == np.round(array)).all():
+                array = array.astype(np.int64)
+            else:
+                raise TokenError(f"codes must be integers, got dtype {array.dtype}")
+        bad = np.flatnonzero((array < 0) | (array >= self.codebook_size))
+        if bad.size:
+            position = int(bad[0])
+            raise TokenError(
+                f"code {int(array[position])} at position {position} is outside [0, {self.codebook_size})"
+                f" ({bad.size} invalid code(s) in total)"
+            )
+        return array.astype(np.int64)
+
+    @torch.no_grad()
+    def decode(self, codes: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Features from codes.
+
+        Args:
+            codes: integer ``(N,)`` with values in ``[0, codebook_size)``, ``N >= 1``.
+        Returns:
+            float32 ``(C, downsample * N)``.
+        Raises:
+            TokenError: empty input, wrong shape or type, or a code out of range.
+        """
+        array = self.check_codes(codes)
+        was_training = self.training
+        self.eval()
+        try:
+            tensor = torch.as_tensor(array, device=self._device())[None]
+            decoded = self.decode_tensor(self.vq_layer.lookup(tensor))
+        finally:
+            self.train(was_training)
+        return decoded[0].cpu().numpy().astype(np.float32)
+
+    # ----- I/O --------------------------------------------------------------------------------
+    def load_weights(self, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+        """Load a state dict, raising :class:`ModelError` that lists every mismatch."""
+        expected = self.state_dict()
+        missing = sorted(set(expected) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(expected))
+        bad_shapes = [
+            f"{key}: {tuple(state_dict[key].shape)} (expected {tuple(expected[key].shape)})"
+            for key in expected
+            if key in state_dict and tuple(state_dict[key].shape) != tuple(expected[key].shape)
+        ]
+        problems = []
+        if missing:
+            problems.append(f"missing keys: {', '.join(missing)}")
+        if unexpected:
+            problems.append(f"unexpected keys: {', '.join(unexpected)}")
+        if bad_shapes:
+            problems.append(f"wrong shapes: {'; '.join(bad_shapes)}")
+        if problems:
+            raise ModelError(f"{source} does not match the VQ-VAE architecture: " + " | ".join(problems))
+        self.load_state_dict({key: value.float() for key, value in state_dict.items()})
+
+    @classmethod
+    def from_original(cls, path: str | os.PathLike) -> VQVAE:
+        """Load an original Plutok checkpoint (``outputs/vqvae/model.pth``, a bare state dict).
+
+        ``feature_dim`` and ``codebook_size`` are read from the tensor shapes; the
+        original always downsamples by 2.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"VQ-VAE checkpoint not found: {path}")
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # pickle, zip and unsafe-global errors all mean "not a checkpoint"
+            raise ModelError(f"cannot read VQ-VAE checkpoint {path}: {error}") from error
+        if isinstance(loaded, Mapping) and not any(isinstance(v, torch.Tensor) for v in loaded.values()):
+            for wrapper in ("model", "state_dict"):
+                if isinstance(loaded.get(wrapper), Mapping):
+                    loaded = loaded[wrapper]
+                    break
+        if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+            raise ModelError(f"{path} is not a VQ-VAE state dict")
+        config = _infer_original_config(loaded, str(path))
+        model = cls(config)
+        model.load_weights(loaded, source=str(path))
+        return model
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``vqvae.safetensors`` (config also in its metadata) and ``vqvae.json`` to ``directory``.
+
+        Returns:
+            The path of the weights file.
+        """
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config_text = json.dumps(self.config.to_dict(), indent=2, sort_keys=True)
+        tensors = {key: value.detach().cpu().contiguous() for key, value in self.state_dict().items()}
+        weights = directory / WEIGHTS_NAME
+        with atomic_path(weights) as temporary:
+            save_file(tensors, str(temporary), metadata={_CONFIG_METADATA_KEY: config_text, "format": "pt"})
+        atomic_write_text(directory / CONFIG_NAME, config_text + "\n")
+        return weights
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, config: VQVAEConfig | Mapping[str, Any] | None = None) -> VQVAE:
+        """Load a model written by :meth:`save`.
+
+        Args:
+            path: the directory given to :meth:`save`, or the ``.safetensors`` file itself.
+            config: overrides the stored configuration (``vqvae.json`` beside the
+                weights, else the safetensors metadata).
+        """
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        weights = path / WEIGHTS_NAME if path.is_dir() else path
+        if not weights.is_file():
+            raise ModelError(f"VQ-VAE weights not found: {weights}")
+        try:
+            with safe_open(str(weights), framework="pt", device="cpu") as handle:
+                metadata = handle.metadata() or {}
+                state_dict = {key: handle.get_tensor(key) for key in handle.keys()}
+        except (SafetensorError, OSError, ValueError) as error:
+            raise ModelError(f"cannot read VQ-VAE weights {weights}: {error}") from error
+        if config is None:
+            config_file = weights.parent / CONFIG_NAME
+            try:
+                if config_file.is_file():
+                    config = json.loads(config_file.read_text(encoding="utf-8"))
+                elif _CONFIG_METADATA_KEY in metadata:
+                    config = json.loads(metadata[_CONFIG_METADATA_KEY])
+                else:
+                    config = _infer_original_config(state_dict, str(weights))
+            except json.JSONDecodeError as error:
+                raise ModelError(f"corrupt VQ-VAE config beside {weights}: {error}") from error
+        if not isinstance(config, VQVAEConfig):
+            config = VQVAEConfig.from_dict(config)
+        model = cls(config)
+        model.load_weights(state_dict, source=str(weights))
+        return model
+
+
+def _infer_original_config(state_dict: Mapping[str, torch.Tensor], source: str) -> VQVAEConfig:
+    for key in ("encoder.0.conv.weight", "vq_layer.codebook.weight"):
+        if key not in state_dict or state_dict[key].ndim < 2:
+            raise ModelError(f"{source} is not a Plutok VQ-VAE checkpoint: no usable {key}")
+    feature_dim = int(state_dict["encoder.0.conv.weight"].shape[0])
+    codebook_size = int(state_dict["vq_layer.codebook.weight"].shape[0])
+    return VQVAEConfig(feature_dim=feature_dim, codebook_size=codebook_size, downsample=2)
+
+
+def encoded_length(frames: int, downsample: int) -> int:
+    """Number of codes for ``frames`` feature frames: ``ceil(frames / downsample)``."""
+    return math.ceil(frames / downsample)

@@ -1,0 +1,225 @@
+"""VQ-VAE training: codebook maintenance, a tiny run, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from plutok.errors import AudioError, ModelError
+from plutok.training import CodebookTrainer, SegmentSampler, TrainConfig, kmeans, train_vqvae
+from plutok.vqvae import VQVAE, VectorQuantizer, VQVAEConfig
+
+torch.set_num_threads(1)
+
+
+def clustered(clusters: int, per_cluster: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(clusters, dim, generator=generator) * 10
+    points = centres.repeat_interleave(per_cluster, 0) + 0.1 * torch.randn(clusters * per_cluster, dim, generator=generator)
+    return points, centres
+
+
+def usage_of(quantizer: VectorQuantizer, vectors: torch.Tensor) -> float:
+    with torch.no_grad():
+        codes = quantizer.nearest(vectors)
+    return len(torch.unique(codes)) / quantizer.codebook_size
+
+
+def make_trainer(quantizer: VectorQuantizer, **kw) -> CodebookTrainer:
+    options = {"ema": False, "vectors_per_step": 64, "generator": torch.Generator().manual_seed(0)}
+    options.update(kw)
+    return CodebookTrainer(quantizer, **options)
+
+
+def test_kmeans_finds_well_separated_clusters():
+    points, centres = clustered(clusters=12, per_cluster=20, dim=5)
+    centroids, sizes = kmeans(points, 12, iterations=5, generator=torch.Generator().manual_seed(1))
+    distances = torch.cdist(centres, centroids)
+    assert distances.min(1).values.max() < 0.5  # every true centre has a centroid on it
+    assert sorted(sizes.tolist()) == [20.0] * 12
+
+
+def test_kmeans_initialisation_uses_the_codebook():
+    points, _ = clustered(clusters=32, per_cluster=16, dim=8, seed=2)
+    torch.manual_seed(0)
+    quantizer = VectorQuantizer(32, 8)
+    before = usage_of(quantizer, points)
+    trainer = make_trainer(quantizer)
+    trainer.initialize(points, iterations=10)
+    after = usage_of(quantizer, points)
+    assert before < 0.8
+    assert after >= 0.9
+
+
+def test_initialisation_respects_affine_transform():
+    points, _ = clustered(clusters=8, per_cluster=10, dim=4, seed=3)
+    quantizer = VectorQuantizer(8, 4)
+    with torch.no_grad():
+        quantizer.affine_transform.scale.fill_(0.05)
+        quantizer.affine_transform.bias.fill_(-0.2)
+    make_trainer(quantizer).initialize(points, iterations=5)
+    codes = quantizer.nearest(points)
+    error = (quantizer.effective_codebook()[codes] - points).norm(dim=1).max()
+    assert float(error.detach()) < 1.0
+
+
+def test_dead_codes_are_revived():
+    points, _ = clustered(clusters=16, per_cluster=8, dim=6, seed=4)
+    quantizer = VectorQuantizer(16, 6)
+    with torch.no_grad():  # half the codes sit on data, half far away where nothing ever lands
+        quantizer.codebook.weight[:8] = points[::16][:8]
+        quantizer.codebook.weight[8:] = 1000.0
+    trainer = make_trainer(quantizer, dead_code_steps=3, replay_size=256)
+    assert usage_of(quantizer, points) == 0.5
+    resets = 0
+    for _ in range(6):
+        codes = quantizer.nearest(points)
+        stats = trainer.update(points.T[None], codes[None])
+        resets += stats["resets"]
+    assert resets >= 8
+    assert float(quantizer.codebook.weight[8:].abs().max()) < 100  # moved onto real encoder outputs
+    assert usage_of(quantizer, points) > 0.5
+    assert stats["active"] == 1.0
+
+
+def test_ema_kmeans_moves_codes_to_cluster_means():
+    points, centres = clustered(clusters=4, per_cluster=50, dim=3, seed=5)
+    quantizer = VectorQuantizer(4, 3)
+    with torch.no_grad():
+        quantizer.codebook.weight.copy_(centres + 2.0)  # close enough that each code keeps its cluster
+    trainer = make_trainer(quantizer, ema=True, ema_decay=0.8, vectors_per_step=200, dead_code_steps=0)
+    assert not quantizer.codebook.weight.requires_grad
+    for _ in range(60):
+        trainer.update(points.T[None], quantizer.nearest(points)[None])
+    assert float((quantizer.effective_codebook() - centres).norm(dim=1).max()) < 0.2
+
+
+def synthetic_features(count: int, frames: int, dim: int = 8, seed: int = 0) -> list[np.ndarray]:
+    """Piecewise-constant 'phones' from a small inventory plus a little noise."""
+    inventory = np.random.default_rng(1234).standard_normal((10, dim)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    utterances = []
+    for _ in range(count):
+        labels = np.repeat(rng.integers(0, 10, size=frames // 4 + 1), 4)[:frames]
+        utterances.append((inventory[labels].T + 0.05 * rng.standard_normal((dim, frames))).astype(np.float32))
+    return utterances
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    settings = dict(
+        steps=50,
+        batch_size=4,
+        segment_frames=32,
+        learning_rate=3e-3,
+        warmup_steps=5,
+        log_interval=10,
+        eval_interval=25,
+        checkpoint_interval=0,
+        kmeans_init_vectors=256,
+        kmeans_iterations=5,
+        dead_code_steps=20,
+        replay_size=512,
+    )
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+MODEL = VQVAEConfig(feature_dim=8, codebook_size=32, downsample=2, channels=4)
+
+
+@pytest.mark.parametrize("ema", [False, True])
+def test_tiny_training_reduces_loss(ema):
+    train = synthetic_features(12, 60)
+    dev = synthetic_features(3, 50, seed=1)
+    _, untrained = train_vqvae(train, dev, MODEL, tiny_config(steps=1, learning_rate=1e-9), progress=False)
+    model, metrics = train_vqvae(train, dev, MODEL, tiny_config(kmeans=ema), progress=False)
+    assert metrics["step"] == 50
+    assert metrics["dev_loss"] < 0.7 * untrained["dev_loss"]
+    first_logged = metrics["history"][0]["loss"]
+    assert metrics["train_loss"] < first_logged
+    assert metrics["usage"] > 0.2 and metrics["perplexity"] > 4
+    assert not model.training
+    assert model.encode(dev[0]).shape == (25,)
+
+
+def test_checkpoints_and_final_model_are_written(tmp_path):
+    train = synthetic_features(6, 40)
+    model, _ = train_vqvae(
+        train, [], MODEL, tiny_config(steps=12, checkpoint_interval=4, keep_checkpoints=2), tmp_path, progress=False
+    )
+    latest = json.loads((tmp_path / "latest.json").read_text())
+    assert latest["step"] == 12
+    assert sorted(p.name for p in tmp_path.glob("step-*.safetensors")) == [
+        "step-00000008.safetensors",
+        "step-00000012.safetensors",
+    ]
+    assert not list(tmp_path.glob("*.part"))
+    loaded = VQVAE.load(tmp_path)
+    np.testing.assert_array_equal(loaded.encode(train[0]), model.encode(train[0]))
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypatch):
+    train = synthetic_features(8, 48)
+    config = tiny_config(steps=20, checkpoint_interval=5, dead_code_steps=3)
+    reference, _ = train_vqvae(train, [], MODEL, config, tmp_path / "straight", progress=False)
+
+    calls = {"count": 0}
+    original_update = CodebookTrainer.update
+
+    def interrupted_update(self, encoded, codes):
+        calls["count"] += 1
+        if calls["count"] == 13:  # killed during step 13: the checkpoint of step 10 is the latest
+            raise KeyboardInterrupt
+        return original_update(self, encoded, codes)
+
+    monkeypatch.setattr(CodebookTrainer, "update", interrupted_update)
+    with pytest.raises(KeyboardInterrupt):
+        train_vqvae(train, [], MODEL, config, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(CodebookTrainer, "update", original_update)
+    assert json.loads((tmp_path / "resumed" / "latest.json").read_text())["step"] == 10
+
+    resumed, metrics = train_vqvae(train, [], MODEL, config, tmp_path / "resumed", resume=True, progress=False)
+    assert metrics["step"] == 20
+    for key, value in reference.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+
+def test_resume_rejects_a_different_architecture(tmp_path):
+    train = synthetic_features(4, 40)
+    train_vqvae(train, [], MODEL, tiny_config(steps=2, checkpoint_interval=1), tmp_path, progress=False)
+    other = VQVAEConfig(feature_dim=8, codebook_size=16, downsample=2, channels=4)
+    with pytest.raises(ModelError, match="checkpoint"):
+        train_vqvae(train, [], other, tiny_config(steps=4), tmp_path, resume=True, progress=False)
+
+
+def test_bad_training_data_is_reported():
+    with pytest.raises(AudioError, match="segment_frames"):
+        SegmentSampler([np.zeros((8, 10), np.float32)], segment_frames=32, seed=0)
+    with pytest.raises(ModelError, match="shape"):
+        train_vqvae([np.zeros((7, 50), np.float32)], [], MODEL, tiny_config(), progress=False)
+    bad = np.zeros((8, 50), np.float32)
+    bad[0, 0] = np.inf
+    with pytest.raises(AudioError, match="NaN or inf"):
+        train_vqvae([bad], [], MODEL, tiny_config(), progress=False)
+
+
+def test_sampler_is_seeded_and_restorable():
+    data = synthetic_features(5, 64)
+    first = SegmentSampler(data, 16, seed=3)
+    state = first.state()
+    batch = first.batch(4)
+    second = SegmentSampler(data, 16, seed=99)
+    second.set_state(state)
+    np.testing.assert_array_equal(second.batch(4), batch)
+    assert batch.shape == (4, 8, 16)
+
+
+def test_learning_rate_schedule():
+    config = TrainConfig(steps=100, learning_rate=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert config.learning_rate_at(0) == pytest.approx(0.1)
+    assert config.learning_rate_at(9) == pytest.approx(1.0)
+    assert config.learning_rate_at(99) == pytest.approx(0.1, abs=0.01)
+    assert TrainConfig.from_dict(config.to_dict()) == config
