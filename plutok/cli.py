@@ -31,7 +31,9 @@ def _add_model_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _threads_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
 
 
 def _set_threads(args: argparse.Namespace) -> None:
@@ -135,7 +137,9 @@ def _cmd_roundtrip(args: argparse.Namespace) -> int:
     print(f"tokens/s: {encoding.tokens_per_second:.1f}  (codes/s: {encoding.codes_per_second:.1f})")
     bits = len(encoding.ids) * tok.bits_per_token + tok.speaker_bits
     print(f"bitrate: {bits / encoding.duration:.0f} bits/s including the speaker vector")
-    print(f"time: encode {encoded - started:.2f} s, decode {decoded - encoded:.2f} s for {encoding.duration:.2f} s")
+    print(
+        f"time: encode {encoded - started:.2f} s, decode {decoded - encoded:.2f} s for {encoding.duration:.2f} s"
+    )
     print(f"output: {output}")
     return 0
 
@@ -184,7 +188,12 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     utterances = list_inputs(args.input, split=args.split)
     rank, world_size = _distributed_rank()
     summary = extract_corpus(
-        utterances, backbone, args.output, shard_size=args.shard_size, rank=rank, world_size=world_size,
+        utterances,
+        backbone,
+        args.output,
+        shard_size=args.shard_size,
+        rank=rank,
+        world_size=world_size,
         progress=not args.quiet,
     )
     failures = merge_failures(args.output) if rank == 0 else []
@@ -204,7 +213,9 @@ def _backbone_from_args(args: argparse.Namespace):
         if not args.checkpoint:
             from plutok.errors import PlutokError
 
-            raise PlutokError("--backbone openvoice needs --checkpoint DIR (converter config.json + checkpoint.pth)")
+            raise PlutokError(
+                "--backbone openvoice needs --checkpoint DIR (converter config.json + checkpoint.pth)"
+            )
         return get_backbone_class("openvoice").from_checkpoint(args.checkpoint)
     return get_backbone_class("mel")()
 
@@ -240,8 +251,13 @@ def _cmd_train_vq(args: argparse.Namespace) -> int:
     }
     train_config = TrainConfig(**overrides)
     model, metrics = train_vqvae(
-        train, dev, model_config, train_config, checkpoint_dir=Path(args.output) / "checkpoints",
-        resume=args.resume, progress=not args.quiet,
+        train,
+        dev,
+        model_config,
+        train_config,
+        checkpoint_dir=Path(args.output) / "checkpoints",
+        resume=args.resume,
+        progress=not args.quiet,
     )
     model.save(args.output)
     metrics["codes_per_second"] = store.config["frames_per_second"] / model_config.downsample
@@ -268,7 +284,9 @@ def _cmd_train_bpe(args: argparse.Namespace) -> int:
         ):
             yield vqvae.encode(features)
 
-    bpe = CodeBPE.train(code_sequences(), vqvae.codebook_size, vocab_size=args.vocab_size, progress=not args.quiet)
+    bpe = CodeBPE.train(
+        code_sequences(), vqvae.codebook_size, vocab_size=args.vocab_size, progress=not args.quiet
+    )
     metadata = {"description": args.description or "", "trained": {"features": str(args.features)}}
     model = Plutok(store.backbone(), vqvae, bpe, metadata=metadata)
     model.save(args.output)
@@ -277,7 +295,9 @@ def _cmd_train_bpe(args: argparse.Namespace) -> int:
 
 
 # -- parser -------------------------------------------------------------------------------------
-def _external(module: str) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:
+def _external(
+    module: str,
+) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:
     import importlib
 
     loaded = importlib.import_module(module)
@@ -328,7 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("input", metavar="IN", help="folder of audio files or manifest.jsonl")
     sub.add_argument("-o", "--output", metavar="OUT", required=True, help="extraction folder")
     sub.add_argument("--backbone", choices=["mel", "openvoice"], default="mel")
-    sub.add_argument("--checkpoint", metavar="DIR", help="OpenVoice converter folder (for --backbone openvoice)")
+    sub.add_argument(
+        "--checkpoint", metavar="DIR", help="OpenVoice converter folder (for --backbone openvoice)"
+    )
     sub.add_argument("--split", default=None, help="only manifest rows of this split (e.g. train)")
     sub.add_argument("--shard-size", type=int, default=256, help="utterances per shard (default 256)")
     sub.add_argument("-q", "--quiet", action="store_true")
@@ -336,7 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("train-vq", "train the VQ-VAE on extracted features", _cmd_train_vq)
     sub.add_argument("features", metavar="FEATURES", help="extraction folder from 'plutok extract'")
-    sub.add_argument("-o", "--output", metavar="OUT", required=True, help="VQ-VAE folder (weights, checkpoints)")
+    sub.add_argument(
+        "-o", "--output", metavar="OUT", required=True, help="VQ-VAE folder (weights, checkpoints)"
+    )
     sub.add_argument("--split", default=None, help="training split in FEATURES (default: all)")
     sub.add_argument("--dev", metavar="DEV_FEATURES", help="held-out extraction folder")
     sub.add_argument("--dev-split", default=None, help="held-out split name (in --dev or FEATURES)")
@@ -349,7 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--learning-rate", type=float, default=None)
     sub.add_argument("--seed", type=int, default=None)
     sub.add_argument("--device", default=None, help="cpu or cuda (default cpu)")
-    sub.add_argument("--kmeans", action="store_true", default=None, help="EMA k-means codebook (original style)")
+    sub.add_argument(
+        "--kmeans", action="store_true", default=None, help="EMA k-means codebook (original style)"
+    )
     sub.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUT")
     sub.add_argument("-q", "--quiet", action="store_true")
     _threads_option(sub)

@@ -110,7 +110,9 @@ def unpack(payload: bytes, expected_fingerprint: bytes | None = None) -> PltFile
         raise ContainerError("truncated .plt file (header incomplete)")
     _, version, fingerprint, sample_rate, num_samples, speaker_dim = _HEADER.unpack_from(payload)
     if version != FORMAT_VERSION:
-        raise ContainerError(f".plt format version {version} is not supported (this Plutok reads {FORMAT_VERSION})")
+        raise ContainerError(
+            f".plt format version {version} is not supported (this Plutok reads {FORMAT_VERSION})"
+        )
     body, (stored_crc,) = payload[: -_CRC.size], _CRC.unpack_from(payload, len(payload) - _CRC.size)
     if zlib.crc32(body) != stored_crc:
         raise ContainerError("corrupt or truncated .plt file (checksum mismatch)")

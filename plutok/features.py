@@ -195,11 +195,17 @@ def extract_corpus(
                 "use a new output folder"
             )
     elif rank == 0:
+        backbone.save_weights(output)  # before the config: extract.json implies the weights exist
         atomic_write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
     summary = ExtractSummary()
     shard_count = (len(utterances) + shard_size - 1) // shard_size
     mine = [index for index in range(shard_count) if index % world_size == rank]
-    bar = tqdm(mine, desc=f"extract (rank {rank})" if world_size > 1 else "extract", unit="shard", disable=not progress)
+    bar = tqdm(
+        mine,
+        desc=f"extract (rank {rank})" if world_size > 1 else "extract",
+        unit="shard",
+        disable=not progress,
+    )
     for index in bar:
         shard = utterances[index * shard_size : (index + 1) * shard_size]
         if (shard_dir / f"{_shard_name(index)}.jsonl").is_file():

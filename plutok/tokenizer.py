@@ -26,7 +26,7 @@ import torch
 
 from plutok.audio import load_audio, prepare_waveform, resample
 from plutok.backbones import Backbone, backbone_from_config
-from plutok.bpe import CodeBPE
+from plutok.bpe import CodeBPE, OriginalCodeBPE, load_tokenizer
 from plutok.container import PltFile, read_plt, write_plt
 from plutok.errors import AudioError, ModelError, PlutokError, TokenError
 from plutok.files import atomic_write_text
@@ -96,7 +96,13 @@ class Plutok:
     :meth:`from_openvoice` (the original release's files) or from its three stages.
     """
 
-    def __init__(self, backbone: Backbone, vqvae: VQVAE, bpe: CodeBPE, metadata: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        backbone: Backbone,
+        vqvae: VQVAE,
+        bpe: CodeBPE | OriginalCodeBPE,
+        metadata: dict[str, Any] | None = None,
+    ):
         if vqvae.feature_dim != backbone.feature_dim:
             raise ModelError(
                 f"VQ-VAE reads {vqvae.feature_dim} feature channels but the {backbone.name} backbone "
@@ -214,7 +220,7 @@ class Plutok:
         try:
             backbone = backbone_from_config(config["backbone"], directory)
             vqvae = VQVAE.load(directory / VQVAE_FILE, config=VQVAEConfig.from_dict(config["vqvae"]))
-            bpe = CodeBPE.load(directory / TOKENIZER_FILE, codebook_size=vqvae.codebook_size)
+            bpe = load_tokenizer(directory / TOKENIZER_FILE, codebook_size=vqvae.codebook_size)
         except KeyError as error:
             raise ModelError(f"{config_path}: missing section {error}") from None
         return cls(backbone, vqvae, bpe, metadata=config.get("metadata"))
@@ -301,10 +307,13 @@ class Plutok:
         """
         waveform = self._prepare(wav, sample_rate)
         codes, speaker = self._codes(waveform)
-        num_samples = int(np.asarray(wav).shape[0] if np.asarray(wav).ndim == 1 else max(np.asarray(wav).shape))
+        num_samples = int(
+            np.asarray(wav).shape[0] if np.asarray(wav).ndim == 1 else max(np.asarray(wav).shape)
+        )
         return Encoding(
             ids=self.bpe.encode(codes),
-            speaker=np.asarray(speaker, dtype=np.float32),
+            # Rounded to what a .plt file stores, so decoding from memory and from a file agree.
+            speaker=np.asarray(speaker, dtype=np.float16).astype(np.float32),
             sample_rate=int(sample_rate),
             num_samples=num_samples,
             num_codes=int(codes.shape[0]),

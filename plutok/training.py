@@ -103,7 +103,14 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        positive = ("steps", "batch_size", "segment_frames", "log_interval", "keep_checkpoints", "replay_size")
+        positive = (
+            "steps",
+            "batch_size",
+            "segment_frames",
+            "log_interval",
+            "keep_checkpoints",
+            "replay_size",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}")
@@ -510,9 +517,14 @@ def _load_checkpoint(
             f"checkpoint in {directory} is for VQ-VAE {state['model_config']}, not {model.config.to_dict()}"
         )
     model.load_weights(weights, source=str(directory / latest["weights"]))
-    optimizer.load_state_dict(state["optimizer"])
-    codebook.load_state_dict(state["codebook"])
-    sampler.set_state(state["sampler"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        codebook.load_state_dict(state["codebook"])
+        sampler.set_state(state["sampler"])
+    except (KeyError, ValueError, RuntimeError) as error:
+        raise ModelError(
+            f"cannot resume from {directory}: the checkpoint was written with other training settings ({error})"
+        ) from error
     return int(state["step"])
 
 

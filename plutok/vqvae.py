@@ -334,7 +334,9 @@ class VQVAE(nn.Module):
         encoded = self.encode_tensor(features)
         quantized, codes, aux = self.vq_layer(encoded)
         reconstruction = self.decode_tensor(quantized)[..., : features.shape[-1]]
-        return VQVAEOutput(reconstruction=reconstruction, codes=codes, encoded=encoded, quantized=quantized, **aux)
+        return VQVAEOutput(
+            reconstruction=reconstruction, codes=codes, encoded=encoded, quantized=quantized, **aux
+        )
 
     # ----- numpy level ------------------------------------------------------------------------
     def _device(self) -> torch.device:

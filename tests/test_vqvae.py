@@ -24,7 +24,9 @@ def reference(name: str) -> Path:
     return path
 
 
-def random_model(feature_dim: int = 6, codebook_size: int = 16, downsample: int = 2, seed: int = 0, **kw) -> VQVAE:
+def random_model(
+    feature_dim: int = 6, codebook_size: int = 16, downsample: int = 2, seed: int = 0, **kw
+) -> VQVAE:
     torch.manual_seed(seed)
     model = VQVAE(VQVAEConfig(feature_dim, codebook_size, downsample, **kw))
     with torch.no_grad():  # spread the codes so that many of them are picked

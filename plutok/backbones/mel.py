@@ -226,7 +226,9 @@ class MelBackbone(Backbone):
     def _check_speaker(self, speaker: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         speaker = np.asarray(speaker, dtype=np.float32).reshape(-1)
         if speaker.shape[0] != self.speaker_dim:
-            raise ModelError(f"speaker vector has {speaker.shape[0]} values, this backbone uses {self.speaker_dim}")
+            raise ModelError(
+                f"speaker vector has {speaker.shape[0]} values, this backbone uses {self.speaker_dim}"
+            )
         mean, std = speaker[: self.n_mels], speaker[self.n_mels :]
         return mean[:, None], np.maximum(std, _MIN_STD)[:, None]
 

@@ -44,8 +44,11 @@ def _describe_mismatch(expected: dict[str, tuple[int, ...]], found: dict[str, tu
     """One line listing missing/unexpected keys and wrong shapes (first few of each), or None if equal."""
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
-    wrong = [f"{k} {list(found[k])} (expected {list(expected[k])})"
-             for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
+    wrong = [
+        f"{k} {list(found[k])} (expected {list(expected[k])})"
+        for k in expected
+        if k in found and tuple(found[k]) != tuple(expected[k])
+    ]
     parts = []
     for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)):
         if items:
@@ -190,8 +193,10 @@ class OpenVoiceBackbone(Backbone):
         if not np.issubdtype(wav.dtype, np.floating):
             raise AudioError(f"waveform must be float samples, got dtype {wav.dtype}")
         if wav.shape[0] < self.cfg.filter_length:
-            raise AudioError(f"audio too short: {wav.shape[0]} samples, need at least {self.cfg.filter_length} "
-                             f"({self.cfg.filter_length / self.sample_rate * 1000:.0f} ms at {self.sample_rate} Hz)")
+            raise AudioError(
+                f"audio too short: {wav.shape[0]} samples, need at least {self.cfg.filter_length} "
+                f"({self.cfg.filter_length / self.sample_rate * 1000:.0f} ms at {self.sample_rate} Hz)"
+            )
         if not np.all(np.isfinite(wav)):
             raise AudioError("audio contains NaN or infinite samples")
         return torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)).unsqueeze(0)
@@ -219,8 +224,9 @@ class OpenVoiceBackbone(Backbone):
             spec = self._spec(wav)
             return self.model.ref_enc(spec.transpose(1, 2))[0].numpy()
 
-    def features(self, wav: np.ndarray, speaker: np.ndarray, tau: float = 0.0,
-                 seed: int | None = None) -> np.ndarray:
+    def features(
+        self, wav: np.ndarray, speaker: np.ndarray, tau: float = 0.0, seed: int | None = None
+    ) -> np.ndarray:
         """``z_p``: float32 ``(inter_channels, samples // hop_length)``.
 
         Args:

@@ -98,7 +98,9 @@ class ConverterConfig:
             gin_channels=int(fields["gin_channels"]),
             resblock=str(fields["resblock"]),
             resblock_kernel_sizes=tuple(int(k) for k in fields["resblock_kernel_sizes"]),
-            resblock_dilation_sizes=tuple(tuple(int(d) for d in ds) for ds in fields["resblock_dilation_sizes"]),
+            resblock_dilation_sizes=tuple(
+                tuple(int(d) for d in ds) for ds in fields["resblock_dilation_sizes"]
+            ),
             upsample_rates=tuple(int(u) for u in fields["upsample_rates"]),
             upsample_initial_channel=int(fields["upsample_initial_channel"]),
             upsample_kernel_sizes=tuple(int(k) for k in fields["upsample_kernel_sizes"]),
@@ -110,8 +112,10 @@ class ConverterConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable (lists, not tuples)."""
         d = asdict(self)
-        return {k: ([list(x) if isinstance(x, tuple) else x for x in v] if isinstance(v, tuple) else v)
-                for k, v in d.items()}
+        return {
+            k: ([list(x) if isinstance(x, tuple) else x for x in v] if isinstance(v, tuple) else v)
+            for k, v in d.items()
+        }
 
     def validate(self) -> None:
         """Raise ValueError for sizes the architecture cannot be built with."""
@@ -119,9 +123,13 @@ class ConverterConfig:
             raise ValueError(f"resblock must be '1' or '2', got {self.resblock!r}")
         if len(self.upsample_rates) != len(self.upsample_kernel_sizes):
             raise ValueError("upsample_rates and upsample_kernel_sizes differ in length")
-        if any((k - u) % 2 or k < u for u, k in zip(self.upsample_rates, self.upsample_kernel_sizes, strict=True)):
-            raise ValueError("each upsample kernel size minus its rate must be even and >= 0, "
-                             "or the waveform length is not frames * hop_length")
+        if any(
+            (k - u) % 2 or k < u for u, k in zip(self.upsample_rates, self.upsample_kernel_sizes, strict=True)
+        ):
+            raise ValueError(
+                "each upsample kernel size minus its rate must be even and >= 0, "
+                "or the waveform length is not frames * hop_length"
+            )
         if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes):
             raise ValueError("resblock_kernel_sizes and resblock_dilation_sizes differ in length")
         prod = 1
@@ -140,8 +148,15 @@ class ConverterConfig:
 
 
 _MODEL_FIELDS = (
-    "inter_channels", "hidden_channels", "gin_channels", "resblock", "resblock_kernel_sizes",
-    "resblock_dilation_sizes", "upsample_rates", "upsample_initial_channel", "upsample_kernel_sizes",
+    "inter_channels",
+    "hidden_channels",
+    "gin_channels",
+    "resblock",
+    "resblock_kernel_sizes",
+    "resblock_dilation_sizes",
+    "upsample_rates",
+    "upsample_initial_channel",
+    "upsample_kernel_sizes",
     "zero_g",
 )
 
@@ -194,8 +209,17 @@ def linear_spectrogram(wav: torch.Tensor, n_fft: int, hop: int, win: int) -> tor
     pad = (n_fft - hop) // 2
     y = F.pad(wav.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
     window = torch.hann_window(win, dtype=wav.dtype, device=wav.device)
-    spec = torch.stft(y, n_fft, hop_length=hop, win_length=win, window=window, center=False,
-                      normalized=False, onesided=True, return_complex=True)
+    spec = torch.stft(
+        y,
+        n_fft,
+        hop_length=hop,
+        win_length=win,
+        window=window,
+        center=False,
+        normalized=False,
+        onesided=True,
+        return_complex=True,
+    )
     spec = torch.view_as_real(spec)
     return torch.sqrt(spec.pow(2).sum(-1) + 1e-6)
 
@@ -219,8 +243,13 @@ class WN(nn.Module):
         self.res_skip_layers = nn.ModuleList()
         for i in range(n_layers):
             dilation = dilation_rate**i
-            self.in_layers.append(weight_normed(
-                nn.Conv1d(hidden, 2 * hidden, kernel, dilation=dilation, padding=_padding(kernel, dilation))))
+            self.in_layers.append(
+                weight_normed(
+                    nn.Conv1d(
+                        hidden, 2 * hidden, kernel, dilation=dilation, padding=_padding(kernel, dilation)
+                    )
+                )
+            )
             out = 2 * hidden if i < n_layers - 1 else hidden
             self.res_skip_layers.append(weight_normed(nn.Conv1d(hidden, out, 1)))
 
@@ -230,7 +259,7 @@ class WN(nn.Module):
         g = self.cond_layer(g)
         output = torch.zeros_like(x)
         for i, (in_layer, res_skip) in enumerate(zip(self.in_layers, self.res_skip_layers, strict=True)):
-            a = in_layer(x) + g[:, 2 * h * i: 2 * h * (i + 1)]
+            a = in_layer(x) + g[:, 2 * h * i : 2 * h * (i + 1)]
             acts = torch.tanh(a[:, :h]) * torch.sigmoid(a[:, h:])
             rs = res_skip(acts)
             if i < self.n_layers - 1:
@@ -253,7 +282,7 @@ class PosteriorEncoder(nn.Module):
 
     def forward(self, spec: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         stats = self.proj(self.enc(self.pre(spec), g))
-        return stats[:, : self.inter], stats[:, self.inter:]
+        return stats[:, : self.inter], stats[:, self.inter :]
 
 
 class Flip(nn.Module):
@@ -274,7 +303,7 @@ class ResidualCouplingLayer(nn.Module):
         self.post = nn.Conv1d(hidden, self.half, 1)
 
     def forward(self, x: torch.Tensor, g: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-        x0, x1 = x[:, : self.half], x[:, self.half:]
+        x0, x1 = x[:, : self.half], x[:, self.half :]
         m = self.post(self.enc(self.pre(x0), g))
         x1 = x1 - m if reverse else x1 + m
         return torch.cat([x0, x1], 1)
@@ -291,7 +320,7 @@ class ResidualCouplingBlock(nn.Module):
             self.flows.append(Flip())
 
     def forward(self, x: torch.Tensor, g: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-        for flow in (reversed(self.flows) if reverse else self.flows):
+        for flow in reversed(self.flows) if reverse else self.flows:
             x = flow(x) if isinstance(flow, Flip) else flow(x, g, reverse=reverse)
         return x
 
@@ -301,10 +330,11 @@ class ResBlock1(nn.Module):
         super().__init__()
         self.convs1 = nn.ModuleList(
             weight_normed(nn.Conv1d(channels, channels, kernel, dilation=d, padding=_padding(kernel, d)))
-            for d in dilations)
+            for d in dilations
+        )
         self.convs2 = nn.ModuleList(
-            weight_normed(nn.Conv1d(channels, channels, kernel, padding=_padding(kernel)))
-            for _ in dilations)
+            weight_normed(nn.Conv1d(channels, channels, kernel, padding=_padding(kernel))) for _ in dilations
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for c1, c2 in zip(self.convs1, self.convs2, strict=True):
@@ -319,7 +349,8 @@ class ResBlock2(nn.Module):
         super().__init__()
         self.convs = nn.ModuleList(
             weight_normed(nn.Conv1d(channels, channels, kernel, dilation=d, padding=_padding(kernel, d)))
-            for d in dilations)
+            for d in dilations
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for c in self.convs:
@@ -339,8 +370,9 @@ class Generator(nn.Module):
         self.ups = nn.ModuleList()
         self.resblocks = nn.ModuleList()
         for i, (u, k) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernel_sizes, strict=True)):
-            self.ups.append(weight_normed(
-                nn.ConvTranspose1d(ch // 2**i, ch // 2 ** (i + 1), k, u, padding=(k - u) // 2)))
+            self.ups.append(
+                weight_normed(nn.ConvTranspose1d(ch // 2**i, ch // 2 ** (i + 1), k, u, padding=(k - u) // 2))
+            )
             for rk, rd in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes, strict=True):
                 self.resblocks.append(block(ch // 2 ** (i + 1), rk, rd))
         self.conv_post = nn.Conv1d(ch // 2 ** len(cfg.upsample_rates), 1, 7, 1, padding=3, bias=False)
@@ -350,7 +382,7 @@ class Generator(nn.Module):
         x = self.conv_pre(x) + self.cond(g)
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, LRELU_SLOPE))
-            blocks = self.resblocks[i * self.num_kernels: (i + 1) * self.num_kernels]
+            blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
             xs = blocks[0](x)
             for b in blocks[1:]:
                 xs = xs + b(x)
@@ -367,7 +399,8 @@ class ReferenceEncoder(nn.Module):
         filters = (1,) + REF_ENC_FILTERS
         self.convs = nn.ModuleList(
             weight_normed(nn.Conv2d(filters[i], filters[i + 1], 3, stride=2, padding=1))
-            for i in range(len(REF_ENC_FILTERS)))
+            for i in range(len(REF_ENC_FILTERS))
+        )
         freq = spec_channels
         for _ in REF_ENC_FILTERS:
             freq = (freq - 3 + 2) // 2 + 1
@@ -392,15 +425,18 @@ class ToneColorConverter(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.dec = Generator(cfg)
-        self.enc_q = PosteriorEncoder(cfg.spec_channels, cfg.inter_channels, cfg.hidden_channels, cfg.gin_channels)
+        self.enc_q = PosteriorEncoder(
+            cfg.spec_channels, cfg.inter_channels, cfg.hidden_channels, cfg.gin_channels
+        )
         self.flow = ResidualCouplingBlock(cfg.inter_channels, cfg.hidden_channels, cfg.gin_channels)
         self.ref_enc = ReferenceEncoder(cfg.spec_channels, cfg.gin_channels)
 
     def _maybe_zero(self, g: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(g) if self.cfg.zero_g else g
 
-    def encode(self, spec: torch.Tensor, g: torch.Tensor, tau: float = 0.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def encode(
+        self, spec: torch.Tensor, g: torch.Tensor, tau: float = 0.0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """spec ``(B, spec, T)``, g ``(B, gin, 1)`` -> ``z_p`` ``(B, inter, T)``."""
         m, logs = self.enc_q(spec, self._maybe_zero(g))
         z = m

@@ -21,10 +21,15 @@ import soundfile as sf
 __all__ = ["RealClip", "real_clips", "decode", "REAL_PACKAGES"]
 
 REAL_PACKAGES = (
-    "festvox-ru", "fillets-ng-data", "fillets-ng-data-cs",
-    "asterisk-core-sounds-en", "asterisk-core-sounds-en-g722",
-    "asterisk-core-sounds-it", "asterisk-core-sounds-it-g722",
-    "asterisk-core-sounds-ru", "asterisk-core-sounds-ru-g722",
+    "festvox-ru",
+    "fillets-ng-data",
+    "fillets-ng-data-cs",
+    "asterisk-core-sounds-en",
+    "asterisk-core-sounds-en-g722",
+    "asterisk-core-sounds-it",
+    "asterisk-core-sounds-it-g722",
+    "asterisk-core-sounds-ru",
+    "asterisk-core-sounds-ru-g722",
     "pocketsphinx-testdata",
 )
 
@@ -61,14 +66,26 @@ def festvox_ru() -> Iterator[RealClip]:
     prompts = [p for p in files if p.name == "txt.done.data"]
     if not prompts:
         return
-    texts = {m[1]: m[2].replace("+", "") for m in re.finditer(r'\(\s*(\S+)\s+"(.*)"\s*\)', prompts[0].read_text("utf-8"))}
+    texts = {
+        m[1]: m[2].replace("+", "")
+        for m in re.finditer(r'\(\s*(\S+)\s+"(.*)"\s*\)', prompts[0].read_text("utf-8"))
+    }
     for path in files:
         if path.suffix == ".wav" and path.parent.name == "wav":
-            yield RealClip(f"festvox-ru-{path.stem}", "ru", texts.get(path.stem, ""), "festvox-ru-nsh",
-                           "festvox-ru", "BSD-like (festvox-ru copyright)", path)
+            yield RealClip(
+                f"festvox-ru-{path.stem}",
+                "ru",
+                texts.get(path.stem, ""),
+                "festvox-ru-nsh",
+                "festvox-ru",
+                "BSD-like (festvox-ru copyright)",
+                path,
+            )
 
 
-_DIALOG = re.compile(r'dialogId\("([^"]+)",\s*"[^"]*",\s*"((?:[^"\\]|\\.)*)"\)(?:\s*dialogStr\("((?:[^"\\]|\\.)*)"\))?')
+_DIALOG = re.compile(
+    r'dialogId\("([^"]+)",\s*"[^"]*",\s*"((?:[^"\\]|\\.)*)"\)(?:\s*dialogStr\("((?:[^"\\]|\\.)*)"\))?'
+)
 
 
 def fillets(language: str) -> Iterator[RealClip]:
@@ -90,8 +107,15 @@ def fillets(language: str) -> Iterator[RealClip]:
                         texts[m[1]] = text
         parts = path.stem.split("-")
         character = parts[1] if len(parts) > 2 else "x"
-        yield RealClip(f"fillets-{language}-{level}-{path.stem}", language, texts.get(path.stem, ""),
-                       f"fillets-{language}-{character}", package, "GPL-2+ (Fish Fillets NG data)", path)
+        yield RealClip(
+            f"fillets-{language}-{level}-{path.stem}",
+            language,
+            texts.get(path.stem, ""),
+            f"fillets-{language}-{character}",
+            package,
+            "GPL-2+ (Fish Fillets NG data)",
+            path,
+        )
 
 
 def asterisk(language: str) -> Iterator[RealClip]:
@@ -109,8 +133,15 @@ def asterisk(language: str) -> Iterator[RealClip]:
             continue
         voice_dir = next(p for p in path.parents if p.parent.name == "sounds")
         key = path.relative_to(voice_dir).with_suffix("").as_posix()
-        yield RealClip(f"asterisk-{language}-{_slug(key)}", language, texts.get(key, ""),
-                       f"asterisk-{voice_dir.name}", package, "CC-BY-SA-3.0 (Asterisk core sounds, Digium)", path)
+        yield RealClip(
+            f"asterisk-{language}-{_slug(key)}",
+            language,
+            texts.get(key, ""),
+            f"asterisk-{voice_dir.name}",
+            package,
+            "CC-BY-SA-3.0 (Asterisk core sounds, Digium)",
+            path,
+        )
 
 
 def pocketsphinx_librivox() -> Iterator[RealClip]:
@@ -122,15 +153,29 @@ def pocketsphinx_librivox() -> Iterator[RealClip]:
                 texts[m[2]] = m[1].strip()
     for path in files:
         if path.suffix == ".wav" and path.parent.name == "librivox":
-            yield RealClip(f"librivox-{path.stem}", "en", texts.get(path.stem, ""), "librivox-austen-reader",
-                           "pocketsphinx-testdata", "Public domain (LibriVox recording)", path)
+            yield RealClip(
+                f"librivox-{path.stem}",
+                "en",
+                texts.get(path.stem, ""),
+                "librivox-austen-reader",
+                "pocketsphinx-testdata",
+                "Public domain (LibriVox recording)",
+                path,
+            )
 
 
 def real_clips(languages: list[str]) -> list[RealClip]:
     """Every real clip of the training sources in ``languages``, in a fixed order."""
     clips: list[RealClip] = []
-    generators = [festvox_ru(), fillets("cs"), fillets("en"), asterisk("en"), asterisk("it"), asterisk("ru"),
-                  pocketsphinx_librivox()]
+    generators = [
+        festvox_ru(),
+        fillets("cs"),
+        fillets("en"),
+        asterisk("en"),
+        asterisk("it"),
+        asterisk("ru"),
+        pocketsphinx_librivox(),
+    ]
     for generator in generators:
         clips += [c for c in generator if c.language in languages]
     return clips
@@ -141,8 +186,27 @@ def decode(path: Path) -> tuple[np.ndarray, int]:
     if path.suffix == ".g722":
         if shutil.which("ffmpeg") is None:
             raise RuntimeError("ffmpeg is needed to decode G.722 (apt-get install ffmpeg)")
-        done = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "g722", "-i", str(path),
-                               "-f", "s16le", "-ac", "1", "-ar", "16000", "-"], capture_output=True, check=False)
+        done = subprocess.run(
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-v",
+                "error",
+                "-f",
+                "g722",
+                "-i",
+                str(path),
+                "-f",
+                "s16le",
+                "-ac",
+                "1",
+                "-ar",
+                "16000",
+                "-",
+            ],
+            capture_output=True,
+            check=False,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"ffmpeg failed on {path}: {done.stderr.decode(errors='replace')[-300:]}")
         return np.frombuffer(done.stdout, dtype="<i2").astype(np.float32) / 32768.0, 16000

@@ -46,10 +46,34 @@ FESTIVAL_LICENSE = "Festival voice licence (free, see /usr/share/doc/<voice pack
 
 # manifest language -> espeak-ng voice name
 ESPEAK_LANGUAGES: dict[str, str] = {
-    "en": "en-us", "ru": "ru", "cs": "cs", "it": "it", "de": "de", "fr": "fr", "es": "es", "pl": "pl",
-    "pt": "pt-br", "fi": "fi", "nl": "nl", "sv": "sv", "eo": "eo", "tr": "tr", "hu": "hu", "uk": "uk",
-    "el": "el", "ro": "ro", "da": "da", "nb": "nb", "hi": "hi", "ca": "ca", "bg": "bg", "hr": "hr",
-    "sk": "sk", "lt": "lt", "id": "id", "vi": "vi",
+    "en": "en-us",
+    "ru": "ru",
+    "cs": "cs",
+    "it": "it",
+    "de": "de",
+    "fr": "fr",
+    "es": "es",
+    "pl": "pl",
+    "pt": "pt-br",
+    "fi": "fi",
+    "nl": "nl",
+    "sv": "sv",
+    "eo": "eo",
+    "tr": "tr",
+    "hu": "hu",
+    "uk": "uk",
+    "el": "el",
+    "ro": "ro",
+    "da": "da",
+    "nb": "nb",
+    "hi": "hi",
+    "ca": "ca",
+    "bg": "bg",
+    "hr": "hr",
+    "sk": "sk",
+    "lt": "lt",
+    "id": "id",
+    "vi": "vi",
 }
 # flite voice -> nothing else needed, all American English
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
@@ -79,7 +103,9 @@ def _hash(*parts: str) -> int:
 def _espeak_variants() -> tuple[str, ...]:
     if shutil.which("espeak-ng") is None:
         return ()
-    out = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True, check=False).stdout
+    out = subprocess.run(
+        ["espeak-ng", "--voices=variant"], capture_output=True, text=True, check=False
+    ).stdout
     names = []
     for line in out.splitlines()[1:]:
         fields = line.split()
@@ -106,8 +132,11 @@ def espeak_voices(languages: list[str], per_language: int = 6) -> list[Voice]:
         for variant in [""] + ranked[: per_language - 1]:
             key = _hash("espeak-prosody", language, variant)
             name = f"{base}+{variant}" if variant else base
-            voices.append(Voice("espeak", name, language, ESPEAK_LICENSE,
-                                rate=140 + key % 46, pitch=30 + (key >> 8) % 41))
+            voices.append(
+                Voice(
+                    "espeak", name, language, ESPEAK_LICENSE, rate=140 + key % 46, pitch=30 + (key >> 8) % 41
+                )
+            )
     return voices
 
 
@@ -131,17 +160,24 @@ def _festival_installed() -> frozenset[str]:
 
 def festival_voices(languages: list[str]) -> list[Voice]:
     installed = _festival_installed()
-    return [Voice("festival", name, language, FESTIVAL_LICENSE, encoding=encoding)
-            for name, (language, encoding) in FESTIVAL_VOICES.items()
-            if language in languages and name in installed]
+    return [
+        Voice("festival", name, language, FESTIVAL_LICENSE, encoding=encoding)
+        for name, (language, encoding) in FESTIVAL_VOICES.items()
+        if language in languages and name in installed
+    ]
 
 
 def available_voices(languages: list[str], espeak_per_language: int = 6) -> list[Voice]:
     """All voices of all engines present on this machine for ``languages``, in a fixed order."""
     from plutok.corpus import neural  # local import: optional heavy dependencies
 
-    return (espeak_voices(languages, espeak_per_language) + [v for v in flite_voices() if v.language in languages]
-            + festival_voices(languages) + neural.piper_voices(languages) + neural.kokoro_voices(languages))
+    return (
+        espeak_voices(languages, espeak_per_language)
+        + [v for v in flite_voices() if v.language in languages]
+        + festival_voices(languages)
+        + neural.piper_voices(languages)
+        + neural.kokoro_voices(languages)
+    )
 
 
 def _read_wav(path: Path) -> tuple[np.ndarray, int]:
@@ -162,7 +198,18 @@ def synthesize(voice: Voice, text: str) -> tuple[np.ndarray, int]:
     with tempfile.TemporaryDirectory(prefix="plutok-tts-") as folder:
         out = Path(folder) / "out.wav"
         if voice.engine == "espeak":
-            command = ["espeak-ng", "-v", voice.name, "-s", str(voice.rate), "-p", str(voice.pitch), "-w", str(out), text]
+            command = [
+                "espeak-ng",
+                "-v",
+                voice.name,
+                "-s",
+                str(voice.rate),
+                "-p",
+                str(voice.pitch),
+                "-w",
+                str(out),
+                text,
+            ]
         elif voice.engine == "flite":
             command = ["flite", "-voice", voice.name, "-t", text, "-o", str(out)]
         elif voice.engine == "festival":
@@ -173,5 +220,7 @@ def synthesize(voice: Voice, text: str) -> tuple[np.ndarray, int]:
             raise ValueError(f"unknown engine {voice.engine!r}")
         done = subprocess.run(command, capture_output=True, timeout=120, check=False)
         if done.returncode != 0 or not out.exists() or out.stat().st_size < 100:
-            raise RuntimeError(f"{voice.engine} {voice.name} failed: {done.stderr.decode(errors='replace')[-300:]}")
+            raise RuntimeError(
+                f"{voice.engine} {voice.name} failed: {done.stderr.decode(errors='replace')[-300:]}"
+            )
         return _read_wav(out)

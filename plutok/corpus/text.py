@@ -40,6 +40,21 @@ FORTUNE_DIRS: dict[str, tuple[str, ...]] = {
     "pt": ("pt", "br", "pt_BR"),
     "eo": ("eo",),
 }
+# files in the top fortune directory that are not English (fortunes-it, fortunes-br)
+NOT_ENGLISH = frozenset(
+    {
+        "brasil",
+        "definizioni",
+        "formiche",
+        "italia",
+        "itatrek",
+        "leggi",
+        "luttazzi",
+        "paolotedeschi",
+        "zuse",
+        "translate-me",
+    }
+)
 # language code -> gettext locale directories
 LOCALE_DIRS: dict[str, tuple[str, ...]] = {"pt": ("pt", "pt_BR"), "zh": ("zh_CN",), "nb": ("nb", "no")}
 
@@ -87,7 +102,16 @@ def _fortune_files(language: str) -> list[Path]:
     for sub in FORTUNE_DIRS.get(language, ()):
         folder = FORTUNE_ROOT / sub if sub else FORTUNE_ROOT
         if folder.is_dir():
-            files += sorted(p for p in folder.iterdir() if p.is_file() and not p.suffix and not p.is_symlink())
+            files += sorted(
+                p
+                for p in folder.iterdir()
+                if p.is_file()
+                and not p.is_symlink()
+                and p.suffix not in (".dat", ".u8", ".gz")
+                and p.name not in NOT_ENGLISH
+            )
+    extra = {"it": NOT_ENGLISH - {"brasil", "translate-me"}, "pt": {"brasil"}}.get(language, set())
+    files += sorted(FORTUNE_ROOT / name for name in extra if (FORTUNE_ROOT / name).is_file())
     return files
 
 
@@ -99,7 +123,7 @@ def fortune_sentences(language: str) -> list[str]:
             raw = path.read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError):
             continue
-        for cookie in raw.split("\n%\n"):
+        for cookie in re.split(r"^%\s*$", raw, flags=re.MULTILINE):
             # attribution lines ("-- Mark Twain") and dialogue markers are not prose
             lines = [ln for ln in cookie.splitlines() if not ln.strip().startswith(("--", "—"))]
             for sentence in split_sentences(" ".join(lines)):
@@ -119,7 +143,11 @@ def gettext_sentences(language: str) -> list[str]:
             try:
                 with path.open("rb") as handle:
                     catalog = gettext.GNUTranslations(handle)._catalog  # type: ignore[attr-defined]
-            except (OSError, UnicodeDecodeError, gettext.ExceptionPyCC if hasattr(gettext, "ExceptionPyCC") else Exception):  # noqa: B030
+            except (
+                OSError,
+                UnicodeDecodeError,
+                gettext.ExceptionPyCC if hasattr(gettext, "ExceptionPyCC") else Exception,
+            ):  # noqa: B030
                 continue
             for key, message in catalog.items():
                 if not key or not isinstance(message, str):
@@ -140,7 +168,11 @@ def sentences_for(language: str, extra: Iterable[str] = (), seed: str = "plutok"
     Fortunes and ``extra`` (e.g. real transcripts) are interleaved with the gettext
     messages so that the first N sentences already mix registers.
     """
-    pools = [fortune_sentences(language), [c for t in extra if (c := clean_sentence(t))], gettext_sentences(language)]
+    pools = [
+        fortune_sentences(language),
+        [c for t in extra if (c := clean_sentence(t))],
+        gettext_sentences(language),
+    ]
     seen: set[str] = set()
     shuffled: list[list[str]] = []
     for index, pool in enumerate(pools):

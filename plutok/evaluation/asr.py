@@ -32,7 +32,14 @@ from plutok.errors import PlutokError
 from plutok.evaluation.extras import EXTRA_HINT, require
 from plutok.files import atomic_path, atomic_write_text
 
-__all__ = ["cache_root", "whisper_model_dir", "whisper_language", "Transcriber", "TranscriptCache", "file_sha256"]
+__all__ = [
+    "cache_root",
+    "whisper_model_dir",
+    "whisper_language",
+    "Transcriber",
+    "TranscriptCache",
+    "file_sha256",
+]
 
 ASR_SETTINGS = {"model": "whisper-base-ct2-int8", "beam_size": 1, "temperature": 0.0, "vad": False}
 """Decoding settings; part of every cache key."""
@@ -109,12 +116,18 @@ def file_sha256(path: str | os.PathLike) -> str:
 class Transcriber:
     """Whisper base (CTranslate2, int8 on CPU) with the fixed settings of :data:`ASR_SETTINGS`."""
 
-    def __init__(self, model_dir: str | os.PathLike | None = None, threads: int = 0, device: str = "cpu") -> None:
+    def __init__(
+        self, model_dir: str | os.PathLike | None = None, threads: int = 0, device: str = "cpu"
+    ) -> None:
         faster_whisper = require("faster_whisper", "ASR (WER/CER)")
         directory = Path(model_dir) if model_dir is not None else whisper_model_dir()
         compute_type = "int8" if device == "cpu" else "float16"
         self._model = faster_whisper.WhisperModel(
-            str(directory), device=device, compute_type=compute_type, cpu_threads=threads, local_files_only=True
+            str(directory),
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=threads,
+            local_files_only=True,
         )
         self._lock = threading.Lock()
 

@@ -276,7 +276,9 @@ class IdentityBaseline(System):
         return 16.0 * METRIC_RATE
 
     def process(self, wav: np.ndarray) -> SystemOutput:
-        return SystemOutput(audio=np.asarray(wav, np.float32).copy(), bits_per_second=self.nominal_bits_per_second)
+        return SystemOutput(
+            audio=np.asarray(wav, np.float32).copy(), bits_per_second=self.nominal_bits_per_second
+        )
 
 
 class ModelSystem(System):
@@ -356,7 +358,9 @@ def parse_baselines(spec: str | None) -> list[System]:
     """``"codec2-700C,opus-6k"`` or ``"all"`` -> systems; empty/None -> []."""
     if not spec:
         return []
-    names = list(BASELINE_NAMES) if spec.strip() == "all" else [n.strip() for n in spec.split(",") if n.strip()]
+    names = (
+        list(BASELINE_NAMES) if spec.strip() == "all" else [n.strip() for n in spec.split(",") if n.strip()]
+    )
     systems: list[System] = []
     for name in dict.fromkeys(names):
         systems.append(make_baseline(name))

@@ -64,7 +64,9 @@ def estimate_lag(reference: np.ndarray, decoded: np.ndarray, max_lag: int) -> in
     return int(lags[int(np.argmax(values))])
 
 
-def align(reference: np.ndarray, decoded: np.ndarray, max_lag: int = METRIC_RATE // 4) -> tuple[np.ndarray, int]:
+def align(
+    reference: np.ndarray, decoded: np.ndarray, max_lag: int = METRIC_RATE // 4
+) -> tuple[np.ndarray, int]:
     """Shift and cut/pad ``decoded`` so that it lines up with ``reference`` sample for sample.
 
     The reference is never changed, so every system is scored against the same signal.
@@ -101,7 +103,9 @@ def pesq_wb(reference: np.ndarray, decoded: np.ndarray, sample_rate: int = METRI
     if sample_rate != 16000:
         raise ValueError("PESQ-WB needs 16 kHz audio")
     try:
-        return float(pesq.pesq(16000, np.asarray(reference, np.float32), np.asarray(decoded, np.float32), "wb"))
+        return float(
+            pesq.pesq(16000, np.asarray(reference, np.float32), np.asarray(decoded, np.float32), "wb")
+        )
     except (pesq.PesqError, ValueError):
         return float("nan")
 

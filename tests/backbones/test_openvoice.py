@@ -90,10 +90,19 @@ def test_other_speaker_changes_output(tiny):
 def test_published_layout_matches_checkpoint_keys():
     published = json.loads((_reference("converter_state_dict.json")).read_text())
     cfg = ConverterConfig(
-        sampling_rate=22050, filter_length=1024, hop_length=256, win_length=1024,
-        inter_channels=192, hidden_channels=192, gin_channels=256, resblock="1",
-        resblock_kernel_sizes=(3, 7, 11), resblock_dilation_sizes=((1, 3, 5),) * 3,
-        upsample_rates=(8, 8, 2, 2), upsample_initial_channel=512, upsample_kernel_sizes=(16, 16, 4, 4),
+        sampling_rate=22050,
+        filter_length=1024,
+        hop_length=256,
+        win_length=1024,
+        inter_channels=192,
+        hidden_channels=192,
+        gin_channels=256,
+        resblock="1",
+        resblock_kernel_sizes=(3, 7, 11),
+        resblock_dilation_sizes=((1, 3, 5),) * 3,
+        upsample_rates=(8, 8, 2, 2),
+        upsample_initial_channel=512,
+        upsample_kernel_sizes=(16, 16, 4, 4),
         zero_g=True,
     )
     assert cfg == ConverterConfig()  # the defaults are the published sizes
@@ -209,8 +218,13 @@ def test_tau_sampling_is_seeded(tiny):
 
 @pytest.mark.parametrize(
     "wav",
-    [np.zeros(0, np.float32), np.zeros(100, np.float32), np.zeros((2, 4000), np.float32),
-     np.full(4000, np.nan, np.float32), np.zeros(4000, np.int16)],
+    [
+        np.zeros(0, np.float32),
+        np.zeros(100, np.float32),
+        np.zeros((2, 4000), np.float32),
+        np.full(4000, np.nan, np.float32),
+        np.zeros(4000, np.int16),
+    ],
 )
 def test_bad_audio_raises(tiny, wav):
     _, _, bb, io = tiny
@@ -234,10 +248,19 @@ def test_bad_shapes_raise(tiny):
 def _odd_config() -> ConverterConfig:
     """Sizes unlike both the published and the tiny converter, resblock type 2, V1."""
     return ConverterConfig(
-        sampling_rate=16000, filter_length=320, hop_length=80, win_length=300,
-        inter_channels=10, hidden_channels=12, gin_channels=6, resblock="2",
-        resblock_kernel_sizes=(3,), resblock_dilation_sizes=((1, 3),),
-        upsample_rates=(5, 4, 4), upsample_initial_channel=16, upsample_kernel_sizes=(11, 8, 8),
+        sampling_rate=16000,
+        filter_length=320,
+        hop_length=80,
+        win_length=300,
+        inter_channels=10,
+        hidden_channels=12,
+        gin_channels=6,
+        resblock="2",
+        resblock_kernel_sizes=(3,),
+        resblock_dilation_sizes=((1, 3),),
+        upsample_rates=(5, 4, 4),
+        upsample_initial_channel=16,
+        upsample_kernel_sizes=(11, 8, 8),
         zero_g=False,
     )
 

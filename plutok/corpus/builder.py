@@ -31,8 +31,18 @@ from tqdm import tqdm
 from plutok.corpus import sources, synth, text
 from plutok.files import atomic_path, atomic_write_text
 
-__all__ = ["Job", "plan", "render_job", "build", "write_manifest", "summarize", "format_summary",
-           "MANIFEST_FIELDS", "SAMPLE_RATE", "DEFAULT_LANGUAGES"]
+__all__ = [
+    "Job",
+    "plan",
+    "render_job",
+    "build",
+    "write_manifest",
+    "summarize",
+    "format_summary",
+    "MANIFEST_FIELDS",
+    "SAMPLE_RATE",
+    "DEFAULT_LANGUAGES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +50,23 @@ SAMPLE_RATE = 16000
 MIN_SECONDS = 0.5
 MAX_SECONDS = 20.0
 DEFAULT_LANGUAGES = ("en", "ru", "cs", "it", "de", "fr", "es", "pl", "pt", "fi", "nl", "sv", "ca", "hi")
-MANIFEST_FIELDS = ("id", "path", "language", "text", "speaker", "source", "license", "duration", "split", "kind")
+MANIFEST_FIELDS = (
+    "id",
+    "path",
+    "language",
+    "text",
+    "speaker",
+    "source",
+    "license",
+    "duration",
+    "split",
+    "kind",
+)
 # dev split (DESIGN §5 "fixed, documented held-out split"); see docs/corpus.md
 DEV_REAL_PER_1000 = 50  # a real clip is dev if sha256("dev", id) % 1000 < 50 (~5 %) ...
 DEV_REAL_MAX_PER_LANGUAGE = 15  # ... keeping at most this many (lowest hashes) per language
 DEV_SYNTH_PER_LANGUAGE = 12  # utterances rendered for the one held-out espeak voice per language
+KOKORO_SHARE = 6  # Kokoro runs ~1x real time on a CPU: it gets max_per_voice // 6 sentences per voice
 DEV_TEXTS_RESERVED = 200  # the last sentences of a language's pool are only ever spoken by dev voices
 
 
@@ -75,15 +97,20 @@ class Job:
 
 
 def dev_voices(voices: list[synth.Voice]) -> set[synth.Voice]:
-    """The held-out synthetic voices: per language, the espeak voice with the lowest hash."""
-    chosen: dict[str, synth.Voice] = {}
+    """The held-out synthetic voices: per language, the espeak-ng voice whose variant ranks first.
+
+    Variants are ranked by ``sha256("espeak-variant", language, variant)``, the same order
+    :func:`synth.espeak_voices` takes them in, so the dev voice stays the same when more
+    variants per language are built. The plain (variant-less) voice is never held out.
+    """
+    chosen: dict[str, tuple[int, synth.Voice]] = {}
     for voice in voices:
-        if voice.engine != "espeak":
+        if voice.engine != "espeak" or "+" not in voice.name:
             continue
-        best = chosen.get(voice.language)
-        if best is None or stable_hash("dev-voice", voice.name) < stable_hash("dev-voice", best.name):
-            chosen[voice.language] = voice
-    return set(chosen.values())
+        key = stable_hash("espeak-variant", voice.language, voice.name.split("+", 1)[1])
+        if voice.language not in chosen or key < chosen[voice.language][0]:
+            chosen[voice.language] = (key, voice)
+    return {voice for _, voice in chosen.values()}
 
 
 def dev_real_ids(clips: list[sources.RealClip]) -> set[str]:
@@ -98,17 +125,33 @@ def dev_real_ids(clips: list[sources.RealClip]) -> set[str]:
     return chosen
 
 
-def plan(languages: list[str], max_per_voice: int, espeak_per_language: int = 6,
-         voices: list[synth.Voice] | None = None, clips: list[sources.RealClip] | None = None) -> list[Job]:
+def plan(
+    languages: list[str],
+    max_per_voice: int,
+    espeak_per_language: int = 6,
+    voices: list[synth.Voice] | None = None,
+    clips: list[sources.RealClip] | None = None,
+) -> list[Job]:
     """All jobs for ``languages``: every real clip, then ``max_per_voice`` sentences per voice."""
     clips = sources.real_clips(languages) if clips is None else clips
     voices = synth.available_voices(languages, espeak_per_language) if voices is None else voices
     jobs: list[Job] = []
     held_out = dev_real_ids(clips)
     for clip in clips:
-        jobs.append(Job(clip.id, clip.language, clip.text, clip.speaker, clip.source, clip.license, "real",
-                        "dev" if clip.id in held_out else "train", "real",
-                        lambda path=clip.path: sources.decode(path)))
+        jobs.append(
+            Job(
+                clip.id,
+                clip.language,
+                clip.text,
+                clip.speaker,
+                clip.source,
+                clip.license,
+                "real",
+                "dev" if clip.id in held_out else "train",
+                "real",
+                lambda path=clip.path: sources.decode(path),
+            )
+        )
     transcripts: dict[str, list[str]] = defaultdict(list)
     for clip in clips:
         transcripts[clip.language].append(clip.text)
@@ -118,23 +161,37 @@ def plan(languages: list[str], max_per_voice: int, espeak_per_language: int = 6,
     for voice in voices:
         pool = pools.get(voice.language, [])
         if len(pool) < 20:
-            log.warning("too little text for %s (%d sentences); skipping %s", voice.language, len(pool), voice.speaker)
+            log.warning(
+                "too little text for %s (%d sentences); skipping %s", voice.language, len(pool), voice.speaker
+            )
             continue
         reserved = min(DEV_TEXTS_RESERVED, len(pool) // 5)
-        train_pool, dev_pool = pool[: len(pool) - reserved], pool[len(pool) - reserved:]
+        train_pool, dev_pool = pool[: len(pool) - reserved], pool[len(pool) - reserved :]
         if voice in dev_set:
             chosen, split = dev_pool[: min(max_per_voice, DEV_SYNTH_PER_LANGUAGE)], "dev"
         else:
+            count = max(2, max_per_voice // KOKORO_SHARE) if voice.engine == "kokoro" else max_per_voice
             start = slot[voice.language] * max_per_voice
             slot[voice.language] += 1
-            chosen = [train_pool[(start + i) % len(train_pool)] for i in range(max_per_voice)]
+            chosen = [train_pool[(start + i) % len(train_pool)] for i in range(count)]
             split = "train"
         source = {"espeak": "espeak-ng"}.get(voice.engine, voice.engine)
         for index, sentence in enumerate(chosen):
             digest = hashlib.sha256(sentence.encode()).hexdigest()[:8]
-            jobs.append(Job(f"{voice.speaker}-{index:04d}-{digest}", voice.language, sentence, voice.speaker,
-                            source, voice.license, "synthetic", split, voice.engine,
-                            lambda v=voice, s=sentence: synth.synthesize(v, s)))
+            jobs.append(
+                Job(
+                    f"{voice.speaker}-{index:04d}-{digest}",
+                    voice.language,
+                    sentence,
+                    voice.speaker,
+                    source,
+                    voice.license,
+                    "synthetic",
+                    split,
+                    voice.engine,
+                    lambda v=voice, s=sentence: synth.synthesize(v, s),
+                )
+            )
     return jobs
 
 
@@ -156,7 +213,7 @@ def split_long(wav: np.ndarray, max_seconds: float = MAX_SECONDS) -> list[np.nda
     pieces: list[np.ndarray] = []
     hop = SAMPLE_RATE // 50
     while len(wav) > limit:
-        window = wav[limit // 2: limit]
+        window = wav[limit // 2 : limit]
         frames = len(window) // hop
         energy = (window[: frames * hop].reshape(frames, hop) ** 2).mean(axis=1)
         cut = limit // 2 + int(np.argmin(energy)) * hop + hop // 2
@@ -209,11 +266,18 @@ def manifest_rows(root: Path, jobs: list[Job]) -> list[dict]:
             continue
         paths = [main] + sorted(main.parent.glob(f"{job.id}_p[0-9][0-9].flac"))
         for index, path in enumerate(paths):
-            row = {"id": job.id if index == 0 else path.stem, "path": path.relative_to(root).as_posix(),
-                   "language": job.language, "text": job.text if len(paths) == 1 else "",
-                   "speaker": job.speaker, "source": job.source, "license": job.license,
-                   "duration": round(sf.info(str(path)).frames / SAMPLE_RATE, 3), "split": job.split,
-                   "kind": job.kind}
+            row = {
+                "id": job.id if index == 0 else path.stem,
+                "path": path.relative_to(root).as_posix(),
+                "language": job.language,
+                "text": job.text if len(paths) == 1 else "",
+                "speaker": job.speaker,
+                "source": job.source,
+                "license": job.license,
+                "duration": round(sf.info(str(path)).frames / SAMPLE_RATE, 3),
+                "split": job.split,
+                "kind": job.kind,
+            }
             rows.append(row)
     return rows
 
@@ -221,7 +285,9 @@ def manifest_rows(root: Path, jobs: list[Job]) -> list[dict]:
 def write_manifest(root: Path, jobs: list[Job]) -> list[dict]:
     """Write ``manifest.jsonl`` (atomically) from the audio that exists; returns its rows."""
     rows = manifest_rows(root, jobs)
-    atomic_write_text(root / "manifest.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_text(
+        root / "manifest.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    )
     return rows
 
 
@@ -229,8 +295,18 @@ def summarize(rows: list[dict]) -> dict:
     """Hours per language (real / synthetic / dev), speakers per language, and totals."""
     languages: dict[str, dict] = {}
     for row in rows:
-        entry = languages.setdefault(row["language"], {"real_h": 0.0, "synthetic_h": 0.0, "dev_h": 0.0, "clips": 0,
-                                                       "dev_clips": 0, "speakers": set(), "real_speakers": set()})
+        entry = languages.setdefault(
+            row["language"],
+            {
+                "real_h": 0.0,
+                "synthetic_h": 0.0,
+                "dev_h": 0.0,
+                "clips": 0,
+                "dev_clips": 0,
+                "speakers": set(),
+                "real_speakers": set(),
+            },
+        )
         hours = row["duration"] / 3600
         entry["real_h" if row["kind"] == "real" else "synthetic_h"] += hours
         entry["clips"] += 1
@@ -242,11 +318,17 @@ def summarize(rows: list[dict]) -> dict:
             entry["dev_clips"] += 1
     out = {}
     for language, entry in sorted(languages.items()):
-        out[language] = {k: round(v, 3) if isinstance(v, float) else v for k, v in entry.items()
-                         if k not in ("speakers", "real_speakers")}
+        out[language] = {
+            k: round(v, 3) if isinstance(v, float) else v
+            for k, v in entry.items()
+            if k not in ("speakers", "real_speakers")
+        }
         out[language]["speakers"] = len(entry["speakers"])
         out[language]["real_speakers"] = len(entry["real_speakers"])
-    total = {k: round(sum(v[k] for v in out.values()), 3) for k in ("real_h", "synthetic_h", "dev_h", "clips", "dev_clips")}
+    total = {
+        k: round(sum(v[k] for v in out.values()), 3)
+        for k in ("real_h", "synthetic_h", "dev_h", "clips", "dev_clips")
+    }
     total["speakers"] = len({r["speaker"] for r in rows})
     total["languages"] = len(out)
     return {"languages": out, "total": total}
@@ -254,23 +336,33 @@ def summarize(rows: list[dict]) -> dict:
 
 def format_summary(summary: dict) -> str:
     """The summary as a Markdown table (also what the CLI prints)."""
-    lines = ["| language | real h | synthetic h | total h | speakers (real) | clips | dev clips | dev min |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| language | real h | synthetic h | total h | speakers (real) | clips | dev clips | dev min |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for language, s in list(summary["languages"].items()) + [("**all**", summary["total"])]:
         real_speakers = s.get("real_speakers", "")
-        lines.append(f"| {language} | {s['real_h']:.2f} | {s['synthetic_h']:.2f} | {s['real_h'] + s['synthetic_h']:.2f} "
-                     f"| {s['speakers']} ({real_speakers}) | {s['clips']} | {s['dev_clips']} | {s['dev_h'] * 60:.1f} |")
+        lines.append(
+            f"| {language} | {s['real_h']:.2f} | {s['synthetic_h']:.2f} | {s['real_h'] + s['synthetic_h']:.2f} "
+            f"| {s['speakers']} ({real_speakers}) | {s['clips']} | {s['dev_clips']} | {s['dev_h'] * 60:.1f} |"
+        )
     return "\n".join(lines)
 
 
-def build(root: Path, languages: list[str], max_per_voice: int, workers: int = 1,
-          espeak_per_language: int = 6, progress: bool = True) -> dict:
+def build(
+    root: Path,
+    languages: list[str],
+    max_per_voice: int,
+    workers: int = 1,
+    espeak_per_language: int = 6,
+    progress: bool = True,
+) -> dict:
     """Render every planned clip missing under ``root``; rewrite the manifest after each stage."""
     root.mkdir(parents=True, exist_ok=True)
     jobs = plan(languages, max_per_voice, espeak_per_language)
     counts: dict[str, int] = defaultdict(int)
     groups: list[str] = list(dict.fromkeys(job.group for job in jobs))
-    bar = tqdm(total=len(jobs), desc="corpus", unit="clip", disable=not progress, mininterval=2.0)
+    bar = tqdm(total=len(jobs), desc="corpus", unit="clip", disable=not progress, mininterval=2.0, miniters=1)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for group in groups:
             todo = [job for job in jobs if job.group == group]
@@ -283,8 +375,12 @@ def build(root: Path, languages: list[str], max_per_voice: int, workers: int = 1
     rows = write_manifest(root, jobs)
     summary = summarize(rows)
     summary["work"] = dict(counts)
-    summary["settings"] = {"languages": languages, "max_utterances_per_voice": max_per_voice,
-                           "espeak_voices_per_language": espeak_per_language, "sample_rate": SAMPLE_RATE}
+    summary["settings"] = {
+        "languages": languages,
+        "max_utterances_per_voice": max_per_voice,
+        "espeak_voices_per_language": espeak_per_language,
+        "sample_rate": SAMPLE_RATE,
+    }
     atomic_write_text(root / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary
 

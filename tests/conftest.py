@@ -1,0 +1,66 @@
+"""Shared fixtures: a tiny random-weight model on the real mel backbone, short test audio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SHARED_REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+
+
+def speech_like(seconds: float = 1.0, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
+    """A deterministic voiced-speech-like signal: harmonics with a moving pitch and syllable envelope."""
+    rng = np.random.default_rng(seed)
+    time = np.arange(int(seconds * sample_rate)) / sample_rate
+    pitch = 120 + 30 * np.sin(2 * np.pi * 0.7 * time + rng.uniform(0, np.pi))
+    phase = 2 * np.pi * np.cumsum(pitch) / sample_rate
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 20))
+    envelope = 0.5 * (1 + np.sin(2 * np.pi * 4 * time)) ** 2
+    noise = 0.05 * rng.standard_normal(time.shape[0])
+    return (0.1 * envelope * voiced + 0.01 * noise).astype(np.float32)
+
+
+@pytest.fixture(name="speech_like", scope="session")
+def speech_like_fixture():
+    """The :func:`speech_like` generator, for test modules (conftest is not importable from them)."""
+    return speech_like
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A complete saved model: mel backbone, tiny random VQ-VAE (32 codes), BPE trained on its codes."""
+    from plutok.backbones.mel import MelBackbone
+    from plutok.bpe import CodeBPE
+    from plutok.tokenizer import Plutok
+    from plutok.vqvae import VQVAE, VQVAEConfig
+
+    torch.manual_seed(0)
+    backbone = MelBackbone()
+    vqvae = VQVAE(VQVAEConfig(feature_dim=80, codebook_size=32, downsample=2, channels=8)).eval()
+    code_sequences = []
+    for seed in range(6):
+        features, _ = backbone.analyze(speech_like(2.0, seed=seed))
+        code_sequences.append(vqvae.encode(features))
+    bpe = CodeBPE.train(code_sequences, 32, vocab_size=80, progress=False)
+    directory = tmp_path_factory.mktemp("models") / "tiny"
+    Plutok(backbone, vqvae, bpe, metadata={"description": "test model"}).save(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    from plutok.tokenizer import Plutok
+
+    return Plutok.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture
+def speech_wav(tmp_path) -> Path:
+    import soundfile as sf
+
+    path = tmp_path / "speech.wav"
+    sf.write(path, speech_like(1.5, sample_rate=22050, seed=3), 22050, subtype="PCM_16")
+    return path

@@ -1,0 +1,34 @@
+"""plutok bench on a fake target with tiny inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from plutok import bench
+
+
+def test_speech_like_is_deterministic_and_bounded():
+    a = bench.speech_like(2.0, 16000, seed=1)
+    assert a.shape == (32000,) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, bench.speech_like(2.0, 16000, seed=1))
+    assert 0.05 < np.abs(a).max() <= 0.31
+
+
+def test_benchmark_fake_target(fake_tokenizer):
+    target = bench.BenchTarget.from_tokenizer(fake_tokenizer, "fake")
+    result = bench.benchmark(target, [0.5, 1.0], batch_clips=2, batch_seconds=0.5, progress=False)
+    assert [row["seconds"] for row in result["rtf"]] == [0.5, 1.0]
+    assert all(row["encode_rtf"] >= 0 and row["peak_rss_mb"] > 0 for row in result["rtf"])
+    assert result["batch"]["audio_hours_per_compute_hour"] > 0
+    assert result["bpe"]["lossless"] and result["bpe"]["codes"] >= 200_000
+    assert result["machine"]["torch"]
+    table = bench.markdown_table(result)
+    assert "| 0.5 |" in table and "h of audio per hour of compute" in table
+    json.dumps(result)
+
+
+def test_bench_cli_rejects_bad_durations(capsys):
+    assert bench.main(["--durations", "ten", "--copy-synthesis"]) == 1
+    assert "--durations" in capsys.readouterr().err

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from plutok.audio import load_audio, prepare_waveform, write_audio
+from plutok.errors import AudioError
+
+
+def test_int16_is_scaled_to_unit_range():
+    wav = np.array([-32768, 0, 16384], dtype=np.int16)
+    assert prepare_waveform(wav, 16000).tolist() == [-1.0, 0.0, 0.5]
+
+
+def test_uint8_is_offset_binary():
+    wav = np.array([0, 128, 255], dtype=np.uint8)
+    np.testing.assert_allclose(prepare_waveform(wav, 8000), [-1.0, 0.0, 127 / 128])
+
+
+def test_float64_and_multichannel_are_mixed_to_mono_float32():
+    stereo = np.stack([np.ones(100), -np.ones(100) * 0.5], axis=1)  # (samples, channels)
+    mono = prepare_waveform(stereo, 16000)
+    assert mono.dtype == np.float32 and mono.shape == (100,)
+    np.testing.assert_allclose(mono, 0.25)
+    np.testing.assert_allclose(prepare_waveform(stereo.T, 16000), mono)  # (channels, samples) too
+
+
+@pytest.mark.parametrize("rate", [8000, 44100, 192000])
+def test_resampling_keeps_duration(rate):
+    wav = np.sin(np.linspace(0, 200, rate)).astype(np.float32)  # one second
+    assert abs(prepare_waveform(wav, rate, 16000).shape[0] - 16000) <= 1
+
+
+@pytest.mark.parametrize(
+    "wav, message",
+    [
+        (np.zeros(0, np.float32), "empty"),
+        (np.array([0.0, np.nan]), "NaN"),
+        (np.array([0.0, np.inf]), "NaN or infinite"),
+        (np.zeros((2, 2, 2)), "shape"),
+        (np.array([True, False]), "boolean"),
+    ],
+)
+def test_bad_arrays_raise_audio_error(wav, message):
+    with pytest.raises(AudioError, match=message):
+        prepare_waveform(wav, 16000)
+
+
+def test_bad_sample_rate():
+    with pytest.raises(AudioError, match="sample rate"):
+        prepare_waveform(np.zeros(10), 0)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(AudioError, match="no such file"):
+        load_audio(tmp_path / "missing.wav")
+    with pytest.raises(AudioError, match="directory"):
+        load_audio(tmp_path)
+    (tmp_path / "empty.wav").write_bytes(b"")
+    with pytest.raises(AudioError, match="empty"):
+        load_audio(tmp_path / "empty.wav")
+    (tmp_path / "text.wav").write_text("this is not audio at all " * 20)
+    with pytest.raises(AudioError, match="not a readable audio file"):
+        load_audio(tmp_path / "text.wav")
+
+
+def test_read_write_round_trip_flac_with_resampling(tmp_path):
+    wav = (0.5 * np.sin(np.arange(8000) / 5)).astype(np.float32)
+    path = write_audio(tmp_path / "tone.flac", wav, 8000)
+    assert sf.info(path).samplerate == 8000
+    loaded, rate = load_audio(path)
+    assert rate == 8000 and np.max(np.abs(loaded - wav)) < 1e-4
+    resampled, rate = load_audio(path, target_rate=16000)
+    assert rate == 16000 and abs(resampled.shape[0] - 16000) <= 1
+    assert not list(tmp_path.glob("*.part"))  # atomic write left no temporary file

@@ -1,0 +1,128 @@
+"""The plutok command as a user runs it: exit codes, messages, files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from plutok.cli import build_parser, main
+
+SUBCOMMANDS = ["encode", "decode", "roundtrip", "info", "extract", "train-vq", "train-bpe"]
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: plutok " + command in capsys.readouterr().out
+
+
+def test_top_level_help_lists_commands():
+    help_text = build_parser().format_help()
+    for command in SUBCOMMANDS:
+        assert command in help_text
+
+
+def test_encode_decode_roundtrip_files(tiny_model_dir, speech_wav, tmp_path, capsys):
+    plt_path = tmp_path / "speech.plt"
+    assert main(["encode", str(speech_wav), "-o", str(plt_path), "--model", str(tiny_model_dir)]) == 0
+    assert "tokens/s" in capsys.readouterr().out
+    out_wav = tmp_path / "decoded.wav"
+    assert main(["decode", str(plt_path), "-o", str(out_wav), "--model", str(tiny_model_dir)]) == 0
+    original = sf.info(speech_wav)
+    decoded = sf.info(out_wav)
+    assert decoded.samplerate == 16000
+    assert abs(decoded.duration - original.duration) <= 0.01  # within one 10 ms frame
+
+    rt_wav = tmp_path / "rt.wav"
+    assert main(["roundtrip", str(speech_wav), "-o", str(rt_wav), "--model", str(tiny_model_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "tokens/s:" in out and f"output: {rt_wav}" in out
+    np.testing.assert_array_equal(sf.read(rt_wav)[0], sf.read(out_wav)[0])  # same tokens, same audio
+
+
+def test_encode_folder_continues_past_bad_files(tiny_model_dir, speech_wav, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.wav").write_bytes(speech_wav.read_bytes())
+    (folder / "broken.wav").write_text("not audio")
+    code = main(["encode", str(folder), "-o", str(tmp_path / "out"), "-q", "--model", str(tiny_model_dir)])
+    assert code == 1
+    assert (tmp_path / "out" / "a.plt").is_file() and not (tmp_path / "out" / "broken.plt").exists()
+    assert "broken.wav" in capsys.readouterr().err
+
+
+def test_info_on_model_and_plt(tiny_model_dir, speech_wav, tmp_path, capsys):
+    assert main(["info", str(tiny_model_dir), "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["backbone"] == "mel" and facts["codebook_size"] == 32 and facts["codes_per_second"] == 50.0
+    plt_path = tmp_path / "s.plt"
+    main(["encode", str(speech_wav), "-o", str(plt_path), "--model", str(tiny_model_dir)])
+    capsys.readouterr()
+    assert main(["info", str(plt_path), "--json"]) == 0
+    facts_plt = json.loads(capsys.readouterr().out)
+    assert facts_plt["sample_rate"] == 22050 and facts_plt["tokens"] > 0
+
+
+def _write(path, payload: bytes):
+    path.write_bytes(payload)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make_input, message",
+    [
+        (lambda tmp: tmp / "missing.wav", "no such file"),
+        (lambda tmp: tmp, "directory"),
+        (lambda tmp: _write(tmp / "empty.wav", b""), "file is empty"),
+        (lambda tmp: _write(tmp / "x.mp3", b"hello, not audio"), "not a readable audio file"),
+    ],
+)
+def test_user_mistakes_give_one_line_and_exit_1(tiny_model_dir, tmp_path, make_input, message):
+    target = make_input(tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "plutok",
+            "roundtrip",
+            str(target),
+            "-o",
+            str(tmp_path / "o.wav"),
+            "--model",
+            str(tiny_model_dir),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    # The last line is ours (libmpg123 may print its own notes before it).
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert message in last_line and last_line.startswith("plutok: error:")
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_corrupt_and_foreign_plt(tiny_model_dir, speech_wav, tmp_path, capsys):
+    plt_path = tmp_path / "s.plt"
+    main(["encode", str(speech_wav), "-o", str(plt_path), "--model", str(tiny_model_dir)])
+    payload = plt_path.read_bytes()
+    (tmp_path / "cut.plt").write_bytes(payload[: len(payload) // 2])
+    assert main(["decode", str(tmp_path / "cut.plt"), "--model", str(tiny_model_dir)]) == 1
+    assert "checksum" in capsys.readouterr().err
+    foreign = bytearray(payload)
+    foreign[5:13] = b"\x00" * 8
+    (tmp_path / "foreign.plt").write_bytes(bytes(foreign))
+    assert main(["decode", str(tmp_path / "foreign.plt"), "--model", str(tiny_model_dir)]) == 1
+    assert "checksum" in capsys.readouterr().err  # header bytes are covered by the CRC too
+
+
+def test_missing_model_directory(tmp_path, speech_wav, capsys):
+    assert main(["encode", str(speech_wav), "--model", str(tmp_path / "nope")]) == 1
+    assert "not a model directory" in capsys.readouterr().err
