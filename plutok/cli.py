@@ -217,7 +217,7 @@ def _backbone_from_args(args: argparse.Namespace):
                 "--backbone openvoice needs --checkpoint DIR (converter config.json + checkpoint.pth)"
             )
         return get_backbone_class("openvoice").from_checkpoint(args.checkpoint)
-    return get_backbone_class("mel")()
+    return get_backbone_class("mel")(speaker_coefficients=args.speaker_coefficients)
 
 
 def _distributed_rank() -> tuple[int, int]:
@@ -262,7 +262,8 @@ def _cmd_train_vq(args: argparse.Namespace) -> int:
     model.save(args.output)
     metrics["codes_per_second"] = store.config["frames_per_second"] / model_config.downsample
     (Path(args.output) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(json.dumps(metrics, indent=2))
+    summary = {key: value for key, value in metrics.items() if key != "history"}
+    print(json.dumps(summary, indent=2) if not args.quiet else f"trained VQ-VAE -> {args.output}")
     return 0
 
 
@@ -350,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--backbone", choices=["mel", "openvoice"], default="mel")
     sub.add_argument(
         "--checkpoint", metavar="DIR", help="OpenVoice converter folder (for --backbone openvoice)"
+    )
+    sub.add_argument(
+        "--speaker-coefficients",
+        type=int,
+        default=None,
+        help="mel backbone: DCT coefficients kept per speaker statistic (default: all 80)",
     )
     sub.add_argument("--split", default=None, help="only manifest rows of this split (e.g. train)")
     sub.add_argument("--shard-size", type=int, default=256, help="utterances per shard (default 256)")

@@ -249,9 +249,11 @@ class Plutok:
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; a model dir is meant to be shared
         try:
-            self.vqvae.save(staging)
-            (staging / "vqvae.json").unlink()  # config.json holds the VQ-VAE section
+            self.vqvae.save(staging, write_config=False)  # config.json holds the VQ-VAE section
             self.bpe.save(staging / TOKENIZER_FILE)
             self.backbone.save_weights(staging)
             config = self._model_config()

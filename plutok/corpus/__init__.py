@@ -106,19 +106,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     b.add_argument(
         "--max-utterances-per-voice",
         type=int,
-        default=60,
+        default=100,
         metavar="N",
         help="sentences rendered per synthetic voice (default: %(default)s)",
     )
     b.add_argument(
         "--espeak-voices-per-language",
         type=int,
-        default=6,
+        default=10,
         metavar="N",
         help="espeak-ng voice + variants per language (default: %(default)s)",
     )
     b.add_argument("--skip-install", action="store_true", help="do not apt-get/pip install missing tools")
     b.add_argument("--no-pip", action="store_true", help="install Debian packages only")
+    b.add_argument("--prune", action="store_true", help="delete audio the current plan no longer names")
     b.add_argument("--workers", type=int, default=1, help="parallel renders (default: %(default)s)")
     i = commands.add_parser("install", help="install the Debian/PyPI packages the builder uses")
     i.add_argument("--no-pip", action="store_true", help="install Debian packages only")
@@ -138,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         args.max_utterances_per_voice,
         args.workers,
         args.espeak_voices_per_language,
+        prune=args.prune,
     )
     print(format_summary(summary))
     print(f"work: {summary['work']}; manifest: {args.out_dir / 'manifest.jsonl'}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
+import random
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 MIN_SECONDS = 0.5
 MAX_SECONDS = 20.0
-DEFAULT_LANGUAGES = ("en", "ru", "cs", "it", "de", "fr", "es", "pl", "pt", "fi", "nl", "sv", "ca", "hi")
+DEFAULT_LANGUAGES = ("en", "ru", "cs", "it", "de", "fr", "es", "pl", "pt", "fi", "nl", "sv", "ca", "hi", "ja")
 MANIFEST_FIELDS = (
     "id",
     "path",
@@ -66,7 +66,9 @@ MANIFEST_FIELDS = (
 DEV_REAL_PER_1000 = 50  # a real clip is dev if sha256("dev", id) % 1000 < 50 (~5 %) ...
 DEV_REAL_MAX_PER_LANGUAGE = 15  # ... keeping at most this many (lowest hashes) per language
 DEV_SYNTH_PER_LANGUAGE = 12  # utterances rendered for the one held-out espeak voice per language
-KOKORO_SHARE = 6  # Kokoro runs ~1x real time on a CPU: it gets max_per_voice // 6 sentences per voice
+KOKORO_MAX_PER_VOICE = (
+    10  # Kokoro runs ~1x real time on a CPU: at most this many sentences per voice and language
+)
 DEV_TEXTS_RESERVED = 200  # the last sentences of a language's pool are only ever spoken by dev voices
 
 
@@ -97,20 +99,26 @@ class Job:
 
 
 def dev_voices(voices: list[synth.Voice]) -> set[synth.Voice]:
-    """The held-out synthetic voices: per language, the espeak-ng voice whose variant ranks first.
+    """The held-out synthetic voices: one per language.
 
-    Variants are ranked by ``sha256("espeak-variant", language, variant)``, the same order
-    :func:`synth.espeak_voices` takes them in, so the dev voice stays the same when more
-    variants per language are built. The plain (variant-less) voice is never held out.
+    Normally the espeak-ng voice whose variant ranks first by
+    ``sha256("espeak-variant", language, variant)``, the same order
+    :func:`synth.espeak_voices` takes variants in, so the dev voice stays the same when
+    more variants are built; the plain (variant-less) voice is never held out. A
+    language without espeak-ng variants (Japanese: Kokoro only) holds out the voice
+    with the lowest ``sha256("dev-voice", speaker)``.
     """
-    chosen: dict[str, tuple[int, synth.Voice]] = {}
+    chosen: dict[str, tuple[int, int, synth.Voice]] = {}
     for voice in voices:
-        if voice.engine != "espeak" or "+" not in voice.name:
+        if voice.engine == "espeak" and "+" in voice.name:
+            key = (0, stable_hash("espeak-variant", voice.language, voice.name.split("+", 1)[1]))
+        elif voice.engine == "espeak":
             continue
-        key = stable_hash("espeak-variant", voice.language, voice.name.split("+", 1)[1])
-        if voice.language not in chosen or key < chosen[voice.language][0]:
-            chosen[voice.language] = (key, voice)
-    return {voice for _, voice in chosen.values()}
+        else:
+            key = (1, stable_hash("dev-voice", voice.speaker))
+        if voice.language not in chosen or key < chosen[voice.language][:2]:
+            chosen[voice.language] = (*key, voice)
+    return {entry[2] for entry in chosen.values()}
 
 
 def dev_real_ids(clips: list[sources.RealClip]) -> set[str]:
@@ -125,10 +133,29 @@ def dev_real_ids(clips: list[sources.RealClip]) -> set[str]:
     return chosen
 
 
+def voice_sentence_indices(key: str, pool_size: int, count: int) -> list[int]:
+    """``count`` pool indices for one voice: a seeded draw without repeats (until the pool is used up).
+
+    The draw is prefix-stable: asking for more sentences extends a voice's list, so a
+    rebuild with a larger ``--max-utterances-per-voice`` keeps every clip already made.
+    """
+    rng = random.Random(stable_hash("voice-text", key))
+    chosen: list[int] = []
+    seen: set[int] = set()
+    while len(chosen) < count:
+        if len(seen) == pool_size:
+            seen.clear()
+        index = rng.randrange(pool_size)
+        if index not in seen:
+            seen.add(index)
+            chosen.append(index)
+    return chosen
+
+
 def plan(
     languages: list[str],
     max_per_voice: int,
-    espeak_per_language: int = 6,
+    espeak_per_language: int = 10,
     voices: list[synth.Voice] | None = None,
     clips: list[sources.RealClip] | None = None,
 ) -> list[Job]:
@@ -157,7 +184,6 @@ def plan(
         transcripts[clip.language].append(clip.text)
     dev_set = dev_voices(voices)
     pools = {lang: text.sentences_for(lang, transcripts[lang]) for lang in languages}
-    slot: dict[str, int] = defaultdict(int)  # next train voice index per language
     for voice in voices:
         pool = pools.get(voice.language, [])
         if len(pool) < 20:
@@ -170,10 +196,11 @@ def plan(
         if voice in dev_set:
             chosen, split = dev_pool[: min(max_per_voice, DEV_SYNTH_PER_LANGUAGE)], "dev"
         else:
-            count = max(2, max_per_voice // KOKORO_SHARE) if voice.engine == "kokoro" else max_per_voice
-            start = slot[voice.language] * max_per_voice
-            slot[voice.language] += 1
-            chosen = [train_pool[(start + i) % len(train_pool)] for i in range(count)]
+            count = min(max_per_voice, KOKORO_MAX_PER_VOICE) if voice.engine == "kokoro" else max_per_voice
+            chosen = [
+                train_pool[i]
+                for i in voice_sentence_indices(voice.speaker + voice.language, len(train_pool), count)
+            ]
             split = "train"
         source = {"espeak": "espeak-ng"}.get(voice.engine, voice.engine)
         for index, sentence in enumerate(chosen):
@@ -354,10 +381,15 @@ def build(
     languages: list[str],
     max_per_voice: int,
     workers: int = 1,
-    espeak_per_language: int = 6,
+    espeak_per_language: int = 10,
     progress: bool = True,
+    prune: bool = False,
 ) -> dict:
-    """Render every planned clip missing under ``root``; rewrite the manifest after each stage."""
+    """Render every planned clip missing under ``root``; rewrite the manifest after each stage.
+
+    Audio under ``root/audio`` that the plan no longer names (left by a build with other
+    options or other packages) is counted as ``stale`` in the summary, and deleted if ``prune``.
+    """
     root.mkdir(parents=True, exist_ok=True)
     jobs = plan(languages, max_per_voice, espeak_per_language)
     counts: dict[str, int] = defaultdict(int)
@@ -373,8 +405,19 @@ def build(
             write_manifest(root, jobs)
     bar.close()
     rows = write_manifest(root, jobs)
+    planned = {row["path"] for row in rows} | {job.path for job in jobs}
+    planned |= {str(Path(job.path).with_suffix(".short")) for job in jobs}
+    stale = [
+        p
+        for p in (root / "audio").rglob("*")
+        if p.is_file() and p.relative_to(root).as_posix() not in planned
+    ]
+    if prune:
+        for path in stale:
+            path.unlink()
     summary = summarize(rows)
     summary["work"] = dict(counts)
+    summary["work"]["stale_deleted" if prune else "stale"] = len(stale)
     summary["settings"] = {
         "languages": languages,
         "max_utterances_per_voice": max_per_voice,
@@ -383,7 +426,3 @@ def build(
     }
     atomic_write_text(root / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary
-
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

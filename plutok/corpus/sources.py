@@ -84,7 +84,7 @@ def festvox_ru() -> Iterator[RealClip]:
 
 
 _DIALOG = re.compile(
-    r'dialogId\("([^"]+)",\s*"[^"]*",\s*"((?:[^"\\]|\\.)*)"\)(?:\s*dialogStr\("((?:[^"\\]|\\.)*)"\))?'
+    r'dialogId\("([^"]+)",\s*"[^"]*",\s*"((?:[^"\\]|\\.)*)"\)(?:\s*dialogStr\(\s*"((?:[^"\\]|\\.)*)"\s*\))?'
 )
 
 
@@ -98,15 +98,15 @@ def fillets(language: str) -> Iterator[RealClip]:
             continue
         level = path.parent.parent.name
         texts: dict[str, str] = {}
-        for name in (f"dialogs_{language}.lua", "dialogs_en.lua", "dialogs.lua"):
-            lua = script_root / level / name
-            if lua.is_file():
-                for m in _DIALOG.finditer(lua.read_text("utf-8", errors="replace")):
-                    text = m[3] if language != "en" else m[2]
-                    if text and m[1] not in texts:
-                        texts[m[1]] = text
+        folder = script_root / level
+        scripts = sorted(folder.glob(f"*dialogs_{language}.lua")) + sorted(folder.glob("*dialogs_en.lua"))
+        for lua in scripts + sorted(folder.glob("*dialogs.lua")):
+            for m in _DIALOG.finditer(lua.read_text("utf-8", errors="replace")):
+                text = m[3] if language != "en" else m[2]
+                if text and m[1] not in texts:
+                    texts[m[1]] = text
         parts = path.stem.split("-")
-        character = parts[1] if len(parts) > 2 else "x"
+        character = parts[1] if len(parts) > 2 else parts[0] if parts[0] in ("m", "v") else "x"
         yield RealClip(
             f"fillets-{language}-{level}-{path.stem}",
             language,

@@ -61,7 +61,9 @@ LOCALE_DIRS: dict[str, tuple[str, ...]] = {"pt": ("pt", "pt_BR"), "zh": ("zh_CN"
 _FORMAT = re.compile(r"%[-+ #0-9.]*[a-zA-Z]|\{[^}]*\}|\$\{?\w+\}?|<[^>]*>|&\w+;|\\[nt]")
 _BAD = re.compile(r"[/\\=_@#|\[\]{}<>*^~`\d]")
 _CODE = re.compile(r"--|\(\)|\w[A-Z]{2}|[a-z][A-Z]|\.\w")
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[。！？])")
+# scripts written without spaces between words: length is counted in characters / 2
+_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]")
 
 
 def clean_sentence(text: str, min_words: int = 3, max_words: int = 30) -> str | None:
@@ -78,6 +80,10 @@ def clean_sentence(text: str, min_words: int = 3, max_words: int = 30) -> str | 
     if not text or _BAD.search(text):
         return None
     words = [w for w in text.split() if any(ch.isalpha() for ch in w)]
+    if _UNSPACED.search(text):
+        if re.search(r"[A-Za-z]", text):
+            return None  # mixed-script UI strings ("ELF ファイル") read badly
+        words = ["x"] * (len(text.replace(" ", "")) // 2)
     if not (min_words <= len(words) <= max_words):
         return None
     letters = sum(ch.isalpha() or unicodedata.category(ch).startswith("M") for ch in text)
@@ -87,8 +93,8 @@ def clean_sentence(text: str, min_words: int = 3, max_words: int = 30) -> str | 
         return None
     if text[0].isalpha() and text[0].islower():
         text = text[0].upper() + text[1:]
-    if text[-1] not in ".!?…":
-        text += "."
+    if text[-1] not in ".!?…。！？":
+        text += "。" if _UNSPACED.search(text) else "."
     return text
 
 
@@ -143,11 +149,7 @@ def gettext_sentences(language: str) -> list[str]:
             try:
                 with path.open("rb") as handle:
                     catalog = gettext.GNUTranslations(handle)._catalog  # type: ignore[attr-defined]
-            except (
-                OSError,
-                UnicodeDecodeError,
-                gettext.ExceptionPyCC if hasattr(gettext, "ExceptionPyCC") else Exception,
-            ):  # noqa: B030
+            except (OSError, UnicodeDecodeError, ValueError):  # unreadable or malformed catalogue
                 continue
             for key, message in catalog.items():
                 if not key or not isinstance(message, str):

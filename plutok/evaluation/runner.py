@@ -13,7 +13,6 @@ skips what ``partial/`` already holds (unless ``resume=False``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -449,8 +448,3 @@ def aggregate(evaluation: dict[str, Any]) -> dict[str, Any]:
                 groups[field][value] = _summary(subset)
         tables[name] = groups
     return tables
-
-
-def settings_digest(payload: Any) -> str:
-    """Short stable hash of JSON-serialisable settings."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
