@@ -16,9 +16,18 @@ import soxr
 from plutok.errors import AudioError
 from plutok.files import atomic_path
 
-__all__ = ["load_audio", "prepare_waveform", "write_audio", "resample", "AUDIO_EXTENSIONS"]
+__all__ = [
+    "load_audio",
+    "load_audio_stream",
+    "prepare_waveform",
+    "write_audio",
+    "resample",
+    "AUDIO_EXTENSIONS",
+]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au")
+# Files are read and resampled in blocks of this many source samples (per channel).
+_READ_BLOCK = 1 << 18
 
 
 def resample(wav: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
@@ -86,6 +95,23 @@ def load_audio(path: str | os.PathLike, target_rate: int | None = None) -> tuple
     Raises:
         AudioError: missing path, a directory, an empty or non-audio file, bad samples.
     """
+    wav, sample_rate, _ = load_audio_stream(path, target_rate)
+    return wav, int(target_rate or sample_rate)
+
+
+def load_audio_stream(path: str | os.PathLike, target_rate: int | None = None) -> tuple[np.ndarray, int, int]:
+    """Read an audio file block by block: mix each block to mono and resample it on the fly.
+
+    Only the mono result at ``target_rate`` is ever held in full, never the file's
+    channels or its rate (a 1 h 48 kHz stereo file would be 1.4 GB as float32); the
+    samples equal :func:`load_audio` on the whole file (soxr streams exactly).
+
+    Returns:
+        ``(wav, source_rate, source_samples)``: float32 ``(samples,)`` at ``target_rate``
+        (or the file's rate), the file's rate in Hz and its length in samples at that rate.
+    Raises:
+        AudioError: missing path, a directory, an empty or non-audio file, NaN/inf samples.
+    """
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: no such file")
@@ -94,16 +120,45 @@ def load_audio(path: str | os.PathLike, target_rate: int | None = None) -> tuple
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: file is empty")
     try:
-        wav, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as handle:
+            source_rate = int(handle.samplerate)
+            rate = int(target_rate or source_rate)
+            stream = (
+                None
+                if rate == source_rate
+                else soxr.ResampleStream(source_rate, rate, 1, dtype="float32", quality="HQ")
+            )
+            expected = max(0, handle.frames) if handle.frames < 2**62 else 0
+            output = np.empty(int(np.ceil(expected * rate / source_rate)) + 16, dtype=np.float32)
+            filled = source_samples = bad = 0
+            extra: list[np.ndarray] = []
+            while True:
+                block = handle.read(_READ_BLOCK, dtype="float32", always_2d=True)
+                last = block.shape[0] < _READ_BLOCK
+                source_samples += block.shape[0]
+                mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+                bad += int(np.count_nonzero(~np.isfinite(mono)))
+                if bad:
+                    if last:
+                        break
+                    continue
+                if stream is not None:
+                    mono = stream.resample_chunk(np.ascontiguousarray(mono), last=last)
+                room = min(mono.shape[0], output.shape[0] - filled)
+                output[filled : filled + room] = mono[:room]
+                filled += room
+                if room < mono.shape[0]:
+                    extra.append(mono[room:].copy())
+                if last:
+                    break
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         raise AudioError(f"{path}: not a readable audio file ({error})") from None
-    if wav.shape[0] == 0:
+    if source_samples == 0:
         raise AudioError(f"{path}: audio has zero samples")
-    try:
-        mono = prepare_waveform(wav, int(sample_rate), target_rate)
-    except AudioError as error:
-        raise AudioError(f"{path}: {error}") from None
-    return mono, int(target_rate or sample_rate)
+    if bad:
+        raise AudioError(f"{path}: audio contains {bad} NaN or infinite samples")
+    wav = np.concatenate([output[:filled], *extra]) if extra else output[:filled]
+    return wav, source_rate, source_samples
 
 
 def write_audio(path: str | os.PathLike, wav: np.ndarray, sample_rate: int) -> Path:

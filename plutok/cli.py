@@ -21,12 +21,30 @@ EXIT_INTERRUPTED = 130
 def _model(args: argparse.Namespace):
     from plutok.tokenizer import Plutok
 
-    return Plutok.from_pretrained(args.model)
+    chunk = getattr(args, "chunk_seconds", None)
+    if chunk is not None and not chunk > 0:
+        from plutok.errors import PlutokError
+
+        raise PlutokError(f"--chunk-seconds must be positive, got {chunk}")
+    return Plutok.from_pretrained(args.model, chunk_seconds=chunk or _default_chunk_seconds())
+
+
+def _default_chunk_seconds() -> float:
+    from plutok.tokenizer import DEFAULT_CHUNK_SECONDS
+
+    return DEFAULT_CHUNK_SECONDS
 
 
 def _add_model_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", metavar="DIR", default=None, help="model directory (default: the bundled default model)"
+    )
+    parser.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="process long audio in chunks of S seconds; bounds memory, same tokens (default 30)",
     )
 
 
@@ -132,7 +150,7 @@ def _cmd_roundtrip(args: argparse.Namespace) -> int:
     if args.plt:
         tok.save_plt(encoding, args.plt)
     output = write_audio(args.output, wav, rate)
-    print(f"input: {source}")
+    print(f"input: {source}" + (" [input is silent]" if encoding.silent else ""))
     print(f"tokens: {len(encoding.ids)}")
     print(f"tokens/s: {encoding.tokens_per_second:.1f}  (codes/s: {encoding.codes_per_second:.1f})")
     bits = len(encoding.ids) * tok.bits_per_token + tok.speaker_bits
@@ -182,24 +200,48 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 # -- training -----------------------------------------------------------------------------------
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from plutok.features import extract_corpus, list_inputs, merge_failures
+    import datetime
+    from dataclasses import asdict
+
+    from plutok import distributed
+    from plutok.features import (
+        ExtractSummary,
+        extract_corpus,
+        list_inputs,
+        merge_failures,
+        prepare_output,
+        remove_partial_files,
+    )
 
     backbone = _backbone_from_args(args)
     utterances = list_inputs(args.input, split=args.split)
-    rank, world_size = _distributed_rank()
-    summary = extract_corpus(
-        utterances,
-        backbone,
-        args.output,
-        shard_size=args.shard_size,
-        rank=rank,
-        world_size=world_size,
-        progress=not args.quiet,
-    )
-    failures = merge_failures(args.output) if rank == 0 else []
+    # Ranks finish at different times; the final barrier may wait long for the slowest one.
+    with distributed.process_group("cpu", timeout=datetime.timedelta(days=7)) as ctx:
+        if ctx.distributed:
+            if ctx.is_writer:
+                prepare_output(utterances, backbone, args.output, args.shard_size)
+            distributed.barrier()  # no rank writes shards before extract.json exists
+        summary = extract_corpus(
+            utterances,
+            backbone,
+            args.output,
+            shard_size=args.shard_size,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            progress=not args.quiet and ctx.is_writer,
+            workers=args.workers,
+        )
+        # Gathering the summaries is also the barrier after which every shard is final.
+        summaries = distributed.all_gather_objects(asdict(summary))
+        if not ctx.is_writer:
+            return 0
+    total = ExtractSummary.total(ExtractSummary(**row) for row in summaries)
+    failures = merge_failures(args.output)
+    remove_partial_files(args.output)
+    ranks = f" over {ctx.world_size} ranks" if ctx.distributed else ""
     print(
-        f"rank {rank}: processed {summary.processed}, skipped {summary.skipped} (done before), "
-        f"failed {summary.failed}, {summary.hours:.3f} h of audio -> {args.output}"
+        f"processed {total.processed}, skipped {total.skipped} (done before), failed {total.failed}, "
+        f"{total.hours:.3f} h of audio{ranks} -> {args.output}"
     )
     if failures:
         print(f"{len(failures)} input(s) failed; see {Path(args.output) / 'failures.jsonl'}", file=sys.stderr)
@@ -220,45 +262,66 @@ def _backbone_from_args(args: argparse.Namespace):
     return get_backbone_class("mel")(speaker_coefficients=args.speaker_coefficients)
 
 
-def _distributed_rank() -> tuple[int, int]:
-    import os
-
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
 def _cmd_train_vq(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from plutok import distributed
     from plutok.errors import PlutokError
     from plutok.features import FeatureStore
     from plutok.training import TrainConfig, train_vqvae
     from plutok.vqvae import VQVAEConfig
 
-    store = FeatureStore(args.features)
-    train = store.load_features(split=args.split)
-    dev_store = FeatureStore(args.dev) if args.dev else store
-    dev = dev_store.load_features(split=args.dev_split) if (args.dev or args.dev_split) else []
-    if not train:
-        raise PlutokError(f"{args.features}: no training utterances (split {args.split!r})")
-    model_config = VQVAEConfig(
-        feature_dim=int(store.config["feature_dim"]),
-        codebook_size=args.codebook_size,
-        downsample=args.downsample,
-        channels=args.channels,
-    )
     overrides = {
         name: getattr(args, name)
-        for name in ("steps", "batch_size", "segment_frames", "learning_rate", "seed", "kmeans", "device")
+        for name in (
+            "steps",
+            "batch_size",
+            "segment_frames",
+            "learning_rate",
+            "seed",
+            "kmeans",
+            "device",
+            "precision",
+            "checkpoint_interval",
+            "eval_interval",
+        )
         if getattr(args, name) is not None
     }
-    train_config = TrainConfig(**overrides)
-    model, metrics = train_vqvae(
-        train,
-        dev,
-        model_config,
-        train_config,
-        checkpoint_dir=Path(args.output) / "checkpoints",
-        resume=args.resume,
-        progress=not args.quiet,
-    )
+    try:
+        train_config = TrainConfig(**overrides)
+    except ValueError as error:
+        raise PlutokError(str(error)) from None
+    store = FeatureStore(args.features)
+    dev_store = FeatureStore(args.dev) if args.dev else store
+    with distributed.process_group(train_config.device) as ctx:
+        # Each rank holds its own part of the utterances in memory (float16, as stored).
+        part = (ctx.rank, ctx.world_size)
+        train = store.load_features(split=args.split, dtype=np.float16, part=part)
+        dev = (
+            dev_store.load_features(split=args.dev_split, dtype=np.float16, part=part)
+            if (args.dev or args.dev_split)
+            else []
+        )
+        if not train:
+            where = f" for rank {ctx.rank} of {ctx.world_size}" if ctx.distributed else ""
+            raise PlutokError(f"{args.features}: no training utterances{where} (split {args.split!r})")
+        model_config = VQVAEConfig(
+            feature_dim=int(store.config["feature_dim"]),
+            codebook_size=args.codebook_size,
+            downsample=args.downsample,
+            channels=args.channels,
+        )
+        model, metrics = train_vqvae(
+            train,
+            dev,
+            model_config,
+            train_config,
+            checkpoint_dir=Path(args.output) / "checkpoints",
+            resume=args.resume,
+            progress=not args.quiet,
+        )
+        if not ctx.is_writer:
+            return 0
     model.save(args.output)
     metrics["codes_per_second"] = store.config["frames_per_second"] / model_config.downsample
     (Path(args.output) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -270,14 +333,18 @@ def _cmd_train_vq(args: argparse.Namespace) -> int:
 def _cmd_train_bpe(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from plutok import distributed
     from plutok.bpe import CodeBPE
     from plutok.features import FeatureStore
     from plutok.tokenizer import Plutok
     from plutok.vqvae import VQVAE
 
+    if not distributed.env_context().is_writer:
+        return 0  # single-process stage: under torchrun only rank 0 trains the BPE
     store = FeatureStore(args.features)
     vqvae = VQVAE.load(args.vqvae)
-    total = len(store)
+    # Codes are computed and fed to the trainer one utterance at a time (one shard open at once).
+    total = sum(1 for row in store.index_rows() if args.split is None or row.get("split") == args.split)
 
     def code_sequences():
         for _, features, _ in tqdm(
@@ -360,6 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--split", default=None, help="only manifest rows of this split (e.g. train)")
     sub.add_argument("--shard-size", type=int, default=256, help="utterances per shard (default 256)")
+    sub.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="local worker processes per rank, each taking whole shards (default 1); "
+        "under torchrun every rank takes its own shards",
+    )
     sub.add_argument("-q", "--quiet", action="store_true")
     _threads_option(sub)
 
@@ -375,11 +449,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--downsample", type=int, default=2, choices=[1, 2, 4], help="frames per code")
     sub.add_argument("--channels", type=int, default=None, help="network width (default: feature dim)")
     sub.add_argument("--steps", type=int, default=None)
-    sub.add_argument("--batch-size", type=int, default=None)
+    sub.add_argument(
+        "--batch-size", type=int, default=None, help="segments per step and process (default 16)"
+    )
     sub.add_argument("--segment-frames", type=int, default=None)
     sub.add_argument("--learning-rate", type=float, default=None)
     sub.add_argument("--seed", type=int, default=None)
-    sub.add_argument("--device", default=None, help="cpu or cuda (default cpu)")
+    sub.add_argument(
+        "--device",
+        default=None,
+        help="cpu or cuda (default cpu; under torchrun each rank uses GPU LOCAL_RANK)",
+    )
+    sub.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default=None,
+        help="auto (default): bf16/fp16 autocast on CUDA, fp32 on CPU",
+    )
+    sub.add_argument(
+        "--checkpoint-interval", type=int, default=None, help="steps between checkpoints (default 1000)"
+    )
+    sub.add_argument(
+        "--eval-interval", type=int, default=None, help="steps between held-out evaluations (default 1000)"
+    )
     sub.add_argument(
         "--kmeans", action="store_true", default=None, help="EMA k-means codebook (original style)"
     )

@@ -11,7 +11,9 @@ A saved model is a directory::
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -24,15 +26,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from plutok.audio import load_audio, prepare_waveform, resample
+from plutok.audio import load_audio_stream, prepare_waveform, resample
 from plutok.backbones import Backbone, backbone_from_config
 from plutok.bpe import CodeBPE, OriginalCodeBPE, load_tokenizer
 from plutok.container import PltFile, read_plt, write_plt
-from plutok.errors import AudioError, ModelError, PlutokError, TokenError
+from plutok.errors import AudioError, ContainerError, ModelError, PlutokError, TokenError
 from plutok.files import atomic_write_text
-from plutok.vqvae import VQVAE, VQVAEConfig
+from plutok.vqvae import VQVAE, ResBlock, VQVAEConfig
 
-__all__ = ["Encoding", "Plutok", "MODEL_FORMAT", "MODEL_FORMAT_VERSION", "default_model_path"]
+__all__ = [
+    "DEFAULT_CHUNK_SECONDS",
+    "MAX_DURATION_SECONDS",
+    "Encoding",
+    "Plutok",
+    "MODEL_FORMAT",
+    "MODEL_FORMAT_VERSION",
+    "default_model_path",
+]
 
 MODEL_FORMAT = "plutok-model"
 MODEL_FORMAT_VERSION = 1
@@ -43,6 +53,14 @@ TOKENIZER_FILE = "tokenizer.json"
 SPEAKER_BITS_PER_VALUE = 16
 # Peak level below which an input counts as silent (-80 dBFS); silent input still encodes.
 _SILENCE_PEAK = 1e-4
+# Long audio is processed in chunks of this many seconds (VQ-VAE and vocoder), each with
+# enough context on both sides that the result equals a single pass (see Plutok.encode).
+DEFAULT_CHUNK_SECONDS = 30.0
+# Longest audio an Encoding or .plt file may describe. Decoding allocates the output
+# waveform up front, so a hostile header must not be able to ask for more.
+MAX_DURATION_SECONDS = 24 * 3600
+# Output rates decode() accepts.
+_MAX_OUTPUT_RATE = 384_000
 
 
 def default_model_path() -> Path:
@@ -94,6 +112,11 @@ class Plutok:
 
     Build one with :meth:`from_pretrained` (a saved directory or the bundled default),
     :meth:`from_openvoice` (the original release's files) or from its three stages.
+
+    ``chunk_seconds`` bounds memory on long audio: the VQ-VAE (and the mel backbone's
+    vocoder) run over chunks of that length with context on both sides, so activations
+    stay the size of one chunk whatever the input length; ``None`` runs each stage in one
+    pass. Codes do not depend on it; decoded audio differs by less than 1e-3.
     """
 
     def __init__(
@@ -102,6 +125,7 @@ class Plutok:
         vqvae: VQVAE,
         bpe: CodeBPE | OriginalCodeBPE,
         metadata: dict[str, Any] | None = None,
+        chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS,
     ):
         if vqvae.feature_dim != backbone.feature_dim:
             raise ModelError(
@@ -116,7 +140,16 @@ class Plutok:
         self.vqvae = vqvae.eval()
         self.bpe = bpe
         self.metadata = dict(metadata or {})
+        if chunk_seconds is not None and not chunk_seconds > 0:
+            raise ModelError(f"chunk_seconds must be positive or None, got {chunk_seconds!r}")
+        self.chunk_seconds = chunk_seconds
         self._fingerprint = self._compute_fingerprint()
+        # Frames of context each VQ-VAE chunk needs (encoder, in feature frames) and codes
+        # of context for each decoder chunk: the receptive fields, computed from the layers.
+        downsample = self.vqvae.downsample
+        modules = [self.vqvae.input_proj, *self.vqvae.encoder]
+        self._encoder_context = downsample * math.ceil(_receptive_field(modules) / downsample)
+        self._decoder_context = math.ceil(_receptive_field([*self.vqvae.decoder, self.vqvae.output_proj]))
 
     # -- facts ----------------------------------------------------------------------------
     @property
@@ -132,6 +165,15 @@ class Plutok:
     @property
     def codebook_size(self) -> int:
         return self.vqvae.codebook_size
+
+    @property
+    def chunk_frames(self) -> int | None:
+        """Feature frames per chunk (a multiple of the VQ-VAE downsampling), None for one pass."""
+        if self.chunk_seconds is None:
+            return None
+        downsample = self.vqvae.downsample
+        frames = round(self.chunk_seconds * self.backbone.frames_per_second)
+        return downsample * max(1, math.ceil(frames / downsample))
 
     @property
     def vocab_size(self) -> int:
@@ -196,8 +238,13 @@ class Plutok:
 
     # -- loading and saving ---------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None) -> Plutok:
-        """Load a saved model directory, or the bundled default when ``path`` is None."""
+    def from_pretrained(
+        cls, path: str | os.PathLike | None = None, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS
+    ) -> Plutok:
+        """Load a saved model directory, or the bundled default when ``path`` is None.
+
+        ``chunk_seconds``: see :class:`Plutok`.
+        """
         directory = default_model_path() if path is None else Path(path)
         if not directory.is_dir():
             if path is None:
@@ -223,7 +270,7 @@ class Plutok:
             bpe = load_tokenizer(directory / TOKENIZER_FILE, codebook_size=vqvae.codebook_size)
         except KeyError as error:
             raise ModelError(f"{config_path}: missing section {error}") from None
-        return cls(backbone, vqvae, bpe, metadata=config.get("metadata"))
+        return cls(backbone, vqvae, bpe, metadata=config.get("metadata"), chunk_seconds=chunk_seconds)
 
     @classmethod
     def from_openvoice(
@@ -270,15 +317,22 @@ class Plutok:
         return directory
 
     # -- encoding -------------------------------------------------------------------------
-    def _prepare(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
-        waveform = prepare_waveform(wav, sample_rate, self.sample_rate)
+    def _check_length(self, waveform: np.ndarray) -> np.ndarray:
         minimum = self.backbone.hop_length * self.vqvae.downsample
         if waveform.shape[0] < minimum:
             raise AudioError(
                 f"audio is too short: {waveform.shape[0] / self.sample_rate * 1000:.1f} ms; "
                 f"at least {minimum / self.sample_rate * 1000:.0f} ms (one code) is needed"
             )
+        if waveform.shape[0] > MAX_DURATION_SECONDS * self.sample_rate:
+            raise AudioError(
+                f"audio is too long: {waveform.shape[0] / self.sample_rate / 3600:.1f} h; "
+                f"at most {MAX_DURATION_SECONDS // 3600} h per encoding (split it)"
+            )
         return waveform
+
+    def _prepare(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
+        return self._check_length(prepare_waveform(wav, sample_rate, self.sample_rate))
 
     def encode_codes(self, wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
         """VQ codes ``(codes,)`` int64 and speaker vector ``(speaker_dim,)`` (no BPE)."""
@@ -292,31 +346,59 @@ class Plutok:
         else:
             speaker = self.backbone.speaker_embedding(waveform)
             features = self.backbone.features(waveform, speaker)
+        return self._encode_features(features), speaker
+
+    def _encode_features(self, features: np.ndarray) -> np.ndarray:
+        """Codes ``(ceil(T / downsample),)`` of features ``(C, T)``, chunk by chunk.
+
+        Each chunk starts at a multiple of the downsampling and is encoded with
+        ``_encoder_context`` frames (the encoder's receptive field) on each side that
+        exist in the input, so every kept code sees exactly what a single pass sees.
+        """
+        downsample = self.vqvae.downsample
+        frames = features.shape[1]
+        chunk = self.chunk_frames
+        context = self._encoder_context
         with torch.inference_mode():
-            codes = self.vqvae.encode(features)
-        return codes, speaker
+            if chunk is None or frames <= chunk + 2 * context:
+                return self.vqvae.encode(features)
+            pieces = []
+            for start in range(0, frames, chunk):
+                stop = min(frames, start + chunk)
+                begin, end = max(0, start - context), min(frames, stop + context)
+                codes = self.vqvae.encode(features[:, begin:end])
+                first = (start - begin) // downsample
+                pieces.append(codes[first : first + math.ceil((stop - start) / downsample)])
+        return np.concatenate(pieces)
 
     def encode(self, wav: np.ndarray, sample_rate: int) -> Encoding:
         """Tokenize one utterance.
+
+        Long input is processed in chunks of ``chunk_seconds`` (see :class:`Plutok`);
+        the tokens are the same as in one pass.
 
         Args:
             wav: samples ``(samples,)`` or ``(samples, channels)``, int PCM or float, any rate.
             sample_rate: Hz of ``wav``.
         Returns:
-            :class:`Encoding` with token ids and the speaker vector.
+            :class:`Encoding` with token ids and the speaker vector; ``silent`` is set
+            when the input is digital silence (it still encodes).
         Raises:
-            AudioError: empty, too short (under one code), NaN/inf, bad shape.
+            AudioError: empty, too short (under one code), too long (over 24 h),
+                NaN/inf, bad shape.
         """
         waveform = self._prepare(wav, sample_rate)
+        array = np.asarray(wav)
+        num_samples = int(array.shape[0] if array.ndim == 1 else max(array.shape))
+        return self._encoding(waveform, int(sample_rate), num_samples)
+
+    def _encoding(self, waveform: np.ndarray, sample_rate: int, num_samples: int) -> Encoding:
         codes, speaker = self._codes(waveform)
-        num_samples = int(
-            np.asarray(wav).shape[0] if np.asarray(wav).ndim == 1 else max(np.asarray(wav).shape)
-        )
         return Encoding(
             ids=self.bpe.encode(codes),
             # Rounded to what a .plt file stores, so decoding from memory and from a file agree.
             speaker=np.asarray(speaker, dtype=np.float16).astype(np.float32),
-            sample_rate=int(sample_rate),
+            sample_rate=sample_rate,
             num_samples=num_samples,
             num_codes=int(codes.shape[0]),
             silent=bool(np.max(np.abs(waveform)) < _SILENCE_PEAK),
@@ -324,9 +406,20 @@ class Plutok:
         )
 
     def encode_file(self, path: str | os.PathLike) -> Encoding:
-        """Tokenize an audio file (wav, flac, ogg, mp3, ...)."""
-        wav, sample_rate = load_audio(path)
-        return self.encode(wav, sample_rate)
+        """Tokenize an audio file (wav, flac, ogg, mp3, ...).
+
+        The file is read block by block and resampled on the fly, so only the mono
+        waveform at the model's rate is ever held (1 h at 16 kHz: 230 MB).
+
+        Raises:
+            AudioError: missing, a directory, empty, not audio, or bad samples.
+        """
+        waveform, source_rate, num_samples = load_audio_stream(path, target_rate=self.sample_rate)
+        try:
+            self._check_length(waveform)
+        except AudioError as error:
+            raise AudioError(f"{path}: {error}") from None
+        return self._encoding(waveform, source_rate, num_samples)
 
     def encode_files(
         self, paths: Iterable[str | os.PathLike], progress: bool = True
@@ -346,11 +439,34 @@ class Plutok:
 
     def ids_to_codes(self, ids: Iterable[int]) -> np.ndarray:
         """Codes int64 ``(codes,)`` behind token ids; raises :class:`TokenError` for unknown ids."""
-        return self.bpe.decode(list(ids))
+        return self.bpe.decode(_check_ids(ids))
 
     # -- decoding -------------------------------------------------------------------------
+    def _decode_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Features ``(C, downsample * N)`` of codes ``(N,)``, chunk by chunk with context."""
+        chunk = None if self.chunk_frames is None else self.chunk_frames // self.vqvae.downsample
+        context = self._decoder_context
+        total = codes.shape[0]
+        with torch.inference_mode():
+            if chunk is None or total <= chunk + 2 * context:
+                return self.vqvae.decode(codes)
+            downsample = self.vqvae.downsample
+            features = np.empty((self.vqvae.feature_dim, downsample * total), dtype=np.float32)
+            for start in range(0, total, chunk):
+                stop = min(total, start + chunk)
+                begin, end = max(0, start - context), min(total, stop + context)
+                piece = self.vqvae.decode(codes[begin:end])
+                features[:, downsample * start : downsample * stop] = piece[
+                    :, downsample * (start - begin) : downsample * (stop - begin)
+                ]
+        return features
+
     def decode(self, encoding: Encoding, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
         """Speech from an :class:`Encoding`.
+
+        Long encodings are decoded in chunks of ``chunk_seconds`` (VQ-VAE and vocoder,
+        with overlapping context cut at frame boundaries), so memory beyond the output
+        waveform does not grow with the duration.
 
         Args:
             encoding: from :meth:`encode` or :meth:`load_plt`.
@@ -358,21 +474,60 @@ class Plutok:
         Returns:
             ``(wav, sample_rate)``, ``wav`` float32 ``(samples,)`` with the input's duration.
         Raises:
-            TokenError: empty or unknown token ids.
+            TokenError: empty or unknown token ids, a duration over 24 h, a length that
+                the tokens cannot cover, or a speaker vector that is not finite.
+            AudioError: an output sample rate outside 1..384000 Hz.
         """
         if len(encoding.ids) == 0:
             raise TokenError("no token ids to decode (empty token list)")
-        codes = self.bpe.decode(encoding.ids)
-        with torch.inference_mode():
-            features = self.vqvae.decode(codes)
-        speaker = np.asarray(encoding.speaker, dtype=np.float32)
-        wav = self.backbone.synthesize(features, speaker)
-        target = int(round(encoding.num_samples * self.sample_rate / encoding.sample_rate))
-        wav = _fit_length(wav, target)
         output_rate = int(sample_rate or self.sample_rate)
+        if not 0 < output_rate <= _MAX_OUTPUT_RATE:
+            raise AudioError(f"output sample rate must be in 1..{_MAX_OUTPUT_RATE} Hz, got {sample_rate}")
+        target = self._target_length(encoding)
+        codes = self.bpe.decode(_check_ids(encoding.ids))
+        frames_per_code = self.vqvae.downsample
+        hop = self.backbone.hop_length
+        covered = codes.shape[0] * frames_per_code * hop
+        if covered > MAX_DURATION_SECONDS * self.sample_rate:
+            raise TokenError(
+                f"the tokens stand for {covered / self.sample_rate / 3600:.1f} h of audio; "
+                f"at most {MAX_DURATION_SECONDS // 3600} h can be decoded"
+            )
+        # encode() gives ceil((samples // hop) / downsample) codes: the stated length must
+        # be within about one code of what they cover (twice that, for other backbones).
+        if abs(covered - target) > 2 * (frames_per_code + 1) * hop:
+            raise TokenError(
+                f"the encoding claims {target / self.sample_rate:.2f} s of audio but its "
+                f"{codes.shape[0]} codes cover {covered / self.sample_rate:.2f} s"
+            )
+        speaker = np.asarray(encoding.speaker, dtype=np.float32)
+        if not np.all(np.isfinite(speaker)):
+            raise TokenError("the speaker vector contains NaN or infinite values")
+        features = self._decode_codes(codes)
+        if "chunk_frames" in inspect.signature(self.backbone.synthesize).parameters:
+            wav = self.backbone.synthesize(features, speaker, chunk_frames=self.chunk_frames)
+        else:
+            wav = self.backbone.synthesize(features, speaker)
+        del features
+        wav = _fit_length(wav, target)
+        if not np.all(np.isfinite(wav)):
+            raise TokenError("decoding gave NaN or infinite samples: the speaker vector is out of range")
         if output_rate != self.sample_rate:
             wav = resample(wav, self.sample_rate, output_rate)
         return wav, output_rate
+
+    def _target_length(self, encoding: Encoding) -> int:
+        """Output length in samples at the model's rate for ``encoding``'s stated duration."""
+        if not isinstance(encoding.sample_rate, (int, np.integer)) or encoding.sample_rate <= 0:
+            raise TokenError(f"encoding has a bad sample rate {encoding.sample_rate!r}")
+        if not isinstance(encoding.num_samples, (int, np.integer)) or encoding.num_samples < 0:
+            raise TokenError(f"encoding has a bad length {encoding.num_samples!r}")
+        if encoding.num_samples > MAX_DURATION_SECONDS * encoding.sample_rate:
+            raise TokenError(
+                f"the encoding claims {encoding.num_samples / encoding.sample_rate / 3600:.1f} h of audio; "
+                f"at most {MAX_DURATION_SECONDS // 3600} h can be decoded"
+            )
+        return int(round(int(encoding.num_samples) * self.sample_rate / int(encoding.sample_rate)))
 
     # -- .plt files -----------------------------------------------------------------------
     def save_plt(self, encoding: Encoding, path: str | os.PathLike) -> Path:
@@ -380,9 +535,23 @@ class Plutok:
         return write_plt(path, encoding.to_plt())
 
     def load_plt(self, path: str | os.PathLike) -> Encoding:
-        """Read a ``.plt`` file made by this model (others are refused)."""
+        """Read a ``.plt`` file made by this model.
+
+        Raises:
+            ContainerError: missing, truncated or corrupt file, a file from another
+                model, or a header claiming more than 24 h of audio.
+            TokenError: token ids outside this model's vocabulary.
+        """
         plt = read_plt(path, expected_fingerprint=self.fingerprint_bytes)
-        codes = self.bpe.decode(plt.ids)
+        if plt.num_samples > MAX_DURATION_SECONDS * plt.sample_rate:
+            raise ContainerError(
+                f"{path}: header claims {plt.num_samples / plt.sample_rate / 3600:.1f} h of audio; "
+                f"at most {MAX_DURATION_SECONDS // 3600} h is supported"
+            )
+        try:
+            codes = self.bpe.decode(plt.ids)
+        except TokenError as error:
+            raise TokenError(f"{path}: {error}") from None
         return Encoding(
             ids=plt.ids,
             speaker=plt.speaker,
@@ -391,6 +560,35 @@ class Plutok:
             num_codes=int(codes.shape[0]),
             fingerprint=plt.fingerprint,
         )
+
+
+def _check_ids(ids: Iterable[int]) -> list[int]:
+    """Token ids as a list of Python ints; anything that is not an integer is a :class:`TokenError`."""
+    checked = []
+    for token_id in ids:
+        if isinstance(token_id, (bool, np.bool_)) or not isinstance(token_id, (int, np.integer)):
+            raise TokenError(f"token ids must be integers, got {token_id!r}")
+        checked.append(int(token_id))
+    return checked
+
+
+def _receptive_field(modules: Iterable[torch.nn.Module | None]) -> float:
+    """How far (in input steps, each side) an output of these stacked layers can look.
+
+    An upper bound: a ``Conv1d`` of kernel ``k``, dilation ``d`` adds ``(k - 1) * d``
+    of its input steps, a ``ConvTranspose1d`` of stride ``s`` adds ``ceil(k / s)``;
+    strides change the step size for the layers after them. Anything else is pointwise.
+    """
+    reach, step = 0.0, 1.0
+    for module in modules:
+        layer = module.conv if isinstance(module, ResBlock) else module
+        if isinstance(layer, torch.nn.ConvTranspose1d):
+            reach += math.ceil(layer.kernel_size[0] / layer.stride[0]) * step
+            step /= layer.stride[0]
+        elif isinstance(layer, torch.nn.Conv1d):
+            reach += (layer.kernel_size[0] - 1) * layer.dilation[0] * step
+            step *= layer.stride[0]
+    return reach
 
 
 def _fit_length(wav: np.ndarray, length: int) -> np.ndarray:

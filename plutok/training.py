@@ -1,11 +1,21 @@
 """Training the VQ-VAE on backbone features (the ``train-vq`` stage).
 
-The loop is single-process. It is laid out so that ``torchrun`` support can be
-added without restructuring (search for ``DDP:``): the model used for the
-forward/backward pass is ``step_model`` (wrap it in ``DistributedDataParallel``),
-the sampler takes its seed per rank, codebook maintenance goes through one call
-(:meth:`CodebookTrainer.update`) whose inputs can be all-gathered first, and only
-``_is_writer`` processes write checkpoints.
+One process by default; under ``torchrun`` (a process group joined with
+:func:`plutok.distributed.init` before calling :func:`train_vqvae`) every rank runs the
+same loop on its own part of the data:
+
+* the forward/backward pass goes through ``DistributedDataParallel`` (gradients are
+  averaged over ranks; ``batch_size`` is per rank, the global batch is
+  ``batch_size * world_size``);
+* each rank crops with its own sampler seed (``seed + rank``);
+* codebook maintenance sees the encoder outputs and codes of *all* ranks
+  (all-gathered), uses the same random generator everywhere, and rank 0's codebook
+  and EMA statistics are broadcast after every update, so the codebook is the same on
+  every rank, bit for bit (the run ends by comparing a digest of every rank's state);
+* only rank 0 writes checkpoints and the final model, with barriers around;
+  checkpoints hold every rank's sampler state, so a resumed run continues exactly;
+* on CUDA the forward pass runs under ``torch.autocast`` (bf16, or fp16 with loss
+  scaling) except the quantizer, whose nearest-code search stays in float32.
 
 Codebook training keeps every code in use:
 
@@ -42,13 +52,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plutok.errors import AudioError, ModelError
+from plutok import distributed
+from plutok.errors import AudioError, ModelError, PlutokError
 from plutok.files import atomic_path, atomic_write_text
-from plutok.vqvae import VQVAE, VectorQuantizer, VQVAEConfig, encoded_length
+from plutok.vqvae import VQVAE, VectorQuantizer, VQVAEConfig, VQVAEOutput, encoded_length
 
 __all__ = ["CodebookTrainer", "SegmentSampler", "TrainConfig", "kmeans", "train_vqvae"]
 
 LATEST_NAME = "latest.json"
+# Test hook: the process exits at once, as if killed, after this many steps (after any checkpoint).
+_EXIT_AFTER_STEPS_ENV = "PLUTOK_TEST_EXIT_AFTER_STEPS"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -57,7 +71,7 @@ class TrainConfig:
 
     Attributes:
         steps: total optimizer steps (a resumed run continues up to this number).
-        batch_size: segments per step.
+        batch_size: segments per step and rank (the global batch is ``batch_size * world_size``).
         segment_frames: feature frames per random crop.
         learning_rate: peak AdamW learning rate; linear warm-up over ``warmup_steps``,
             then cosine decay to ``min_lr_ratio * learning_rate`` at ``steps``.
@@ -76,7 +90,9 @@ class TrainConfig:
         kmeans_iterations: Lloyd iterations of the initialisation.
         dead_code_steps: replace codes unused for this many steps (0 disables).
         replay_size: encoder vectors kept for dead-code replacement.
-        device: torch device, e.g. ``"cpu"`` or ``"cuda"``.
+        device: torch device, e.g. ``"cpu"`` or ``"cuda"`` (under torchrun: GPU ``LOCAL_RANK``).
+        precision: ``"auto"`` (bf16 autocast on CUDA where supported, else fp16 with loss
+            scaling; float32 on CPU), ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA only).
     """
 
     steps: int = 20000
@@ -101,6 +117,7 @@ class TrainConfig:
     dead_code_steps: int = 100
     replay_size: int = 8192
     device: str = "cpu"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         positive = (
@@ -121,6 +138,10 @@ class TrainConfig:
         for name in ("warmup_steps", "eval_interval", "checkpoint_interval", "dead_code_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must not be negative, got {getattr(self, name)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"TrainConfig.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -209,9 +230,9 @@ class CodebookTrainer:
     last used" counters and, in EMA k-means mode, the running cluster sizes and
     sums. Call :meth:`update` once per optimizer step after ``optimizer.step()``.
 
-    DDP: all-gather ``encoded``/``codes`` across ranks before :meth:`update` and
-    give every rank the same ``generator`` seed, so all ranks apply identical
-    updates and replacements.
+    Distributed training all-gathers ``encoded``/``codes`` across ranks before
+    :meth:`update`, gives every rank the same ``generator`` seed, and then calls
+    :meth:`synchronize` so all ranks hold rank 0's codebook exactly.
     """
 
     def __init__(
@@ -305,6 +326,19 @@ class CodebookTrainer:
         window = self.dead_code_steps or 100
         return {"resets": float(resets), "active": float((self.unused_steps < window).float().mean())}
 
+    @torch.no_grad()
+    def synchronize(self) -> None:
+        """Give every rank rank 0's code vectors and EMA statistics (no-op in a single process).
+
+        The ranks compute the same update from the same gathered inputs; broadcasting
+        removes what float non-determinism (CUDA atomics) could still make differ.
+        """
+        if not distributed.is_initialized():
+            return
+        distributed.broadcast_(self.quantizer.codebook.weight.data)
+        distributed.broadcast_(self.ema_counts)
+        distributed.broadcast_(self.ema_sums)
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "unused_steps": self.unused_steps.cpu(),
@@ -335,8 +369,9 @@ class CodebookTrainer:
 class SegmentSampler:
     """Random fixed-length crops of utterances, every frame equally likely.
 
-    Utterances shorter than ``segment_frames`` are left out. DDP: give each rank
-    its own ``seed`` (e.g. ``seed + rank``) so ranks see different crops.
+    Utterances shorter than ``segment_frames`` are left out. Training gives each rank
+    its own ``seed`` (``seed + rank``) so ranks see different crops. Utterances may be
+    float16 (half the memory); batches are float32.
     """
 
     def __init__(self, utterances: Sequence[np.ndarray], segment_frames: int, seed: int) -> None:
@@ -372,7 +407,9 @@ class SegmentSampler:
 def _check_features(utterances: Sequence[np.ndarray], feature_dim: int, what: str) -> list[np.ndarray]:
     checked = []
     for number, utterance in enumerate(utterances):
-        array = np.asarray(utterance, dtype=np.float32)
+        array = np.asarray(utterance)
+        if array.dtype not in (np.float16, np.float32):
+            array = array.astype(np.float32)
         if array.ndim != 2 or array.shape[0] != feature_dim:
             raise ModelError(
                 f"{what} utterance {number} has shape {array.shape}, expected ({feature_dim}, frames)"
@@ -393,7 +430,11 @@ def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> t
 
 @torch.no_grad()
 def evaluate(model: VQVAE, utterances: Sequence[np.ndarray], device: torch.device) -> dict[str, float]:
-    """Frame-weighted reconstruction loss and code statistics over whole utterances."""
+    """Frame-weighted reconstruction loss and code statistics over whole utterances.
+
+    In a process group every rank must call this with its own part of the held-out
+    set; the result is over all parts (the same on every rank).
+    """
     was_training = model.training
     model.eval()
     total_loss, total_frames = 0.0, 0
@@ -402,13 +443,19 @@ def evaluate(model: VQVAE, utterances: Sequence[np.ndarray], device: torch.devic
         for utterance in utterances:
             if utterance.shape[1] < model.downsample:
                 continue
-            features = torch.from_numpy(utterance).to(device)[None]
+            features = torch.from_numpy(utterance).to(device, torch.float32)[None]
             output = model(features)
             total_loss += float(reconstruction_loss(output.reconstruction, features)) * utterance.shape[1]
             total_frames += utterance.shape[1]
             histogram += torch.bincount(output.codes.flatten(), minlength=model.codebook_size)
     finally:
         model.train(was_training)
+    if distributed.is_initialized():
+        totals = distributed.all_reduce_sum(
+            torch.tensor([total_loss, float(total_frames)], dtype=torch.float64, device=device)
+        )
+        total_loss, total_frames = float(totals[0]), int(totals[1])
+        distributed.all_reduce_sum(histogram)
     if total_frames == 0:
         return {}
     probabilities = histogram / histogram.sum()
@@ -421,8 +468,47 @@ def evaluate(model: VQVAE, utterances: Sequence[np.ndarray], device: torch.devic
 
 
 def _is_writer() -> bool:
-    # DDP: return torch.distributed.get_rank() == 0 when initialised.
-    return True
+    return distributed.context().is_writer
+
+
+def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of the forward pass (``None``: plain float32)."""
+    precision = config.precision
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp16" and device.type != "cuda":
+        raise PlutokError("precision fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class _TrainForward(nn.Module):
+    """The training forward pass (what DistributedDataParallel wraps): mixed precision outside the quantizer.
+
+    Without autocast this is exactly ``model(batch)``. With it, the encoder and decoder
+    run in ``dtype`` and the quantizer (nearest-code search, codebook losses) in float32.
+    """
+
+    def __init__(self, model: VQVAE, dtype: torch.dtype | None) -> None:
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+
+    def forward(self, batch: torch.Tensor) -> VQVAEOutput:
+        model = self.model
+        if self.dtype is None:
+            return model(batch)
+        with torch.autocast(batch.device.type, dtype=self.dtype):
+            encoded = model.encode_tensor(batch)
+        encoded = encoded.float()
+        quantized, codes, aux = model.vq_layer(encoded)
+        with torch.autocast(batch.device.type, dtype=self.dtype):
+            decoded = model.decode_tensor(quantized)
+        reconstruction = decoded[..., : batch.shape[-1]].float()
+        return VQVAEOutput(
+            reconstruction=reconstruction, codes=codes, encoded=encoded, quantized=quantized, **aux
+        )
 
 
 def _parameter_groups(model: VQVAE, config: TrainConfig) -> list[dict[str, Any]]:
@@ -441,17 +527,17 @@ def _parameter_groups(model: VQVAE, config: TrainConfig) -> list[dict[str, Any]]
 
 
 def _sample_encoder_vectors(
-    model: VQVAE, sampler: SegmentSampler, config: TrainConfig, device: torch.device
+    model: VQVAE, sampler: SegmentSampler, config: TrainConfig, device: torch.device, wanted: int
 ) -> torch.Tensor:
     parts, collected = [], 0
     with torch.no_grad():
-        while collected < config.kmeans_init_vectors:
+        while collected < wanted:
             batch = torch.from_numpy(sampler.batch(config.batch_size)).to(device)
             encoded = model.encode_tensor(batch)
             flat = encoded.transpose(1, 2).reshape(-1, encoded.shape[1])
             parts.append(flat)
             collected += flat.shape[0]
-    return torch.cat(parts)[: config.kmeans_init_vectors]
+    return torch.cat(parts)[:wanted]
 
 
 def _checkpoint_names(step: int) -> tuple[str, str]:
@@ -464,8 +550,9 @@ def _save_checkpoint(
     model: VQVAE,
     optimizer: torch.optim.Optimizer,
     codebook: CodebookTrainer,
-    sampler: SegmentSampler,
+    sampler_states: Sequence[Mapping[str, Any]],
     train_config: TrainConfig,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     from safetensors.torch import save_file
 
@@ -479,8 +566,11 @@ def _save_checkpoint(
         "train_config": train_config.to_dict(),
         "optimizer": optimizer.state_dict(),
         "codebook": codebook.state_dict(),
-        "sampler": sampler.state(),
+        "sampler": sampler_states[0],
+        "samplers": list(sampler_states),  # one per rank
     }
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
     with atomic_path(directory / state_name) as temporary:
         torch.save(state, temporary)
     # Written last: a kill before this line leaves the previous checkpoint as the latest.
@@ -493,14 +583,36 @@ def _save_checkpoint(
             (directory / name).unlink(missing_ok=True)
 
 
+def _checkpoint(
+    directory: Path,
+    step: int,
+    model: VQVAE,
+    optimizer: torch.optim.Optimizer,
+    codebook: CodebookTrainer,
+    sampler: SegmentSampler,
+    train_config: TrainConfig,
+    scaler: torch.amp.GradScaler | None,
+) -> None:
+    """Every rank calls this: the sampler states are gathered, rank 0 writes, all wait for it."""
+    states = distributed.all_gather_objects(sampler.state())
+    if _is_writer():
+        _save_checkpoint(directory, step, model, optimizer, codebook, states, train_config, scaler)
+    distributed.barrier()
+
+
 def _load_checkpoint(
     directory: Path,
     model: VQVAE,
     optimizer: torch.optim.Optimizer,
     codebook: CodebookTrainer,
     sampler: SegmentSampler,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> int:
-    """Restore the latest checkpoint in ``directory``; returns its step (0 when there is none)."""
+    """Restore the latest checkpoint in ``directory``; returns its step (0 when there is none).
+
+    Each rank takes its own sampler state; a checkpoint written with another number of
+    ranks restarts the samplers from a seed derived from (seed, rank, step) instead.
+    """
     from safetensors.torch import load_file
 
     latest_file = directory / LATEST_NAME
@@ -520,12 +632,44 @@ def _load_checkpoint(
     try:
         optimizer.load_state_dict(state["optimizer"])
         codebook.load_state_dict(state["codebook"])
-        sampler.set_state(state["sampler"])
+        ctx = distributed.context()
+        samplers = state.get("samplers") or [state["sampler"]]
+        if len(samplers) == ctx.world_size:
+            sampler.set_state(samplers[ctx.rank])
+        else:
+            seed = int(state["train_config"].get("seed", 0))
+            sampler.rng = np.random.default_rng([seed, ctx.rank, int(state["step"])])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
     except (KeyError, ValueError, RuntimeError) as error:
         raise ModelError(
             f"cannot resume from {directory}: the checkpoint was written with other training settings ({error})"
         ) from error
     return int(state["step"])
+
+
+def _state_digest(model: VQVAE, codebook: CodebookTrainer) -> str:
+    """SHA-256 over the model weights and codebook-maintenance state (equal on every rank)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    tensors = dict(model.state_dict())
+    for key in ("unused_steps", "replay", "ema_counts", "ema_sums"):
+        tensors[f"codebook_trainer.{key}"] = getattr(codebook, key)
+    for key in sorted(tensors):
+        digest.update(key.encode())
+        digest.update(tensors[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _exit_if_asked(step: int) -> None:
+    limit = os.environ.get(_EXIT_AFTER_STEPS_ENV)
+    if limit and step >= int(limit):
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(17)
 
 
 def train_vqvae(
@@ -539,27 +683,40 @@ def train_vqvae(
 ) -> tuple[VQVAE, dict[str, Any]]:
     """Train a VQ-VAE on feature utterances.
 
+    In a ``torch.distributed`` process group (see :mod:`plutok.distributed`) every rank
+    calls this with its own part of the training and dev utterances; see the module
+    docstring for what is shared.
+
     Args:
-        train_features: utterances, each float ``(feature_dim, frames)``.
+        train_features: utterances, each float ``(feature_dim, frames)`` (float16 is kept as is).
         dev_features: held-out utterances (may be empty) for the dev loss.
         model_config: architecture; ``feature_dim`` must match the features.
         train_config: see :class:`TrainConfig`.
         checkpoint_dir: where step checkpoints (``step-N.safetensors`` + ``step-N.state.pt``,
             ``latest.json``) and the final model (``vqvae.safetensors`` + ``vqvae.json``)
-            go; ``None`` writes nothing.
+            go (written by rank 0 only); ``None`` writes nothing.
         resume: continue from the latest checkpoint in ``checkpoint_dir`` (fresh start if none).
-        progress: show a tqdm bar with loss, perplexity and code usage.
+        progress: show a tqdm bar with loss, perplexity and code usage (rank 0 only).
     Returns:
-        The trained model (eval mode, on ``train_config.device``) and metrics: ``step``,
+        The trained model (eval mode, on the training device) and metrics: ``step``,
         ``train_loss``, ``train_reconstruction_loss``, ``perplexity``, ``usage`` (means over
-        the last logging window), ``active_codes``, ``dead_code_resets``, ``dev_loss``,
-        ``dev_usage``, ``dev_perplexity`` (``None`` without dev data) and ``history``
-        (one dict per log/eval point).
+        the last logging window and all ranks), ``active_codes``, ``dead_code_resets``, ``dev_loss``,
+        ``dev_usage``, ``dev_perplexity`` (``None`` without dev data), ``world_size``,
+        ``state_digests`` (one per rank; all equal unless the ranks diverged) and
+        ``history`` (one dict per log/eval point).
     """
     from tqdm.auto import tqdm
 
     config = train_config
-    device = torch.device(config.device)
+    ctx = distributed.context()
+    try:
+        device = torch.device(config.device)
+    except RuntimeError as error:
+        raise PlutokError(f"unknown device {config.device!r} ({error})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PlutokError(f"device {config.device!r} asked for, but no CUDA GPU is available")
+    if device.type == "cuda" and device.index is None and ctx.distributed:
+        device = torch.device("cuda", ctx.local_rank)
     train = _check_features(train_features, model_config.feature_dim, "training")
     dev = _check_features(dev_features, model_config.feature_dim, "dev")
     if not train:
@@ -567,17 +724,22 @@ def train_vqvae(
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if resume and directory is None:
         raise ValueError("resume=True needs a checkpoint_dir")
+    autocast_dtype = _autocast_dtype(config, device)
+    scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
+    # Whether any rank has dev data decides the (collective) evaluations.
+    has_dev = bool(distributed.all_reduce_sum(torch.tensor([len(dev)], device=device)).item())
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = VQVAE(model_config)
     model.to(device)
-    sampler = SegmentSampler(train, config.segment_frames, seed=config.seed)  # DDP: seed + rank
-    generator = torch.Generator().manual_seed(config.seed + 1)
+    sampler = SegmentSampler(train, config.segment_frames, seed=config.seed + ctx.rank)
+    generator = torch.Generator().manual_seed(config.seed + 1)  # the same on every rank
+    code_frames = encoded_length(config.segment_frames, model_config.downsample)
     codebook = CodebookTrainer(
         model.vq_layer,
         ema=config.kmeans,
-        vectors_per_step=config.batch_size * encoded_length(config.segment_frames, model_config.downsample),
+        vectors_per_step=config.batch_size * code_frames * ctx.world_size,
         generator=generator,
         ema_decay=config.ema_decay,
         dead_code_steps=config.dead_code_steps,
@@ -588,18 +750,43 @@ def train_vqvae(
 
     start_step = 0
     if resume and directory is not None:
-        start_step = _load_checkpoint(directory, model, optimizer, codebook, sampler)
+        start_step = _load_checkpoint(directory, model, optimizer, codebook, sampler, scaler)
     if start_step == 0 and config.kmeans_init:
-        codebook.initialize(_sample_encoder_vectors(model, sampler, config, device), config.kmeans_iterations)
+        wanted = -(-config.kmeans_init_vectors // ctx.world_size)
+        vectors = _sample_encoder_vectors(model, sampler, config, device, wanted)
+        codebook.initialize(distributed.all_gather_cat(vectors), config.kmeans_iterations)
+        codebook.synchronize()
 
-    step_model: nn.Module = model  # DDP: DistributedDataParallel(model) here.
+    step_model: nn.Module = _TrainForward(model, autocast_dtype)
+    if ctx.distributed:
+        import inspect
+
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Buffers (code-use counts) are kept equal by the gathered updates: no per-step broadcast.
+        no_buffer_sync = (
+            {"forward_sync_buffers": False}
+            if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+            else {"broadcast_buffers": False}
+        )
+        step_model = DistributedDataParallel(
+            step_model, device_ids=[device.index] if device.type == "cuda" else None, **no_buffer_sync
+        )
     model.train()
     history: list[dict[str, Any]] = []
     window: dict[str, float] = {}
     window_steps = 0
     last: dict[str, Any] = {}
     dev_metrics: dict[str, float] = {}
-    bar = tqdm(total=config.steps, initial=start_step, disable=not progress, desc="train-vq", unit="step")
+    saved_step = start_step if start_step > 0 else -1
+    writer = ctx.is_writer
+    bar = tqdm(
+        total=config.steps,
+        initial=start_step,
+        disable=not (progress and writer),
+        desc="train-vq" if not ctx.distributed else f"train-vq ({ctx.world_size} ranks)",
+        unit="step",
+    )
     for step in range(start_step, config.steps):
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate_at(step)
@@ -610,11 +797,22 @@ def train_vqvae(
         if not config.kmeans:
             loss = loss + output.codebook_loss
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
         if config.grad_clip > 0:
             nn.utils.clip_grad_norm_(trainable, config.grad_clip)
-        optimizer.step()
-        codebook_stats = codebook.update(output.encoded, output.codes)  # DDP: all-gather inputs first.
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        codebook_stats = codebook.update(
+            distributed.all_gather_cat(output.encoded.detach()), distributed.all_gather_cat(output.codes)
+        )
+        codebook.synchronize()
 
         values = {
             "loss": float(loss.detach()),
@@ -627,7 +825,10 @@ def train_vqvae(
         window_steps += 1
         done = step + 1
         if done % config.log_interval == 0 or done == config.steps:
-            last = {key: value / window_steps for key, value in window.items()}
+            keys = sorted(window)
+            sums = torch.tensor([window[key] for key in keys], dtype=torch.float64, device=device)
+            sums = distributed.all_reduce_sum(sums) / ctx.world_size
+            last = {key: float(value) / window_steps for key, value in zip(keys, sums.tolist(), strict=True)}
             last["active"] = codebook_stats["active"]
             history.append({"step": done, **last})
             bar.set_postfix(
@@ -637,28 +838,33 @@ def train_vqvae(
                 active=f"{last['active']:.2f}",
             )
             window, window_steps = {}, 0
-        if dev and config.eval_interval and done % config.eval_interval == 0 and done != config.steps:
+        if has_dev and config.eval_interval and done % config.eval_interval == 0 and done != config.steps:
             dev_metrics = evaluate(model, dev, device)
             history.append({"step": done, **dev_metrics})
-            bar.write(f"step {done}: dev loss {dev_metrics.get('dev_loss', float('nan')):.4f}")
-        if (
-            directory is not None
-            and _is_writer()
-            and config.checkpoint_interval
-            and done % config.checkpoint_interval == 0
-        ):
-            _save_checkpoint(directory, done, model, optimizer, codebook, sampler, config)
+            if writer and progress:
+                bar.write(f"step {done}: dev loss {dev_metrics.get('dev_loss', float('nan')):.4f}")
+        if directory is not None and config.checkpoint_interval and done % config.checkpoint_interval == 0:
+            _checkpoint(directory, done, model, optimizer, codebook, sampler, config, scaler)
+            saved_step = done
         bar.update(1)
+        _exit_if_asked(done)
     bar.close()
     final_step = max(start_step, config.steps)
 
-    if dev:
+    if has_dev:
         dev_metrics = evaluate(model, dev, device)
         history.append({"step": final_step, **dev_metrics})
-    if directory is not None and _is_writer():
-        if not (directory / LATEST_NAME).is_file() or _latest_step(directory) != final_step:
-            _save_checkpoint(directory, final_step, model, optimizer, codebook, sampler, config)
-        model.save(directory)
+    if directory is not None:
+        if saved_step != final_step:
+            _checkpoint(directory, final_step, model, optimizer, codebook, sampler, config, scaler)
+        if writer:
+            model.save(directory)
+        distributed.barrier()
+    digests = distributed.all_gather_objects(_state_digest(model, codebook))
+    if len(set(digests)) > 1 and writer:
+        import warnings
+
+        warnings.warn(f"the ranks' models differ after training (digests {digests})", stacklevel=2)
     model.eval()
     metrics: dict[str, Any] = {
         "step": final_step,
@@ -671,13 +877,8 @@ def train_vqvae(
         "dev_loss": dev_metrics.get("dev_loss"),
         "dev_usage": dev_metrics.get("dev_usage"),
         "dev_perplexity": dev_metrics.get("dev_perplexity"),
+        "world_size": ctx.world_size,
+        "state_digests": digests,
         "history": history,
     }
     return model, metrics
-
-
-def _latest_step(directory: Path) -> int:
-    try:
-        return int(json.loads((directory / LATEST_NAME).read_text(encoding="utf-8"))["step"])
-    except (OSError, ValueError, KeyError):
-        return -1

@@ -172,3 +172,12 @@ def test_espeak_voice_renders():
     voice = espeak_voices(["en"], per_language=2)[1]
     wav, rate = synthesize(voice, "Hello world, this is a test.")
     assert rate > 0 and len(wav) > rate // 2 and np.abs(wav).max() > 0.01
+
+
+def test_sentence_choice_is_prefix_stable_and_robust_to_new_text():
+    pool = [f"Sentence number {i} of the pool." for i in range(2000)]
+    short, longer = builder.rank_sentences(pool, "voice", 50), builder.rank_sentences(pool, "voice", 120)
+    assert longer[:50] == short and len(set(longer)) == 120
+    grown = builder.rank_sentences(pool + [f"A new sentence {i} here." for i in range(40)], "voice", 50)
+    assert len(set(grown) & set(short)) >= 40  # new packages displace only a few sentences
+    assert builder.rank_sentences(pool, "other voice", 50) != short

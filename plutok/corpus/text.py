@@ -69,8 +69,9 @@ _UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]")
 def clean_sentence(text: str, min_words: int = 3, max_words: int = 30) -> str | None:
     """Return ``text`` as one tidy sentence, or None if it does not look like natural prose.
 
-    Drops format specifiers, markup, code-like strings (paths, ``=``, digits, ``_``),
-    and strings outside ``min_words``..``max_words`` words.
+    Drops format specifiers, markup, code-like strings (paths, ``=``, digits, ``_``,
+    options, CamelCase), and strings outside ``min_words``..``max_words`` words
+    (Japanese/Chinese, written without spaces: two characters count as a word).
     """
     text = unicodedata.normalize("NFC", text)
     if _FORMAT.search(text) or _CODE.search(text):

@@ -1,0 +1,170 @@
+"""``extract`` and ``train-vq`` as 2-process torchrun (gloo) jobs: kill + resume, failures, equal replicas."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from plutok import distributed
+from plutok.backbones import MelBackbone
+from plutok.cli import main
+from plutok.features import FeatureStore, extract_corpus, list_inputs
+
+BROKEN = ["broken", "empty", "short"]
+GOOD = [f"good{index}" for index in range(9)]
+TRAIN_ARGS = [
+    "--steps", "20", "--batch-size", "4", "--segment-frames", "32", "--codebook-size", "16",
+    "--channels", "8", "--checkpoint-interval", "5", "--eval-interval", "10", "-q",
+]  # fmt: skip
+
+
+def torchrun(*args: str, exit_after: tuple[str, int] | None = None) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --standalone --nproc_per_node=2 -m plutok ARGS`` (free port, 1 thread)."""
+    env = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    if exit_after is not None:
+        env[exit_after[0]] = str(exit_after[1])
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    return subprocess.run(
+        [*command, "-m", "plutok", *args], env=env, capture_output=True, text=True, timeout=180
+    )
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, speech_like) -> Path:
+    """9 good utterances and 3 unusable ones (not audio, empty file, too short): 12 inputs."""
+    folder = tmp_path_factory.mktemp("distributed") / "corpus"
+    folder.mkdir()
+    for index, name in enumerate(GOOD):
+        sf.write(folder / f"{name}.wav", speech_like(0.5 + 0.05 * index, seed=index), 16000)
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00garbage")
+    (folder / "empty.wav").write_bytes(b"")
+    sf.write(folder / "short.wav", np.zeros(50, np.float32), 16000)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def features(corpus, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("features") / "features"
+    extract_corpus(list_inputs(corpus), MelBackbone(), output, shard_size=2, progress=False)
+    return output
+
+
+@pytest.mark.slow
+def test_killed_two_process_extraction_resumes_exactly_once(corpus, tmp_path):
+    output = tmp_path / "features"
+    killed = torchrun("extract", str(corpus), "-o", str(output), "--shard-size", "2", "-q",
+                      exit_after=("PLUTOK_TEST_EXIT_AFTER_SHARDS", 1))  # fmt: skip
+    assert killed.returncode != 0
+    done_before = len(list((output / "shards").glob("shard-*.jsonl")))
+    assert 1 <= done_before < 6  # each rank wrote one shard of its three, then died
+
+    resumed = torchrun("extract", str(corpus), "-o", str(output), "--shard-size", "2", "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "over 2 ranks" in resumed.stdout and "skipped" in resumed.stdout
+    skipped = int(resumed.stdout.split("skipped ")[1].split()[0])
+    assert skipped == 2 * done_before  # the finished shards were not redone
+
+    store = FeatureStore(output)
+    assert store.complete
+    rows = list(store.index_rows(include_failed=True))
+    ids = [row["id"] for row in rows]
+    assert sorted(ids) == sorted(GOOD + BROKEN)  # every input exactly once: nothing lost, nothing twice
+    assert sorted(row["id"] for row in rows if not row.get("failed")) == GOOD
+    failures = [json.loads(line) for line in (output / "failures.jsonl").read_text().splitlines()]
+    assert sorted(row["id"] for row in failures) == BROKEN
+    assert not list((output / "shards").glob(".*.part"))  # leftovers of the killed run are cleaned up
+    assert sorted(row["id"] for row, _, _ in store.iter_utterances()) == GOOD
+
+
+@pytest.mark.slow
+def test_two_ranks_and_local_workers_give_the_same_features(corpus, features, tmp_path):
+    ranked = tmp_path / "ranked"
+    run = torchrun("extract", str(corpus), "-o", str(ranked), "--shard-size", "2", "-q")
+    assert run.returncode == 0, run.stderr
+    assert "processed 9, skipped 0 (done before), failed 3" in run.stdout
+    workers = tmp_path / "workers"
+    assert (
+        main(["extract", str(corpus), "-o", str(workers), "--shard-size", "2", "--workers", "2", "-q"]) == 0
+    )
+    expected = {row["id"]: (f, s) for row, f, s in FeatureStore(features).iter_utterances()}
+    for output in (ranked, workers):
+        got = {row["id"]: (f, s) for row, f, s in FeatureStore(output).iter_utterances()}
+        assert sorted(got) == sorted(expected)
+        for key, (feats, speaker) in expected.items():
+            np.testing.assert_array_equal(got[key][0], feats)
+            np.testing.assert_array_equal(got[key][1], speaker)
+
+
+@pytest.mark.slow
+def test_two_process_training_keeps_replicas_equal_and_resumes_exactly(features, tmp_path):
+    from safetensors.numpy import load_file
+
+    from plutok.training import evaluate
+    from plutok.vqvae import VQVAE
+
+    straight = tmp_path / "straight"
+    run = torchrun("train-vq", str(features), "-o", str(straight), "--dev", str(features), *TRAIN_ARGS)
+    assert run.returncode == 0, run.stderr
+    metrics = json.loads((straight / "metrics.json").read_text())
+    assert metrics["step"] == 20 and metrics["world_size"] == 2
+    # Both ranks end with the same weights, codebook and codebook-maintenance state.
+    assert len(metrics["state_digests"]) == 2 and len(set(metrics["state_digests"])) == 1
+    # The held-out loss is over the whole dev set, though each rank evaluated half of it.
+    model = VQVAE.load(straight)
+    dev = FeatureStore(features).load_features()
+    assert metrics["dev_loss"] == pytest.approx(
+        evaluate(model, dev, torch.device("cpu"))["dev_loss"], rel=1e-5
+    )
+
+    resumed = tmp_path / "resumed"
+    killed = torchrun("train-vq", str(features), "-o", str(resumed), *TRAIN_ARGS,
+                      exit_after=("PLUTOK_TEST_EXIT_AFTER_STEPS", 13))  # fmt: skip
+    assert killed.returncode != 0
+    assert json.loads((resumed / "checkpoints" / "latest.json").read_text())["step"] == 10
+    run = torchrun("train-vq", str(features), "-o", str(resumed), "--resume", *TRAIN_ARGS)
+    assert run.returncode == 0, run.stderr
+    history = json.loads((resumed / "metrics.json").read_text())["history"]
+    assert history[0]["step"] == 20  # continued from step 10, did not start over
+    expected = load_file(str(straight / "vqvae.safetensors"))
+    got = load_file(str(resumed / "vqvae.safetensors"))
+    assert sorted(got) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+def test_helpers_are_identities_in_one_process(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    with distributed.process_group() as ctx:
+        assert (ctx.rank, ctx.world_size, ctx.is_writer) == (0, 1, True)
+        tensor = torch.arange(3.0)
+        assert distributed.all_gather_cat(tensor) is tensor
+        assert distributed.all_gather_objects({"a": 1}) == [{"a": 1}]
+        assert torch.equal(distributed.all_reduce_sum(tensor.clone()), tensor)
+        distributed.barrier()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert distributed.env_context().rank == 1
+    monkeypatch.setenv("RANK", "2")
+    from plutok.errors import PlutokError
+
+    with pytest.raises(PlutokError, match="torchrun"):
+        distributed.env_context()
+
+
+def test_feature_parts_are_disjoint_and_complete(features):
+    store = FeatureStore(features)
+    parts = [[row["id"] for row, _, _ in store.iter_utterances(part=(i, 3))] for i in range(3)]
+    assert sorted(sum(parts, [])) == GOOD
+    assert all(parts)
+    halves = store.load_features(dtype=np.float16)
+    assert halves[0].dtype == np.float16
