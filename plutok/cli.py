@@ -99,6 +99,9 @@ def _cmd_encode(args: argparse.Namespace) -> int:
                     files.append((path, path.relative_to(source).with_suffix(".plt")))
         else:
             files.append((source, Path(source.name).with_suffix(".plt")))
+    if not files:
+        shown = ", ".join(str(path) for path in inputs)
+        raise PlutokError(f"no audio files ({' '.join(AUDIO_EXTENSIONS)}) found in {shown}")
     if not args.output:
         raise PlutokError("several inputs need -o OUT_DIR")
     out_dir = Path(args.output)

@@ -67,12 +67,22 @@ class VQVAEConfig:
             are 4h-dimensional). ``None`` means ``feature_dim``, as in the original.
             Any other value adds a 1x1 input projection (``input_proj``) and
             output projection (``output_proj``).
+        latent_dim: ``None`` quantizes the 4h-dimensional encoder output directly (the
+            original). A number adds 1x1 projections to and from a ``latent_dim``-space
+            (``latent_in`` / ``latent_out``) where the codebook lives: low-dimensional
+            codes keep far more of a large codebook in use (factorised codes, as in
+            improved VQGAN).
+        normalize_latents: L2-normalise the encoder output before quantizing (codes
+            on the unit sphere: distances become cosine similarities, and the
+            encoder cannot run away from the codebook in scale).
     """
 
     feature_dim: int
     codebook_size: int = 256
     downsample: int = 2
     channels: int | None = None
+    latent_dim: int | None = None
+    normalize_latents: bool = False
 
     def __post_init__(self) -> None:
         for name in ("feature_dim", "codebook_size"):
@@ -95,8 +105,8 @@ class VQVAEConfig:
 
     @property
     def code_dim(self) -> int:
-        """Dimension of a code vector (``4h``)."""
-        return 4 * self.width
+        """Dimension of a code vector (``latent_dim``, else ``4h``)."""
+        return self.latent_dim or 4 * self.width
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -294,6 +304,12 @@ class VQVAE(nn.Module):
             self.input_proj = None
             self.output_proj = None
         self.encoder = _encoder(h, config.downsample)
+        if config.latent_dim:
+            self.latent_in = nn.Conv1d(4 * h, config.latent_dim, kernel_size=1)
+            self.latent_out = nn.Conv1d(config.latent_dim, 4 * h, kernel_size=1)
+        else:
+            self.latent_in = None
+            self.latent_out = None
         self.vq_layer = VectorQuantizer(config.codebook_size, config.code_dim)
         self.decoder = _decoder(h, config.downsample)
         self.eval()
@@ -322,10 +338,17 @@ class VQVAE(nn.Module):
     def encode_tensor(self, features: torch.Tensor) -> torch.Tensor:
         """Encoder output ``(B, D, ceil(T / downsample))`` for features ``(B, C, T)``."""
         hidden = features if self.input_proj is None else self.input_proj(features)
-        return self.encoder(hidden)
+        encoded = self.encoder(hidden)
+        if self.latent_in is not None:
+            encoded = self.latent_in(encoded)
+        if self.config.normalize_latents:
+            encoded = F.normalize(encoded, dim=1)
+        return encoded
 
     def decode_tensor(self, quantized: torch.Tensor) -> torch.Tensor:
         """Features ``(B, C, downsample * T')`` from code vectors ``(B, D, T')``."""
+        if self.latent_out is not None:
+            quantized = self.latent_out(quantized)
         hidden = self.decoder(quantized)
         return hidden if self.output_proj is None else self.output_proj(hidden)
 

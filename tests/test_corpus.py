@@ -181,3 +181,15 @@ def test_sentence_choice_is_prefix_stable_and_robust_to_new_text():
     grown = builder.rank_sentences(pool + [f"A new sentence {i} here." for i in range(40)], "voice", 50)
     assert len(set(grown) & set(short)) >= 40  # new packages displace only a few sentences
     assert builder.rank_sentences(pool, "other voice", 50) != short
+
+
+def test_cli_parser_defaults(tmp_path):
+    import argparse
+
+    from plutok.corpus import configure_parser
+
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    args = parser.parse_args(["build", str(tmp_path), "--languages", "en", "fr", "--skip-install"])
+    assert args.corpus_command == "build" and args.languages == ["en", "fr"] and args.skip_install
+    assert args.workers == 1 and args.max_utterances_per_voice > 0

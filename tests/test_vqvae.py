@@ -168,6 +168,36 @@ def test_channels_override_adds_projections():
     assert model.decode(codes).shape == (5, 10)
 
 
+def test_factorised_normalised_latents():
+    model = random_model(feature_dim=5, latent_dim=3, normalize_latents=True, codebook_size=16)
+    assert model.config.code_dim == 3 and model.vq_layer.codebook.weight.shape == (16, 3)
+    assert {"latent_in.weight", "latent_out.weight"} <= set(model.state_dict())
+    encoded = model.encode_tensor(torch.from_numpy(features(5, 12))[None])
+    assert encoded.shape == (1, 3, 6)
+    torch.testing.assert_close(encoded.norm(dim=1), torch.ones(1, 6))  # on the unit sphere
+    codes = model.encode(features(5, 12))
+    assert model.decode(codes).shape == (5, 12)
+    # The default keeps the original layout: no latent projections.
+    assert not any(key.startswith("latent_") for key in random_model(feature_dim=5).state_dict())
+
+
+def test_half_precision_storage_is_lossless_after_rounding(tmp_path):
+    model = random_model(seed=3).round_to_half()
+    weights = model.save(tmp_path)
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as handle:
+        assert handle.get_tensor("encoder.1.weight").dtype == torch.float16
+    loaded = VQVAE.load(tmp_path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    # Unrounded weights are kept in float32: saving never changes a value.
+    unrounded = random_model(seed=4)
+    unrounded.save(tmp_path / "full")
+    with safe_open(str(tmp_path / "full" / WEIGHTS_NAME), framework="pt") as handle:
+        assert handle.get_tensor("encoder.1.weight").dtype == torch.float32
+
+
 # ----- errors --------------------------------------------------------------------------------------
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from plutok.backbones.base import Backbone
-from plutok.errors import AudioError, ModelError
+from plutok.errors import AudioError, ModelError, TokenError
 
 __all__ = [
     "ANALYSIS_BLOCK_FRAMES",
@@ -47,7 +47,8 @@ _ACTIVE_RANGE = 5.0
 _MIN_STD = 0.05
 # Long input is analysed in blocks of this many frames (60 s) so the STFT of a long
 # recording never exists at once (1 h would be ~2 GB of complex spectrum). Frames are
-# computed independently, so the result does not depend on the block size.
+# computed independently; only float rounding of the filterbank product (~1e-6) can
+# depend on the block shape, and the block size is fixed, so analysis is deterministic.
 ANALYSIS_BLOCK_FRAMES = 6000
 # Vocoding runs over chunks of this many frames (30 s) by default, each with
 # VOCODER_CONTEXT_FRAMES extra frames on both sides that are computed and dropped.
@@ -217,8 +218,8 @@ class MelBackbone(Backbone):
     def log_mel(self, wav: np.ndarray) -> np.ndarray:
         """Log-mel spectrogram the vocoder expects.
 
-        Long input is computed in blocks of :data:`ANALYSIS_BLOCK_FRAMES` frames (the
-        result is the same as in one pass), so memory beyond the output stays bounded.
+        Long input is computed in blocks of :data:`ANALYSIS_BLOCK_FRAMES` frames, so
+        memory beyond the output stays bounded; up to 60 s it is a single block.
 
         Args:
             wav: float32 ``(samples,)`` at ``sample_rate``; at least one hop long.
@@ -301,7 +302,10 @@ class MelBackbone(Backbone):
             )
         basis = self._speaker_basis
         mean = basis.T @ speaker[: self.speaker_coefficients]
-        std = np.maximum(np.exp(basis.T @ speaker[self.speaker_coefficients :]), _MIN_STD)
+        with np.errstate(over="ignore"):
+            std = np.maximum(np.exp(basis.T @ speaker[self.speaker_coefficients :]), _MIN_STD)
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and std.max() < 1e30):
+            raise TokenError("the speaker vector is out of range (NaN, infinite or overflowing statistics)")
         return mean[:, None].astype(np.float32), std[:, None].astype(np.float32)
 
     def normalize(self, log_mel: np.ndarray, speaker: np.ndarray) -> np.ndarray:

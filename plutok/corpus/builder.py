@@ -378,6 +378,7 @@ def summarize(rows: list[dict]) -> dict:
         for k in ("real_h", "synthetic_h", "dev_h", "clips", "dev_clips")
     }
     total["speakers"] = len({r["speaker"] for r in rows})
+    total["real_speakers"] = len({r["speaker"] for r in rows if r["kind"] == "real"})
     total["languages"] = len(out)
     return {"languages": out, "total": total}
 
