@@ -1,0 +1,43 @@
+"""The bundled default model, as the README's first command uses it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from plutok.audio import load_audio
+from plutok.tokenizer import Plutok, default_model_path
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def default_model() -> Plutok:
+    return Plutok.from_pretrained()
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_audio(default_model_path().parent / "sample.flac")
+
+
+def test_bundled_files_are_small_safetensors():
+    directory = default_model_path()
+    assert sorted(path.name for path in directory.iterdir()) == ["config.json", "tokenizer.json", "vqvae.safetensors"]
+    assert (directory / "vqvae.safetensors").stat().st_size < 8 * 2**20
+
+
+def test_sample_round_trip_keeps_duration_and_is_deterministic(default_model, sample):
+    wav, rate = sample
+    first = default_model.encode(wav, rate)
+    assert default_model.encode(wav, rate).ids == first.ids
+    decoded, out_rate = default_model.decode(first)
+    assert decoded.shape[0] == round(wav.shape[0] * out_rate / rate)
+    assert np.isfinite(decoded).all() and np.abs(decoded).max() > 0.01  # speech, not silence
+
+
+def test_sample_token_rate_meets_the_target(default_model, sample):
+    # The release target (DESIGN §1): at most 27 tokens per second of speech.
+    encoding = default_model.encode(*sample)
+    assert encoding.tokens_per_second <= 27.0
+    assert encoding.codes_per_second == pytest.approx(default_model.codes_per_second, rel=0.02)
