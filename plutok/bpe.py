@@ -50,7 +50,60 @@ def text_to_codes(text: str) -> np.ndarray:
     return np.fromiter((ord(char) - CODE_CHAR_BASE for char in text), dtype=np.int64, count=len(text))
 
 
-class CodeBPE:
+class _CodeTokenizer:
+    """What both tokenizer kinds share: checks, code validation, saving and loading.
+
+    Subclasses set up their decoding tables in ``__init__`` after calling ``super().__init__``
+    and implement ``encode`` / ``decode``.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, codebook_size: int) -> None:
+        if not 0 < codebook_size <= MAX_CODEBOOK_SIZE:
+            raise ModelError(f"codebook size must be in 1..{MAX_CODEBOOK_SIZE}, got {codebook_size}")
+        # Encoding must be a pure function of the codes: no dropout, and nothing that
+        # rewrites or splits the text before the merges.
+        if getattr(tokenizer.model, "dropout", None):
+            raise ModelError("the tokenizer uses BPE dropout, so its ids would change from run to run")
+        if tokenizer.normalizer is not None or tokenizer.pre_tokenizer is not None:
+            raise ModelError(
+                "the tokenizer has a normaliser or pre-tokeniser; code tokenizers must have neither"
+            )
+        self.tokenizer = tokenizer
+        self.codebook_size = int(codebook_size)
+        self.vocab_size = tokenizer.get_vocab_size()
+
+    def encode(self, codes: Sequence[int] | np.ndarray) -> list[int]:
+        raise NotImplementedError
+
+    def decode(self, token_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _checked_codes(self, codes: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Codes as int64 ``(codes,)``; raises :class:`TokenError` for a code outside the codebook."""
+        codes = np.asarray(codes, dtype=np.int64).reshape(-1)
+        if codes.size and (codes.min() < 0 or codes.max() >= self.codebook_size):
+            bad = codes[(codes < 0) | (codes >= self.codebook_size)][0]
+            raise TokenError(f"code {int(bad)} is outside the codebook 0..{self.codebook_size - 1}")
+        return codes
+
+    def codes_per_token(self, token_ids: Sequence[int]) -> float:
+        """Mean number of codes each token stands for."""
+        return float(self.decode(token_ids).size / len(token_ids)) if len(token_ids) else 0.0
+
+    def save(self, path: str | Path) -> Path:
+        """Write a standard ``tokenizer.json`` atomically."""
+        path = Path(path)
+        with atomic_path(path) as temporary:
+            self.tokenizer.save(str(temporary))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, codebook_size: int):
+        """Read a ``tokenizer.json`` (written by :meth:`save`, or the original release's)."""
+        return cls(_read_tokenizer(path), codebook_size)
+
+
+class CodeBPE(_CodeTokenizer):
     """BPE vocabulary over the codes of one VQ codebook.
 
     Args:
@@ -59,12 +112,8 @@ class CodeBPE:
     """
 
     def __init__(self, tokenizer: Tokenizer, codebook_size: int) -> None:
-        if not 0 < codebook_size <= MAX_CODEBOOK_SIZE:
-            raise ModelError(f"codebook size must be in 1..{MAX_CODEBOOK_SIZE}, got {codebook_size}")
-        self.tokenizer = tokenizer
-        self.codebook_size = int(codebook_size)
+        super().__init__(tokenizer, codebook_size)
         vocab = tokenizer.get_vocab()
-        self.vocab_size = len(vocab)
         # Decoding is a table lookup: id -> the codes its token stands for.
         self._token_codes: list[np.ndarray | None] = [None] * (max(vocab.values()) + 1 if vocab else 0)
         for token, token_id in vocab.items():
@@ -126,12 +175,9 @@ class CodeBPE:
     # -- coding ---------------------------------------------------------------------------
     def encode(self, codes: Sequence[int] | np.ndarray) -> list[int]:
         """Token ids for a code sequence ``(codes,)``; ``[]`` for an empty one."""
-        codes = np.asarray(codes, dtype=np.int64).reshape(-1)
+        codes = self._checked_codes(codes)
         if codes.size == 0:
             return []
-        if codes.min() < 0 or codes.max() >= self.codebook_size:
-            bad = codes[(codes < 0) | (codes >= self.codebook_size)][0]
-            raise TokenError(f"code {int(bad)} is outside the codebook 0..{self.codebook_size - 1}")
         return list(self.tokenizer.encode(codes_to_text(codes)).ids)
 
     def decode(self, token_ids: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -145,30 +191,6 @@ class CodeBPE:
                 raise TokenError(f"token id {token_id} is not in the vocabulary (0..{self.vocab_size - 1})")
             pieces.append(codes)
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
-
-    def codes_per_token(self, token_ids: Sequence[int]) -> float:
-        """Mean number of codes each token stands for."""
-        return float(self.decode(token_ids).size / len(token_ids)) if len(token_ids) else 0.0
-
-    # -- files ----------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write a standard ``tokenizer.json`` atomically."""
-        path = Path(path)
-        with atomic_path(path) as temporary:
-            self.tokenizer.save(str(temporary))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path, codebook_size: int) -> CodeBPE:
-        """Read a ``tokenizer.json`` written by :meth:`save`."""
-        path = Path(path)
-        if not path.is_file():
-            raise ModelError(f"{path}: tokenizer file missing")
-        try:
-            tokenizer = Tokenizer.from_file(str(path))
-        except Exception as error:  # tokenizers raises bare Exception subclasses
-            raise ModelError(f"{path}: not a readable tokenizer.json ({error})") from None
-        return cls(tokenizer, codebook_size)
 
 
 # -- the original release's tokenizer -------------------------------------------------------
@@ -188,7 +210,7 @@ def original_codes_to_text(codes: Sequence[int] | np.ndarray) -> str:
     return "".join(f"#{int(code)}" for code in codes)
 
 
-class OriginalCodeBPE:
+class OriginalCodeBPE(_CodeTokenizer):
     """The original release's BPE over ``#N`` code strings, with :class:`CodeBPE`'s interface.
 
     Encoding runs the loaded HF tokenizer unchanged on the ``#N`` string, so ids equal
@@ -200,17 +222,9 @@ class OriginalCodeBPE:
         codebook_size: number of codes ``K`` of the VQ-VAE it was trained with (200).
     """
 
-    kind = "original"
-
     def __init__(self, tokenizer: Tokenizer, codebook_size: int) -> None:
-        if codebook_size < 1:
-            raise ModelError(f"codebook size must be positive, got {codebook_size}")
-        if getattr(tokenizer.model, "dropout", None):
-            raise ModelError("the tokenizer uses BPE dropout, so its ids would change from run to run")
-        self.tokenizer = tokenizer
-        self.codebook_size = int(codebook_size)
+        super().__init__(tokenizer, codebook_size)
         vocab = tokenizer.get_vocab()
-        self.vocab_size = len(vocab)
         needed = {"#"} | set("".join(str(code) for code in range(self.codebook_size)))
         missing = sorted(needed - set(vocab))
         if missing:
@@ -226,19 +240,11 @@ class OriginalCodeBPE:
             else:
                 self._other_tokens[token_id] = token
 
-    @classmethod
-    def load(cls, path: str | Path, codebook_size: int) -> OriginalCodeBPE:
-        """Read the original ``outputs/tokenizer/tokenizer.json`` (or a copy :meth:`save` wrote)."""
-        return cls(_read_tokenizer(path), codebook_size)
-
     def encode(self, codes: Sequence[int] | np.ndarray) -> list[int]:
         """Token ids for a code sequence ``(codes,)``: the original's ids; ``[]`` for an empty one."""
-        codes = np.asarray(codes, dtype=np.int64).reshape(-1)
+        codes = self._checked_codes(codes)
         if codes.size == 0:
             return []
-        if codes.min() < 0 or codes.max() >= self.codebook_size:
-            bad = codes[(codes < 0) | (codes >= self.codebook_size)][0]
-            raise TokenError(f"code {int(bad)} is outside the codebook 0..{self.codebook_size - 1}")
         text = original_codes_to_text(codes)
         ids = list(self.tokenizer.encode(text).ids)
         # A file with a normaliser, pre-tokeniser or unknown characters could lose text:
@@ -279,17 +285,6 @@ class OriginalCodeBPE:
         if codes.max() >= self.codebook_size:
             raise TokenError(f"code {int(codes.max())} is outside the codebook 0..{self.codebook_size - 1}")
         return codes
-
-    def codes_per_token(self, token_ids: Sequence[int]) -> float:
-        """Mean number of codes each token stands for."""
-        return float(self.decode(token_ids).size / len(token_ids)) if len(token_ids) else 0.0
-
-    def save(self, path: str | Path) -> Path:
-        """Write the tokenizer unchanged as a standard ``tokenizer.json`` (atomically)."""
-        path = Path(path)
-        with atomic_path(path) as temporary:
-            self.tokenizer.save(str(temporary))
-        return path
 
 
 def load_original_tokenizer(path: str | Path, codebook_size: int) -> OriginalCodeBPE:

@@ -106,6 +106,11 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         raise PlutokError("several inputs need -o OUT_DIR")
     out_dir = Path(args.output)
     targets = dict(files)
+    seen: dict[Path, Path] = {}
+    for path, target in files:
+        if target in seen:
+            raise PlutokError(f"inputs {seen[target]} and {path} would both be written to {out_dir / target}")
+        seen[target] = path
     failed = tokens = 0
     seconds = 0.0
     for path, result in tok.encode_files([path for path, _ in files], progress=not args.quiet):
@@ -271,6 +276,7 @@ def _cmd_train_vq(args: argparse.Namespace) -> int:
     from plutok import distributed
     from plutok.errors import PlutokError
     from plutok.features import FeatureStore
+    from plutok.files import atomic_write_text
     from plutok.training import TrainConfig, train_vqvae
     from plutok.vqvae import VQVAEConfig
 
@@ -295,7 +301,9 @@ def _cmd_train_vq(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise PlutokError(str(error)) from None
     store = FeatureStore(args.features)
+    store.require_complete()
     dev_store = FeatureStore(args.dev) if args.dev else store
+    dev_store.require_complete()
     with distributed.process_group(train_config.device) as ctx:
         # Each rank holds its own part of the utterances in memory (float16, as stored).
         part = (ctx.rank, ctx.world_size)
@@ -327,7 +335,7 @@ def _cmd_train_vq(args: argparse.Namespace) -> int:
             return 0
     model.save(args.output)
     metrics["codes_per_second"] = store.config["frames_per_second"] / model_config.downsample
-    (Path(args.output) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(Path(args.output) / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     summary = {key: value for key, value in metrics.items() if key != "history"}
     print(json.dumps(summary, indent=2) if not args.quiet else f"trained VQ-VAE -> {args.output}")
     return 0
@@ -345,6 +353,7 @@ def _cmd_train_bpe(args: argparse.Namespace) -> int:
     if not distributed.env_context().is_writer:
         return 0  # single-process stage: under torchrun only rank 0 trains the BPE
     store = FeatureStore(args.features)
+    store.require_complete()
     vqvae = VQVAE.load(args.vqvae)
     # Codes are computed and fed to the trainer one utterance at a time (one shard open at once).
     total = sum(1 for row in store.index_rows() if args.split is None or row.get("split") == args.split)
@@ -498,10 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("bench", "plutok.bench", "measure encode/decode speed and memory"),
         ("corpus", "plutok.corpus", "build the offline training corpus"),
     ):
-        try:
-            configure, run = _external(module)
-        except ImportError:
-            continue
+        # These modules keep their heavy imports (whisper, matplotlib, ...) inside functions.
+        configure, run = _external(module)
         sub = commands.add_parser(name, help=help_text, description=help_text)
         configure(sub)
         sub.set_defaults(handler=run)
@@ -526,6 +533,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("plutok: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
+        return EXIT_ERROR
+    except OSError as error:  # unwritable output folder, full disk, -o naming a directory, ...
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"plutok: error: {where}{error.strerror or error}", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -19,6 +19,7 @@ Ranks (torchrun) take disjoint shards (``k % world == rank``); within a rank,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -151,12 +152,7 @@ def _extract_shard(
             wav, _ = load_audio(utterance.path, backbone.sample_rate)
             if wav.shape[0] < min_frames * backbone.hop_length:
                 raise PlutokError(f"too short: {wav.shape[0] / backbone.sample_rate:.3f} s")
-            analyze = getattr(backbone, "analyze", None)
-            if analyze is not None:
-                features, speaker = analyze(wav)
-            else:
-                speaker = backbone.speaker_embedding(wav)
-                features = backbone.features(wav, speaker)
+            features, speaker = backbone.analyze(wav)
         except PlutokError as error:
             failures.append({"id": utterance.id, "path": utterance.path, "error": str(error)})
             continue
@@ -183,7 +179,21 @@ def _output_config(utterances: Sequence[Utterance], backbone: Backbone, shard_si
         "frames_per_second": backbone.frames_per_second,
         "shard_size": shard_size,
         "num_inputs": len(utterances),
+        # Shard k must hold the same utterances on every run: a changed input list is refused.
+        "inputs_sha256": hashlib.sha256(
+            "\n".join(f"{utterance.id}\t{utterance.path}" for utterance in utterances).encode()
+        ).hexdigest(),
     }
+
+
+def _read_config(config_path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise PlutokError(f"{config_path}: corrupt extraction config ({error})") from None
+    if not isinstance(config, dict):
+        raise PlutokError(f"{config_path}: not an extraction config")
+    return config
 
 
 def _check_output_config(output: Path, config: dict[str, Any]) -> bool:
@@ -191,7 +201,9 @@ def _check_output_config(output: Path, config: dict[str, Any]) -> bool:
     config_path = output / EXTRACT_CONFIG
     if not config_path.is_file():
         return False
-    existing = json.loads(config_path.read_text(encoding="utf-8"))
+    existing = _read_config(config_path)
+    if "inputs_sha256" not in existing:  # written before inputs were hashed: compare the rest
+        config = {key: value for key, value in config.items() if key != "inputs_sha256"}
     if existing != config:
         raise PlutokError(
             f"{output} holds an extraction with other settings (backbone, shard size or inputs differ); "
@@ -365,10 +377,24 @@ class FeatureStore:
         config_path = self.directory / EXTRACT_CONFIG
         if not config_path.is_file():
             raise PlutokError(f"{self.directory}: not a feature extraction folder (no {EXTRACT_CONFIG})")
-        self.config: dict[str, Any] = json.loads(config_path.read_text(encoding="utf-8"))
+        self.config: dict[str, Any] = _read_config(config_path)
         self.shard_indexes = sorted((self.directory / SHARD_DIR).glob("shard-*.jsonl"))
-        expected = (self.config["num_inputs"] + self.config["shard_size"] - 1) // self.config["shard_size"]
+        try:
+            expected = (self.config["num_inputs"] + self.config["shard_size"] - 1) // self.config[
+                "shard_size"
+            ]
+        except (KeyError, TypeError) as error:
+            raise PlutokError(f"{config_path}: not a valid extraction config ({error})") from None
         self.complete = len(self.shard_indexes) == expected
+        self.expected_shards = expected
+
+    def require_complete(self) -> None:
+        """Raise unless every shard is finished (train on a half-done extraction only on purpose)."""
+        if not self.complete:
+            raise PlutokError(
+                f"{self.directory}: extraction is unfinished ({len(self.shard_indexes)} of "
+                f"{self.expected_shards} shards); rerun 'plutok extract' with the same arguments to finish it"
+            )
 
     def backbone(self) -> Backbone:
         """The backbone the features were extracted with."""

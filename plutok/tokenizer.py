@@ -11,7 +11,6 @@ A saved model is a directory::
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import os
@@ -215,6 +214,7 @@ class Plutok:
             digest.update(key.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         digest.update(self.bpe.tokenizer.to_str().encode())
+        digest.update(self.backbone.weights_digest().encode())
         return digest.hexdigest()
 
     def info(self) -> dict[str, Any]:
@@ -306,11 +306,19 @@ class Plutok:
             config = self._model_config()
             config["metadata"] = self.metadata
             atomic_write_text(staging / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
+            # Swap directories with renames only: a kill at any point leaves either the old
+            # or the new model in place (plus a hidden leftover), never a mix or nothing.
+            previous = None
             if directory.exists():
-                if not (directory / CONFIG_FILE).is_file() and any(directory.iterdir()):
-                    raise ModelError(f"{directory}: exists and is not a model directory; not overwriting")
-                shutil.rmtree(directory)
+                if any(directory.iterdir()) and not _is_model_directory(directory):
+                    raise ModelError(
+                        f"{directory}: exists and is not a Plutok model directory; not overwriting"
+                    )
+                previous = directory.parent / f".{directory.name}.previous-{os.getpid()}"
+                os.replace(directory, previous)
             os.replace(staging, directory)
+            if previous is not None:
+                shutil.rmtree(previous)
         finally:
             if staging.exists():
                 shutil.rmtree(staging)
@@ -340,12 +348,7 @@ class Plutok:
         return self._codes(waveform)
 
     def _codes(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        analyze = getattr(self.backbone, "analyze", None)
-        if analyze is not None:
-            features, speaker = analyze(waveform)
-        else:
-            speaker = self.backbone.speaker_embedding(waveform)
-            features = self.backbone.features(waveform, speaker)
+        features, speaker = self.backbone.analyze(waveform)
         return self._encode_features(features), speaker
 
     def _encode_features(self, features: np.ndarray) -> np.ndarray:
@@ -480,8 +483,8 @@ class Plutok:
         """
         if len(encoding.ids) == 0:
             raise TokenError("no token ids to decode (empty token list)")
-        output_rate = int(sample_rate or self.sample_rate)
-        if not 0 < output_rate <= _MAX_OUTPUT_RATE:
+        output_rate = self.sample_rate if sample_rate is None else sample_rate
+        if not isinstance(output_rate, (int, np.integer)) or not 0 < output_rate <= _MAX_OUTPUT_RATE:
             raise AudioError(f"output sample rate must be in 1..{_MAX_OUTPUT_RATE} Hz, got {sample_rate}")
         target = self._target_length(encoding)
         codes = self.bpe.decode(_check_ids(encoding.ids))
@@ -504,10 +507,7 @@ class Plutok:
         if not np.all(np.isfinite(speaker)):
             raise TokenError("the speaker vector contains NaN or infinite values")
         features = self._decode_codes(codes)
-        if "chunk_frames" in inspect.signature(self.backbone.synthesize).parameters:
-            wav = self.backbone.synthesize(features, speaker, chunk_frames=self.chunk_frames)
-        else:
-            wav = self.backbone.synthesize(features, speaker)
+        wav = self.backbone.synthesize(features, speaker, chunk_frames=self.chunk_frames)
         del features
         wav = _fit_length(wav, target)
         if not np.all(np.isfinite(wav)):
@@ -560,6 +560,15 @@ class Plutok:
             num_codes=int(codes.shape[0]),
             fingerprint=plt.fingerprint,
         )
+
+
+def _is_model_directory(directory: Path) -> bool:
+    """True when ``directory`` holds a ``config.json`` of a Plutok model (safe to replace)."""
+    try:
+        config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("format") == MODEL_FORMAT
 
 
 def _check_ids(ids: Iterable[int]) -> list[int]:

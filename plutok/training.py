@@ -42,6 +42,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -622,7 +623,7 @@ def _load_checkpoint(
         latest = json.loads(latest_file.read_text(encoding="utf-8"))
         state = torch.load(directory / latest["state"], map_location="cpu", weights_only=True)
         weights = load_file(str(directory / latest["weights"]))
-    except (OSError, KeyError, ValueError, RuntimeError) as error:
+    except (OSError, KeyError, ValueError, RuntimeError, pickle.UnpicklingError) as error:
         raise ModelError(f"cannot resume from {directory}: {error}") from error
     if state["model_config"] != model.config.to_dict():
         raise ModelError(
@@ -641,7 +642,7 @@ def _load_checkpoint(
             sampler.rng = np.random.default_rng([seed, ctx.rank, int(state["step"])])
         if scaler is not None and "scaler" in state:
             scaler.load_state_dict(state["scaler"])
-    except (KeyError, ValueError, RuntimeError) as error:
+    except (KeyError, ValueError, RuntimeError, pickle.UnpicklingError) as error:
         raise ModelError(
             f"cannot resume from {directory}: the checkpoint was written with other training settings ({error})"
         ) from error

@@ -93,10 +93,14 @@ class VQVAEConfig:
             raise ModelError(f"VQ-VAE config: codebook_size must be at least 2, got {self.codebook_size}")
         if self.downsample not in (1, 2, 4):
             raise ModelError(f"VQ-VAE config: downsample must be 1, 2 or 4, got {self.downsample!r}")
-        if self.channels is not None and (
-            not isinstance(self.channels, int) or isinstance(self.channels, bool) or self.channels < 1
-        ):
-            raise ModelError(f"VQ-VAE config: channels must be a positive integer, got {self.channels!r}")
+        for name in ("channels", "latent_dim"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ModelError(f"VQ-VAE config: {name} must be a positive integer, got {value!r}")
+        if not isinstance(self.normalize_latents, bool):
+            raise ModelError(
+                f"VQ-VAE config: normalize_latents must be true or false, got {self.normalize_latents!r}"
+            )
 
     @property
     def width(self) -> int:

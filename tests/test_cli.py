@@ -126,3 +126,46 @@ def test_corrupt_and_foreign_plt(tiny_model_dir, speech_wav, tmp_path, capsys):
 def test_missing_model_directory(tmp_path, speech_wav, capsys):
     assert main(["encode", str(speech_wav), "--model", str(tmp_path / "nope")]) == 1
     assert "not a model directory" in capsys.readouterr().err
+
+
+def test_colliding_output_names_are_refused(tiny_model_dir, speech_wav, tmp_path, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / speech_wav.name).write_bytes(speech_wav.read_bytes())
+    code = main(
+        [
+            "encode",
+            str(speech_wav),
+            str(other / speech_wav.name),
+            "-o",
+            str(tmp_path / "out"),
+            "--model",
+            str(tiny_model_dir),
+        ]
+    )
+    assert code == 1
+    assert "would both be written to" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_path_that_is_a_directory_gives_one_line(tiny_model_dir, speech_wav, tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("x")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "plutok",
+            "encode",
+            str(speech_wav),
+            "-o",
+            str(tmp_path / "taken"),
+            "--model",
+            str(tiny_model_dir),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("plutok: error:")
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "x"

@@ -18,7 +18,9 @@ def test_encode_gives_ids_speaker_and_rates(tiny_model, speech_like):
     assert encoding.speaker.shape == (160,)
     assert encoding.duration == 1.0
     assert encoding.tokens_per_second == len(encoding.ids)
-    assert tiny_model.ids_to_codes(encoding.ids).shape == (50,)
+    codes, speaker = tiny_model.encode_codes(speech_like(1.0), 16000)
+    assert tiny_model.ids_to_codes(encoding.ids).tolist() == codes.tolist()
+    np.testing.assert_array_equal(encoding.speaker, speaker.astype(np.float16).astype(np.float32))
 
 
 def test_encoding_is_deterministic_in_process_and_across_processes(tiny_model, tiny_model_dir, speech_wav):
@@ -121,3 +123,17 @@ def test_batch_encoding_reports_bad_files(tiny_model, speech_wav, tmp_path):
     results = dict(tiny_model.encode_files([speech_wav, bad], progress=False))
     assert isinstance(results[speech_wav], Encoding)
     assert isinstance(results[bad], AudioError)
+
+
+def test_save_never_replaces_a_foreign_directory(tiny_model, tmp_path):
+    foreign = tmp_path / "converter"
+    foreign.mkdir()
+    (foreign / "config.json").write_text('{"model": {"hidden_channels": 192}}')
+    (foreign / "checkpoint.pth").write_bytes(b"weights")
+    with pytest.raises(ModelError, match="not a Plutok model directory"):
+        tiny_model.save(foreign)
+    assert (foreign / "checkpoint.pth").read_bytes() == b"weights"
+    # A Plutok model directory is replaced in one piece.
+    tiny_model.save(tmp_path / "model")
+    tiny_model.save(tmp_path / "model")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["converter", "model"]

@@ -70,13 +70,25 @@ class Backbone(ABC):
             float32 ``(feature_dim, frames)``.
         """
 
+    def analyze(self, wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(features (feature_dim, frames), speaker (speaker_dim,))`` of one utterance.
+
+        What encoding calls; backbones that can share work between the two override it.
+        """
+        speaker = self.speaker_embedding(wav)
+        return self.features(wav, speaker), speaker
+
     @abstractmethod
-    def synthesize(self, features: np.ndarray, speaker: np.ndarray) -> np.ndarray:
+    def synthesize(
+        self, features: np.ndarray, speaker: np.ndarray, chunk_frames: int | None = None
+    ) -> np.ndarray:
         """Waveform from features and a (possibly different) speaker vector.
 
         Args:
             features: ``(feature_dim, frames)``.
             speaker: ``(speaker_dim,)``.
+            chunk_frames: synthesise at most this many frames at once (bounded memory
+                for long audio); ``None`` is one pass. Backbones may ignore it.
         Returns:
             float32 waveform ``(frames * hop_length,)`` at ``sample_rate``.
         """
@@ -93,6 +105,14 @@ class Backbone(ABC):
     @abstractmethod
     def from_config(cls, config: dict[str, Any], directory: Path | None = None) -> Backbone:
         """Rebuild from ``config()``; ``directory`` is the model directory (for weight files)."""
+
+    def weights_digest(self) -> str:
+        """SHA-256 (hex) of the backbone's own weights, ``""`` when they come from a package.
+
+        Part of a model's fingerprint, so ``.plt`` files from a model with other backbone
+        weights are refused.
+        """
+        return ""
 
     def save_weights(self, directory: Path) -> None:
         """Write whatever weight files ``from_config(config(), directory)`` needs into ``directory``.

@@ -166,7 +166,7 @@ class MelBackbone(Backbone):
         self.n_mels = int(n_mels)
         self.fmin = float(fmin)
         self.fmax = float(fmax)
-        self.speaker_coefficients = int(speaker_coefficients or n_mels)
+        self.speaker_coefficients = int(n_mels if speaker_coefficients is None else speaker_coefficients)
         if not 1 <= self.speaker_coefficients <= self.n_mels:
             raise ModelError(f"speaker_coefficients must be in 1..{self.n_mels}, got {speaker_coefficients}")
         # Rows of the DCT kept in the speaker vector: coefficients = basis @ statistic.
@@ -211,7 +211,7 @@ class MelBackbone(Backbone):
         settings = {key: value for key, value in config.items() if key != "name"}
         try:
             return cls(**settings)
-        except TypeError as error:
+        except (TypeError, ValueError) as error:
             raise ModelError(f"bad mel backbone config: {error}") from None
 
     # -- analysis -------------------------------------------------------------------------

@@ -151,6 +151,15 @@ class OpenVoiceBackbone(Backbone):
         model.load_state_dict(state)
         return cls(cfg, model)
 
+    def weights_digest(self) -> str:
+        import hashlib
+
+        digest = hashlib.sha256()
+        for key, tensor in sorted(self.model.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
     def save_weights(self, directory: Path) -> None:
         """Write ``backbone.safetensors``: the folded (plain ``weight``) state dict, float32."""
         from safetensors.torch import save_file
@@ -247,9 +256,12 @@ class OpenVoiceBackbone(Backbone):
             z_p = self.model.encode(spec, self._speaker_tensor(speaker), tau=tau, generator=generator)
             return z_p[0].numpy()
 
-    def synthesize(self, features: np.ndarray, speaker: np.ndarray) -> np.ndarray:
+    def synthesize(
+        self, features: np.ndarray, speaker: np.ndarray, chunk_frames: int | None = None
+    ) -> np.ndarray:
         """Waveform float32 ``(frames * hop_length,)`` from ``z_p`` ``(inter_channels, frames)``
-        spoken by ``speaker`` ``(gin,)``."""
+        spoken by ``speaker`` ``(gin,)``. One pass: ``chunk_frames`` is ignored (the reverse
+        flow's WaveNet sees the whole sequence)."""
         features = np.asarray(features)
         if features.ndim != 2 or features.shape[0] != self.feature_dim or features.shape[1] == 0:
             raise ModelError(f"features must have shape ({self.feature_dim}, frames>0), got {features.shape}")

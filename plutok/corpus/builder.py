@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -65,6 +66,7 @@ MANIFEST_FIELDS = (
 DEV_REAL_PER_1000 = 50  # a real clip is dev if sha256("dev", id) % 1000 < 50 (~5 %) ...
 DEV_REAL_MAX_PER_LANGUAGE = 15  # ... keeping at most this many (lowest hashes) per language
 DEV_SYNTH_PER_LANGUAGE = 12  # utterances rendered for the one held-out voice per language
+MANIFEST_EVERY_S = 600.0  # also rewrite manifest.jsonl this often within a stage
 # Kokoro runs ~1x real time on a CPU: at most this many sentences per voice and language
 KOKORO_MAX_PER_VOICE = 10
 DEV_TEXTS_RESERVED = 200  # sentences per language (ranked first for "dev-text") only dev voices read
@@ -407,7 +409,8 @@ def build(
     progress: bool = True,
     prune: bool = False,
 ) -> dict:
-    """Render every planned clip missing under ``root``; rewrite the manifest after each stage.
+    """Render every planned clip missing under ``root``; rewrite the manifest after each stage
+    (and every ``MANIFEST_EVERY_S`` seconds within one).
 
     Audio under ``root/audio`` that the plan no longer names (left by a build with other
     options or other packages) is counted as ``stale`` in the summary, and deleted if ``prune``.
@@ -421,9 +424,13 @@ def build(
         for group in groups:
             todo = [job for job in jobs if job.group == group]
             bar.set_postfix_str(group)
+            checkpoint = time.monotonic()
             for status in pool.map(lambda job: render_job(root, job), todo):
                 counts[status] += 1
                 bar.update()
+                if time.monotonic() - checkpoint > MANIFEST_EVERY_S:  # slow stages: checkpoint too
+                    write_manifest(root, jobs)
+                    checkpoint = time.monotonic()
             write_manifest(root, jobs)
     bar.close()
     rows = write_manifest(root, jobs)
