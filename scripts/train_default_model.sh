@@ -17,11 +17,21 @@ run=${RUN:-$work/runs/ds${DOWNSAMPLE}-k${CODEBOOK}}
 
 # 1. Corpus (DESIGN §5 training sources only; manifest with a fixed dev split).
 [ -f "$work/corpus/manifest.jsonl" ] || plutok corpus build "$work/corpus"
+# The bundled model v1 was trained on the real speech + espeak-ng part of the corpus
+# (what existed when its training started): 17,057 clips, 17.1 h, 14 languages.
+manifest=$work/corpus/manifest-v1.jsonl
+python - "$work/corpus/manifest.jsonl" "$manifest" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1], encoding="utf-8")]
+keep = [row for row in rows if row["kind"] == "real" or row["source"] == "espeak-ng"]
+open(sys.argv[2], "w", encoding="utf-8").write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
+PY
+python scripts/dev_eval_subset.py "$manifest" "$work/corpus/dev-eval.jsonl" 6
 
 # 2. Features: normalised 80-bin log-mel + per-utterance speaker statistics.
-plutok extract "$work/corpus/manifest.jsonl" --split train -o "$work/features/train" \
+plutok extract "$manifest" --split train -o "$work/features/train" \
     --speaker-coefficients "$SPEAKER_COEFFICIENTS" -q
-plutok extract "$work/corpus/manifest.jsonl" --split dev -o "$work/features/dev" \
+plutok extract "$manifest" --split dev -o "$work/features/dev" \
     --speaker-coefficients "$SPEAKER_COEFFICIENTS" -q
 
 # 3. VQ-VAE (resumes from $run/vq/checkpoints when interrupted).
