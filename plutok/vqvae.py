@@ -517,7 +517,11 @@ class VQVAE(nn.Module):
         tensors = {}
         for key, value in self.state_dict().items():
             value = value.detach().cpu().contiguous()
-            if value.is_floating_point() and torch.equal(value.half().float(), value.float()):
+            if (
+                value.is_floating_point()
+                and torch.isfinite(value).all()
+                and torch.equal(value.half().float(), value.float())
+            ):
                 value = value.half()
             tensors[key] = value
         weights = directory / WEIGHTS_NAME
@@ -532,7 +536,11 @@ class VQVAE(nn.Module):
         """Round every weight to the nearest float16 value (kept as float32), so it saves at half size."""
         for tensor in self.state_dict().values():
             if tensor.is_floating_point():
-                tensor.copy_(tensor.half().float())
+                rounded = tensor.half().float()
+                # Tensors beyond float16's range (a dead code's raw codebook row can be huge
+                # under the affine reparameterisation) stay float32 rather than become inf.
+                if torch.isfinite(rounded).all():
+                    tensor.copy_(rounded)
         return self
 
     @classmethod
