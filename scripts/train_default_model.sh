@@ -26,7 +26,7 @@ rows = [json.loads(line) for line in open(sys.argv[1], encoding="utf-8")]
 keep = [row for row in rows if row["kind"] == "real" or row["source"] == "espeak-ng"]
 open(sys.argv[2], "w", encoding="utf-8").write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
 PY
-python scripts/dev_eval_subset.py "$manifest" "$work/corpus/dev-eval.jsonl" 6
+python scripts/dev_eval_subset.py "$manifest" "$work/corpus/dev-eval.jsonl" 3
 
 # 2. Features: normalised 80-bin log-mel + per-utterance speaker statistics.
 plutok extract "$manifest" --split train -o "$work/features/train" \

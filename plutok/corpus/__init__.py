@@ -12,21 +12,13 @@ import sys
 from pathlib import Path
 
 from plutok.corpus.builder import DEFAULT_LANGUAGES, build, format_summary
+from plutok.corpus.sources import REAL_PACKAGES
 
 __all__ = ["configure_parser", "run", "install_tools", "APT_PACKAGES", "PIP_PACKAGES"]
 
 APT_PACKAGES = (
     "ffmpeg",
-    "festvox-ru",
-    "fillets-ng-data",
-    "fillets-ng-data-cs",
-    "asterisk-core-sounds-en",
-    "asterisk-core-sounds-en-g722",
-    "asterisk-core-sounds-it",
-    "asterisk-core-sounds-it-g722",
-    "asterisk-core-sounds-ru",
-    "asterisk-core-sounds-ru-g722",
-    "pocketsphinx-testdata",
+    *REAL_PACKAGES,
     "espeak-ng",
     "flite",
     "festival",
