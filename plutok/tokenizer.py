@@ -503,7 +503,11 @@ class Plutok:
                 f"the encoding claims {target / self.sample_rate:.2f} s of audio but its "
                 f"{codes.shape[0]} codes cover {covered / self.sample_rate:.2f} s"
             )
-        speaker = np.asarray(encoding.speaker, dtype=np.float32)
+        speaker = np.asarray(encoding.speaker, dtype=np.float32).reshape(-1)
+        if speaker.shape[0] != self.backbone.speaker_dim:
+            raise TokenError(
+                f"the speaker vector has {speaker.shape[0]} values; this model uses {self.backbone.speaker_dim}"
+            )
         if not np.all(np.isfinite(speaker)):
             raise TokenError("the speaker vector contains NaN or infinite values")
         features = self._decode_codes(codes)
@@ -539,7 +543,8 @@ class Plutok:
 
         Raises:
             ContainerError: missing, truncated or corrupt file, a file from another
-                model, or a header claiming more than 24 h of audio.
+                model, a speaker vector of the wrong size, or a header claiming more
+                than 24 h of audio.
             TokenError: token ids outside this model's vocabulary.
         """
         plt = read_plt(path, expected_fingerprint=self.fingerprint_bytes)
@@ -547,6 +552,11 @@ class Plutok:
             raise ContainerError(
                 f"{path}: header claims {plt.num_samples / plt.sample_rate / 3600:.1f} h of audio; "
                 f"at most {MAX_DURATION_SECONDS // 3600} h is supported"
+            )
+        if plt.speaker.shape[0] != self.backbone.speaker_dim:
+            raise ContainerError(
+                f"{path}: speaker vector has {plt.speaker.shape[0]} values; this model uses "
+                f"{self.backbone.speaker_dim}"
             )
         try:
             codes = self.bpe.decode(plt.ids)
