@@ -49,12 +49,16 @@ def main() -> None:
     se = bb.speaker_embedding(wav)
     z = bb.features(wav, se)
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
     print(f"audio: {args.seconds:g} s at {bb.sample_rate} Hz, z_p {z.shape}, repeats {args.repeats}")
-    for name, fn in (("speaker_embedding", lambda: bb.speaker_embedding(wav)),
-                     ("features", lambda: bb.features(wav, se)),
-                     ("synthesize", lambda: bb.synthesize(z, se))):
+    for name, fn in (
+        ("speaker_embedding", lambda: bb.speaker_embedding(wav)),
+        ("features", lambda: bb.features(wav, se)),
+        ("synthesize", lambda: bb.synthesize(z, se)),
+    ):
         times = _time(fn, args.repeats)
         best, median = min(times), statistics.median(times)
         print(f"{name:18s} best {best:7.3f} s  median {median:7.3f} s  RTF {median / args.seconds:.3f}")

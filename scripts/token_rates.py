@@ -1,6 +1,6 @@
 """Tokens per second of a model on a manifest, per language (encode only, fast).
 
-    python scripts/token_rates.py MODEL_DIR data/corpus/dev-eval.jsonl
+python scripts/token_rates.py MODEL_DIR data/corpus/dev-eval.jsonl
 """
 
 from __future__ import annotations

@@ -23,7 +23,11 @@ def sample():
 
 def test_bundled_files_are_small_safetensors():
     directory = default_model_path()
-    assert sorted(path.name for path in directory.iterdir()) == ["config.json", "tokenizer.json", "vqvae.safetensors"]
+    assert sorted(path.name for path in directory.iterdir()) == [
+        "config.json",
+        "tokenizer.json",
+        "vqvae.safetensors",
+    ]
     assert (directory / "vqvae.safetensors").stat().st_size < 8 * 2**20
 
 
