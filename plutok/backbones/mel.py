@@ -59,26 +59,26 @@ VOCODER_CHUNK_FRAMES = 3000
 VOCODER_CONTEXT_FRAMES = 32
 
 
+# Slaney mel scale: linear below 1 kHz (66.67 Hz per mel), logarithmic above.
+_SLANEY_HZ_PER_MEL = 200.0 / 3
+_SLANEY_MIN_LOG_HZ = 1000.0
+_SLANEY_MIN_LOG_MEL = _SLANEY_MIN_LOG_HZ / _SLANEY_HZ_PER_MEL
+_SLANEY_LOGSTEP = np.log(6.4) / 27.0
+
+
 def _hz_to_mel_slaney(frequency: np.ndarray) -> np.ndarray:
     frequency = np.asarray(frequency, dtype=np.float64)
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    linear = frequency / f_sp
-    logarithmic = min_log_mel + np.log(np.maximum(frequency, min_log_hz) / min_log_hz) / logstep
-    return np.where(frequency >= min_log_hz, logarithmic, linear)
+    linear = frequency / _SLANEY_HZ_PER_MEL
+    ratio = np.maximum(frequency, _SLANEY_MIN_LOG_HZ) / _SLANEY_MIN_LOG_HZ
+    logarithmic = _SLANEY_MIN_LOG_MEL + np.log(ratio) / _SLANEY_LOGSTEP
+    return np.where(frequency >= _SLANEY_MIN_LOG_HZ, logarithmic, linear)
 
 
 def _mel_to_hz_slaney(mels: np.ndarray) -> np.ndarray:
     mels = np.asarray(mels, dtype=np.float64)
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    linear = mels * f_sp
-    logarithmic = min_log_hz * np.exp(logstep * (mels - min_log_mel))
-    return np.where(mels >= min_log_mel, logarithmic, linear)
+    linear = mels * _SLANEY_HZ_PER_MEL
+    logarithmic = _SLANEY_MIN_LOG_HZ * np.exp(_SLANEY_LOGSTEP * (mels - _SLANEY_MIN_LOG_MEL))
+    return np.where(mels >= _SLANEY_MIN_LOG_MEL, logarithmic, linear)
 
 
 def slaney_mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
