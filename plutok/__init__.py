@@ -11,8 +11,12 @@ __all__ = ["Encoding", "Plutok", "__version__"]
 
 def __getattr__(name: str) -> Any:
     # Lazy so that `import plutok` (and `plutok --help`) stay fast: torch loads on first use.
-    if name in ("Plutok", "Encoding"):
-        from plutok import tokenizer
+    if name == "Plutok":
+        from plutok.api import Plutok
 
-        return getattr(tokenizer, name)
+        return Plutok
+    if name == "Encoding":
+        from plutok.encoding import Encoding
+
+        return Encoding
     raise AttributeError(name)

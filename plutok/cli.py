@@ -368,7 +368,7 @@ def _cmd_train_bpe(args: argparse.Namespace) -> int:
         code_sequences(), vqvae.codebook_size, vocab_size=args.vocab_size, progress=not args.quiet
     )
     metadata = {"description": args.description or "", "trained": {"features": str(args.features)}}
-    model = Plutok(store.backbone(), vqvae, bpe, metadata=metadata)
+    model = Plutok.from_backbone(store.backbone(), vqvae, bpe, metadata=metadata)
     model.save(args.output)
     print(f"vocabulary {bpe.vocab_size} tokens over {vqvae.codebook_size} codes -> model {args.output}")
     return 0

@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     )
     checked = "reloaded: same tokens and audio" if args.verify else "not verified"
     print(
-        f"converted {converter} + {vqvae.name} + {tokenizer.name}: {model.backbone.name} backbone, "
+        f"converted {converter} + {vqvae.name} + {tokenizer.name}: {model.frontend.name} frontend, "
         f"{model.codebook_size} codes, {model.vocab_size} tokens; {checked} -> {output}"
     )
     return 0

@@ -73,7 +73,7 @@ def stand_in_model(directory: Path) -> Path:
     ]
     bpe = CodeBPE.train(codes, 1024, vocab_size=4096, min_frequency=1, progress=False)
     path = directory / "stand-in-model"
-    Plutok(backbone, vqvae, bpe, metadata={"description": "random-weight stand-in"}).save(path)
+    Plutok.from_backbone(backbone, vqvae, bpe, metadata={"description": "random-weight stand-in"}).save(path)
     return path
 
 

@@ -46,7 +46,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         code_sequences.append(vqvae.encode(features))
     bpe = CodeBPE.train(code_sequences, 32, vocab_size=80, progress=False)
     directory = tmp_path_factory.mktemp("models") / "tiny"
-    Plutok(backbone, vqvae, bpe, metadata={"description": "test model"}).save(directory)
+    Plutok.from_backbone(backbone, vqvae, bpe, metadata={"description": "test model"}).save(directory)
     return directory
 
 

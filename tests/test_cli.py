@@ -61,7 +61,9 @@ def test_encode_folder_continues_past_bad_files(tiny_model_dir, speech_wav, tmp_
 def test_info_on_model_and_plt(tiny_model_dir, speech_wav, tmp_path, capsys):
     assert main(["info", str(tiny_model_dir), "--json"]) == 0
     facts = json.loads(capsys.readouterr().out)
-    assert facts["backbone"] == "mel" and facts["codebook_size"] == 32 and facts["codes_per_second"] == 50.0
+    assert (
+        facts["frontend"] == "log-mel" and facts["codebook_size"] == 32 and facts["codes_per_second"] == 50.0
+    )
     plt_path = tmp_path / "s.plt"
     main(["encode", str(speech_wav), "-o", str(plt_path), "--model", str(tiny_model_dir)])
     capsys.readouterr()

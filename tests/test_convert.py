@@ -195,7 +195,7 @@ def test_from_openvoice_encodes_like_the_original(original_model, tokenizer_file
     encoding = original_model.encode(wav, SAMPLE_RATE)
     assert encoding.ids == Tokenizer.from_file(str(tokenizer_file)).encode(original_codes_to_text(codes)).ids
     assert encoding.num_codes == codes.shape[0] and encoding.speaker.shape == (
-        original_model.backbone.speaker_dim,
+        original_model.speaker_encoder.speaker_dim,
     )
     assert original_model.ids_to_codes(encoding.ids).tolist() == codes.tolist()
     decoded, rate = original_model.decode(encoding)
@@ -277,4 +277,8 @@ def test_pipeline_on_the_tiny_converter_through_the_cli(tmp_path, release, capsy
     decoded, rate = sf.read(out)
     assert rate == SAMPLE_RATE and decoded.shape[0] == sf.info(audio / "utt1.wav").frames
     loaded = Plutok.from_pretrained(model)
-    assert loaded.backbone.name == "openvoice" and loaded.codebook_size == 32 and loaded.vocab_size <= 64
+    assert (
+        loaded.parts.legacy_backbone.name == "openvoice"
+        and loaded.codebook_size == 32
+        and loaded.vocab_size <= 64
+    )

@@ -105,7 +105,7 @@ def plt_contents(draw, vocab_size: int, speaker_dim: int) -> PltFile:
 @SLOW
 @given(data=st.data())
 def test_load_plt_and_decode_fail_only_with_documented_errors(tiny_model, tmp_path, data):
-    plt = data.draw(plt_contents(tiny_model.vocab_size, tiny_model.backbone.speaker_dim))
+    plt = data.draw(plt_contents(tiny_model.vocab_size, tiny_model.speaker_encoder.speaker_dim))
     plt = PltFile(tiny_model.fingerprint_bytes, plt.sample_rate, plt.num_samples, plt.speaker, plt.ids)
     path = write_plt(tmp_path / "fuzz.plt", plt)
     started = time.perf_counter()
@@ -124,7 +124,7 @@ def test_load_plt_and_decode_fail_only_with_documented_errors(tiny_model, tmp_pa
 @SLOW
 @given(ids=st.lists(st.one_of(st.integers(-(2**70), 2**70), st.integers(-3, 120)), max_size=30))
 def test_decode_of_arbitrary_ids_raises_token_error_or_works(tiny_model, ids):
-    speaker = np.zeros(tiny_model.backbone.speaker_dim, np.float32)
+    speaker = np.zeros(tiny_model.speaker_encoder.speaker_dim, np.float32)
     # The length that valid ids would cover, so consistent encodings get through to synthesis.
     try:
         codes = tiny_model.ids_to_codes(ids)

@@ -50,8 +50,8 @@ def test_save_and_reload_is_bit_identical(tiny_model, tmp_path, speech_like):
     assert reloaded.fingerprint == tiny_model.fingerprint
     wav = speech_like(2.0, seed=7)
     assert reloaded.encode(wav, 16000).ids == tiny_model.encode(wav, 16000).ids
-    for key, tensor in tiny_model.vqvae.state_dict().items():
-        assert np.array_equal(tensor.numpy(), reloaded.vqvae.state_dict()[key].numpy()), key
+    for key, tensor in tiny_model.codec.model.state_dict().items():
+        assert np.array_equal(tensor.numpy(), reloaded.codec.model.state_dict()[key].numpy()), key
     config = json.loads((tmp_path / "copy" / "config.json").read_text())
     assert config["format"] == "plutok-model" and config["backbone"]["name"] == "mel"
 

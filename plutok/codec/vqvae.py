@@ -1,0 +1,133 @@
+"""The v1 codec: the original Plutok VQ-VAE (:mod:`plutok.vqvae`) behind the :class:`Codec` contract.
+
+Input and output are the same features (the speaker-normalised log-mel of the v1
+default model, or OpenVoice ``z_p`` for the original release); the decoder does
+not read the speaker vector. Weights stay in ``vqvae.safetensors`` with the
+original key layout, and the config section stays ``vqvae`` in v1 model files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from plutok.codec.base import Codec, CodecBatch
+from plutok.digests import state_dict_sha256
+from plutok.vqvae import VQVAE, WEIGHTS_NAME, ResBlock, VQVAEConfig
+
+__all__ = ["VQVAECodec", "receptive_field"]
+
+
+def receptive_field(modules: Iterable[torch.nn.Module | None]) -> float:
+    """How far (in input steps, each side) an output of these stacked layers can look.
+
+    An upper bound: a ``Conv1d`` of kernel ``k``, dilation ``d`` adds ``(k - 1) * d``
+    of its input steps, a ``ConvTranspose1d`` of stride ``s`` adds ``ceil(k / s)``;
+    strides change the step size for the layers after them. Anything else is pointwise.
+    """
+    reach, step = 0.0, 1.0
+    for module in modules:
+        for layer in module.modules() if module is not None else ():
+            if isinstance(layer, ResBlock):
+                continue
+            if isinstance(layer, torch.nn.ConvTranspose1d):
+                reach += math.ceil(layer.kernel_size[0] / layer.stride[0]) * step
+                step /= layer.stride[0]
+            elif isinstance(layer, torch.nn.Conv1d):
+                reach += (layer.kernel_size[0] - 1) * layer.dilation[0] * step
+                step *= layer.stride[0]
+    return reach
+
+
+class VQVAECodec(Codec):
+    """Wraps a :class:`VQVAE`; ``self.model`` is the original module (state-dict keys unchanged)."""
+
+    name = "vqvae"
+
+    def __init__(self, model: VQVAE) -> None:
+        super().__init__()
+        self.model = model.eval()
+        downsample = model.downsample
+        encoder = [model.input_proj, *model.encoder]
+        self._encoder_context = downsample * math.ceil(receptive_field(encoder) / downsample)
+        self._decoder_context = math.ceil(receptive_field([*model.decoder, model.output_proj]))
+
+    # -- contract -------------------------------------------------------------------------
+    @property
+    def input_dim(self) -> int:
+        return self.model.feature_dim
+
+    @property
+    def output_dim(self) -> int:
+        return self.model.feature_dim
+
+    @property
+    def codebook_size(self) -> int:
+        return self.model.codebook_size
+
+    @property
+    def analysis_frames_per_code(self) -> int:
+        return self.model.downsample
+
+    @property
+    def synthesis_frames_per_code(self) -> int:
+        return self.model.downsample
+
+    @property
+    def encoder_context(self) -> int:
+        return self._encoder_context
+
+    @property
+    def decoder_context(self) -> int:
+        return self._decoder_context
+
+    def encode_tensor(self, analysis: torch.Tensor) -> torch.Tensor:
+        encoded = self.model.encode_tensor(analysis)
+        flat = encoded.transpose(1, 2).reshape(-1, encoded.shape[1])
+        return self.model.vq_layer.nearest(flat).reshape(encoded.shape[0], encoded.shape[2])
+
+    def decode_tensor(self, codes: torch.Tensor, speaker: torch.Tensor | None) -> torch.Tensor:
+        return self.model.decode_tensor(self.model.vq_layer.lookup(codes))
+
+    def loss(self, batch: CodecBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        output = self.model(batch.analysis)
+        reconstruction = F.mse_loss(output.reconstruction, batch.target) + F.l1_loss(
+            output.reconstruction, batch.target
+        )
+        total = reconstruction + output.codebook_loss + 0.25 * output.commitment_loss
+        return total, {
+            "reconstruction": reconstruction,
+            "perplexity": output.perplexity,
+            "usage": output.usage,
+        }
+
+    # numpy encode/decode go through the VQ-VAE's own (identical) checks.
+    def encode(self, analysis: np.ndarray) -> np.ndarray:
+        return self.model.encode(analysis)
+
+    def decode(self, codes: object, speaker: np.ndarray | None = None) -> np.ndarray:
+        return self.model.decode(codes)
+
+    # -- saving ---------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, **self.model.config.to_dict()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], directory: Path | None = None) -> VQVAECodec:
+        settings = {key: value for key, value in config.items() if key not in ("name", "weights_sha256")}
+        path = Path(directory) / WEIGHTS_NAME if directory is not None else None
+        if path is None:
+            return cls(VQVAE(VQVAEConfig.from_dict(settings)))
+        return cls(VQVAE.load(path, config=VQVAEConfig.from_dict(settings)))
+
+    def weights_digest(self) -> str:
+        return state_dict_sha256(self.model.state_dict())
+
+    def save_weights(self, directory: Path) -> None:
+        self.model.save(directory, write_config=False)

@@ -1,0 +1,86 @@
+"""One encoded utterance (:class:`Encoding`) and every check a decoder needs on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from plutok.container import PltFile
+from plutok.errors import TokenError
+
+__all__ = ["MAX_DURATION_SECONDS", "SPEAKER_BITS_PER_VALUE", "Encoding", "check_duration", "check_ids"]
+
+# Longest audio an Encoding or .plt file may describe (and that encode accepts).
+# Decoding allocates the output waveform up front, so a hostile header must not be
+# able to ask for more.
+MAX_DURATION_SECONDS = 24 * 3600
+# Speaker vectors are stored as float16 in .plt files: 16 bits per value.
+SPEAKER_BITS_PER_VALUE = 16
+
+
+def check_duration(seconds: float, error: type[Exception], what: str) -> None:
+    """Raise ``error`` when ``seconds`` exceeds :data:`MAX_DURATION_SECONDS`; ``what`` names the thing."""
+    if seconds > MAX_DURATION_SECONDS:
+        raise error(
+            f"{what} {seconds / 3600:.1f} h of audio; at most {MAX_DURATION_SECONDS // 3600} h per encoding (split it)"
+        )
+
+
+def check_ids(ids: object) -> list[int]:
+    """Token ids as a list of Python ints; anything that is not an integer is a :class:`TokenError`."""
+    checked = []
+    for token_id in ids:  # type: ignore[attr-defined]
+        if isinstance(token_id, (bool, np.bool_)) or not isinstance(token_id, (int, np.integer)):
+            raise TokenError(f"token ids must be integers, got {token_id!r}")
+        checked.append(int(token_id))
+    return checked
+
+
+@dataclass
+class Encoding:
+    """One encoded utterance.
+
+    Attributes:
+        ids: BPE token ids.
+        speaker: float32 ``(speaker_dim,)`` speaker vector (timbre, channel).
+        sample_rate: Hz of the input audio.
+        num_samples: input length in samples at ``sample_rate`` (decoding restores it).
+        num_codes: codes behind ``ids`` (before BPE).
+        silent: the input was digital silence (peak below -80 dBFS).
+        fingerprint: 8-byte prefix of the fingerprint of the model that made it.
+    """
+
+    ids: list[int]
+    speaker: np.ndarray
+    sample_rate: int
+    num_samples: int
+    num_codes: int
+    silent: bool = False
+    fingerprint: bytes = field(default=b"\0" * 8, repr=False)
+
+    @property
+    def duration(self) -> float:
+        """Seconds of input audio."""
+        return self.num_samples / self.sample_rate
+
+    @property
+    def tokens_per_second(self) -> float:
+        return len(self.ids) / self.duration
+
+    @property
+    def codes_per_second(self) -> float:
+        return self.num_codes / self.duration
+
+    def to_plt(self) -> PltFile:
+        return PltFile(self.fingerprint, self.sample_rate, self.num_samples, self.speaker, list(self.ids))
+
+    def check(self) -> None:
+        """Raise :class:`TokenError` for what no model can decode: no ids, a bad rate or length, over 24 h."""
+        if len(self.ids) == 0:
+            raise TokenError("no token ids to decode (empty token list)")
+        if not isinstance(self.sample_rate, (int, np.integer)) or self.sample_rate <= 0:
+            raise TokenError(f"encoding has a bad sample rate {self.sample_rate!r}")
+        if not isinstance(self.num_samples, (int, np.integer)) or self.num_samples < 0:
+            raise TokenError(f"encoding has a bad length {self.num_samples!r}")
+        check_duration(self.num_samples / self.sample_rate, TokenError, "the encoding claims")

@@ -1,0 +1,230 @@
+"""Model directories: ``config.json`` + weights + ``tokenizer.json``; loading, saving, fingerprints.
+
+Format v2 (written by this version)::
+
+    config.json     {"format": "plutok-model", "format_version": 2,
+                     "frontend": {...}, "speaker": {...}, "codec": {...}, "vocoder": {...},
+                     "bpe": {"codebook_size", "vocab_size"}, "default_speaker": [...], "metadata": {...}}
+                    each part section: registered name, settings, "weights_sha256"
+    codec.safetensors (or the codec's own files), tokenizer.json
+
+Format v1 (the 0.1 models: ``backbone`` + ``vqvae`` sections, ``vqvae.safetensors``)
+keeps loading, and a v1 model keeps its v1 fingerprint and is saved as v1, so
+``.plt`` files made with it stay valid.
+
+The fingerprint is a SHA-256 over the canonical JSON of the parts' configs --
+weight digests included, also of packaged weights (vocoder file, Whisper) --
+and the BPE vocabulary. ``.plt`` files store its first 8 bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from plutok import registry
+from plutok.bpe import load_tokenizer
+from plutok.digests import update_with_state_dict
+from plutok.errors import ModelError
+from plutok.files import atomic_write_text
+
+__all__ = [
+    "MODEL_FORMAT",
+    "MODEL_FORMAT_VERSION",
+    "ModelParts",
+    "default_model_path",
+    "fingerprint",
+    "load_model_parts",
+    "save_model_parts",
+]
+
+MODEL_FORMAT = "plutok-model"
+MODEL_FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+PART_KINDS = ("frontend", "speaker", "codec", "vocoder")
+
+
+def default_model_path() -> Path:
+    """Directory of the default model bundled with the package."""
+    return Path(str(resources.files("plutok") / "assets" / "default"))
+
+
+@dataclass
+class ModelParts:
+    """Everything a model directory holds, built."""
+
+    frontend: Any
+    speaker: Any
+    codec: Any
+    vocoder: Any
+    bpe: Any
+    metadata: dict[str, Any]
+    default_speaker: list[float] | None = None
+    #: v1 models: the ``backbone`` section they were built from (kept for their fingerprint and saving).
+    legacy_backbone: Any = None
+
+
+def _parts_config(parts: ModelParts) -> dict[str, Any]:
+    """The v2 ``config.json`` without metadata (what the fingerprint covers)."""
+    config: dict[str, Any] = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION}
+    for kind in PART_KINDS:
+        part = getattr(parts, kind)
+        config[kind] = {**part.config(), "weights_sha256": part.weights_digest()}
+    config["bpe"] = {"codebook_size": parts.bpe.codebook_size, "vocab_size": parts.bpe.vocab_size}
+    if parts.default_speaker is not None:
+        config["default_speaker"] = [float(v) for v in parts.default_speaker]
+    return config
+
+
+def _legacy_config(parts: ModelParts) -> dict[str, Any]:
+    return {
+        "format": MODEL_FORMAT,
+        "format_version": 1,
+        "backbone": parts.legacy_backbone.config(),
+        "vqvae": parts.codec.model.config.to_dict(),
+        "bpe": {"codebook_size": parts.bpe.codebook_size, "vocab_size": parts.bpe.vocab_size},
+    }
+
+
+def fingerprint(parts: ModelParts) -> str:
+    """SHA-256 (hex) identifying the model's computation (see the module docstring)."""
+    digest = hashlib.sha256()
+    if parts.legacy_backbone is not None:
+        # Exactly the 0.1 computation, so v1 .plt files keep decoding with v1 models.
+        digest.update(json.dumps(_legacy_config(parts), sort_keys=True).encode())
+        update_with_state_dict(digest, parts.codec.model.state_dict())
+        digest.update(parts.bpe.tokenizer.to_str().encode())
+        digest.update(parts.legacy_backbone.weights_digest().encode())
+        return digest.hexdigest()
+    digest.update(json.dumps(_parts_config(parts), sort_keys=True).encode())
+    digest.update(parts.bpe.tokenizer.to_str().encode())
+    return digest.hexdigest()
+
+
+def _read_config(directory: Path, is_default: bool) -> dict[str, Any]:
+    if not directory.is_dir():
+        if is_default:
+            raise ModelError(f"the bundled default model is missing ({directory}); reinstall plutok")
+        raise ModelError(f"{directory}: not a model directory")
+    config_path = directory / CONFIG_FILE
+    if not config_path.is_file():
+        raise ModelError(f"{directory}: no {CONFIG_FILE}; not a Plutok model directory")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelError(f"{config_path}: corrupt JSON ({error})") from None
+    if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
+        raise ModelError(f"{config_path}: not a Plutok model config")
+    if config.get("format_version") not in SUPPORTED_VERSIONS:
+        raise ModelError(
+            f"{config_path}: model format version {config.get('format_version')} is not supported "
+            f"(this Plutok reads {', '.join(map(str, SUPPORTED_VERSIONS))})"
+        )
+    return config
+
+
+def parts_from_backbone(
+    backbone: Any, vqvae: Any, bpe: Any, metadata: dict[str, Any] | None = None
+) -> ModelParts:
+    """The v2 parts of a v1 model (a :class:`~plutok.backbones.Backbone` + VQ-VAE + BPE)."""
+    from plutok.backbones.adapters import split_backbone
+    from plutok.codec.vqvae import VQVAECodec
+
+    frontend, speaker, vocoder = split_backbone(backbone)
+    return ModelParts(
+        frontend, speaker, VQVAECodec(vqvae), vocoder, bpe, dict(metadata or {}), legacy_backbone=backbone
+    )
+
+
+def load_model_parts(path: str | os.PathLike | None = None) -> ModelParts:
+    """Build every part of the model directory ``path`` (the bundled default when None)."""
+    directory = default_model_path() if path is None else Path(path)
+    config = _read_config(directory, path is None)
+    config_path = directory / CONFIG_FILE
+    try:
+        if config["format_version"] == 1:
+            from plutok.backbones import backbone_from_config
+            from plutok.vqvae import VQVAE, VQVAEConfig
+
+            backbone = backbone_from_config(config["backbone"], directory)
+            vqvae = VQVAE.load(directory / "vqvae.safetensors", config=VQVAEConfig.from_dict(config["vqvae"]))
+            bpe = load_tokenizer(directory / TOKENIZER_FILE, codebook_size=vqvae.codebook_size)
+            parts = parts_from_backbone(backbone, vqvae, bpe, config.get("metadata"))
+            parts.default_speaker = config.get("default_speaker")
+            return parts
+        built = {kind: registry.build(kind, config[kind], directory) for kind in PART_KINDS}
+        bpe = load_tokenizer(directory / TOKENIZER_FILE, codebook_size=built["codec"].codebook_size)
+    except KeyError as error:
+        raise ModelError(f"{config_path}: missing section {error}") from None
+    parts = ModelParts(**built, bpe=bpe, metadata=dict(config.get("metadata") or {}))
+    parts.default_speaker = config.get("default_speaker")
+    for kind in PART_KINDS:
+        stored = config[kind].get("weights_sha256")
+        actual = getattr(parts, kind).weights_digest()
+        if stored is not None and stored != actual:
+            raise ModelError(
+                f"{config_path}: the {kind} weights differ from the ones this model was made with "
+                f"(sha256 {actual[:12]}..., expected {stored[:12]}...); reinstall the package that provides them"
+            )
+    return parts
+
+
+def save_model_parts(parts: ModelParts, directory: str | os.PathLike) -> Path:
+    """Write a model directory; assembled beside the target and renamed into place.
+
+    An interrupted save never leaves a half-written model, and a directory that is
+    not a Plutok model is never replaced.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; a model dir is meant to be shared
+    try:
+        parts.bpe.save(staging / TOKENIZER_FILE)
+        if parts.legacy_backbone is not None:
+            parts.codec.model.save(staging, write_config=False)
+            parts.legacy_backbone.save_weights(staging)
+            config = _legacy_config(parts)
+            if parts.default_speaker is not None:
+                config["default_speaker"] = [float(v) for v in parts.default_speaker]
+        else:
+            for kind in PART_KINDS:
+                getattr(parts, kind).save_weights(staging)
+            config = _parts_config(parts)
+        config["metadata"] = parts.metadata
+        atomic_write_text(staging / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
+        # Swap directories with renames only: a kill at any point leaves either the old
+        # or the new model in place (plus a hidden leftover), never a mix or nothing.
+        previous = None
+        if directory.exists():
+            if any(directory.iterdir()) and not is_model_directory(directory):
+                raise ModelError(f"{directory}: exists and is not a Plutok model directory; not overwriting")
+            previous = directory.parent / f".{directory.name}.previous-{os.getpid()}"
+            os.replace(directory, previous)
+        os.replace(staging, directory)
+        if previous is not None:
+            shutil.rmtree(previous)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return directory
+
+
+def is_model_directory(directory: Path) -> bool:
+    """True when ``directory`` holds a ``config.json`` of a Plutok model (safe to replace)."""
+    try:
+        config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("format") == MODEL_FORMAT

@@ -1,0 +1,1 @@
+"""Input/output helpers: token shards and output paths."""

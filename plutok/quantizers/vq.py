@@ -1,0 +1,231 @@
+"""Vector quantization with its own upkeep: k-means initialisation and dead-code replacement.
+
+The codebook lives in a low-dimensional space (factorised codes: ``dim`` of 8-32
+keeps far more of a large codebook in use than quantizing a wide encoder output)
+and, with ``normalize``, on the unit sphere (nearest code = highest cosine).
+Two ways to learn it: gradients (codebook + commitment loss), or ``ema``: the
+codes are exponential moving averages of the latents assigned to them (k-means
+online; no codebook gradient). Either way, a code unused for
+``dead_code_steps`` steps is moved onto a recent latent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from plutok.errors import ModelError
+from plutok.quantizers.base import Quantizer, QuantizerOutput, code_statistics
+
+__all__ = ["VectorQuantizer", "kmeans", "nearest_code"]
+
+
+def nearest_code(vectors: torch.Tensor, codebook: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """Index ``(N,)`` of the nearest row of ``codebook`` ``(K, D)`` (Euclidean) for each of ``vectors`` ``(N, D)``."""
+    parts = []
+    norms = codebook.pow(2).sum(1)[None]
+    for start in range(0, vectors.shape[0], chunk):
+        block = vectors[start : start + chunk]
+        parts.append((norms - 2 * block @ codebook.t()).argmin(1))
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device=vectors.device)
+
+
+@torch.no_grad()
+def kmeans(
+    vectors: torch.Tensor, k: int, iterations: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-means++ seeding followed by ``iterations`` Lloyd steps.
+
+    Args:
+        vectors: ``(N, D)`` float.
+        k: number of centroids (may exceed ``N``; centroids then repeat points).
+        generator: CPU generator; the result is a function of its state.
+    Returns:
+        ``centroids`` ``(k, D)`` and ``cluster sizes`` ``(k,)`` of the final assignment.
+    """
+    vectors = vectors.float()
+    count = vectors.shape[0]
+    if count == 0:
+        raise ValueError("k-means needs at least one vector")
+
+    def pick(weights: torch.Tensor) -> int:
+        if float(weights.sum()) <= 0:
+            return int(torch.randint(count, (1,), generator=generator))
+        return int(torch.multinomial(weights.cpu().double(), 1, generator=generator))
+
+    chosen = [int(torch.randint(count, (1,), generator=generator))]
+    closest = (vectors - vectors[chosen[0]]).pow(2).sum(1)
+    for _ in range(1, k):
+        index = pick(closest)
+        chosen.append(index)
+        closest = torch.minimum(closest, (vectors - vectors[index]).pow(2).sum(1))
+    centroids = vectors[chosen].clone()
+    sizes = torch.zeros(k, device=vectors.device)
+    for _ in range(max(1, iterations)):
+        assignment = nearest_code(vectors, centroids)
+        sizes = torch.bincount(assignment, minlength=k).float()
+        sums = torch.zeros_like(centroids).index_add_(0, assignment, vectors)
+        filled = sizes > 0
+        centroids[filled] = sums[filled] / sizes[filled, None]
+        empty = torch.nonzero(~filled).flatten()
+        if empty.numel():
+            replacement = torch.randint(count, (empty.numel(),), generator=generator)
+            centroids[empty] = vectors[replacement.to(vectors.device)]
+    return centroids, sizes
+
+
+class VectorQuantizer(Quantizer):
+    """``codebook_size`` codes of dimension ``dim``; see the module docstring for the options."""
+
+    name = "vq"
+
+    def __init__(
+        self,
+        codebook_size: int,
+        dim: int,
+        normalize: bool = True,
+        ema: bool = False,
+        commitment: float = 0.25,
+        ema_decay: float = 0.99,
+        dead_code_steps: int = 200,
+        kmeans_iterations: int = 20,
+        replay_size: int = 16384,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if codebook_size < 2 or dim < 1:
+            raise ModelError(f"VQ needs codebook_size >= 2 and dim >= 1, got {codebook_size}, {dim}")
+        self.settings = {
+            "codebook_size": int(codebook_size),
+            "dim": int(dim),
+            "normalize": bool(normalize),
+            "ema": bool(ema),
+            "commitment": float(commitment),
+            "ema_decay": float(ema_decay),
+            "dead_code_steps": int(dead_code_steps),
+            "kmeans_iterations": int(kmeans_iterations),
+            "replay_size": int(replay_size),
+            "seed": int(seed),
+        }
+        self.codebook = torch.nn.Parameter(torch.randn(codebook_size, dim) / dim**0.5, requires_grad=not ema)
+        # Upkeep state: training-only, rebuilt within a few steps after a resume.
+        self.register_buffer("_unused_steps", torch.zeros(codebook_size, dtype=torch.long), persistent=False)
+        self.register_buffer("_replay", torch.zeros(replay_size, dim), persistent=False)
+        self.register_buffer("_ema_counts", torch.ones(codebook_size), persistent=False)
+        self.register_buffer("_ema_sums", self.codebook.detach().clone(), persistent=False)
+        self._replay_filled = 0
+        self._replay_position = 0
+        self._generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def codebook_size(self) -> int:
+        return self.settings["codebook_size"]
+
+    @property
+    def dim(self) -> int:
+        return self.settings["dim"]
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, **self.settings}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], directory: Path | None = None) -> VectorQuantizer:
+        return cls(**{key: value for key, value in config.items() if key != "name"})
+
+    def _prepare(self, latent: torch.Tensor) -> torch.Tensor:
+        """``(B, D, T)`` -> rows ``(B * T, D)``, on the sphere when ``normalize``."""
+        flat = latent.transpose(1, 2).reshape(-1, self.dim)
+        return F.normalize(flat, dim=1) if self.settings["normalize"] else flat
+
+    def vectors(self) -> torch.Tensor:
+        """The code vectors actually used, ``(K, D)``."""
+        return F.normalize(self.codebook, dim=1) if self.settings["normalize"] else self.codebook
+
+    def forward(self, latent: torch.Tensor, mask: torch.Tensor | None = None) -> QuantizerOutput:
+        batch, _, frames = latent.shape
+        flat = self._prepare(latent)
+        vectors = self.vectors()
+        codes = nearest_code(flat.detach(), vectors.detach())
+        chosen = vectors[codes]
+        weights = None if mask is None else mask.reshape(-1, 1).float()
+
+        def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            error = (a - b).pow(2)
+            return (
+                error.mean()
+                if weights is None
+                else (error * weights).sum() / (weights.sum() * self.dim).clamp(min=1)
+            )
+
+        loss = self.settings["commitment"] * mse(flat, chosen.detach())
+        if not self.settings["ema"]:
+            loss = loss + mse(chosen, flat.detach())
+        quantized = (flat + (chosen - flat).detach()).reshape(batch, frames, self.dim).transpose(1, 2)
+        codes = codes.reshape(batch, frames)
+        perplexity, usage = code_statistics(codes, self.codebook_size, mask)
+        return QuantizerOutput(quantized, codes, loss, perplexity, usage)
+
+    @torch.no_grad()
+    def quantize(self, latent: torch.Tensor) -> torch.Tensor:
+        return nearest_code(self._prepare(latent), self.vectors()).reshape(latent.shape[0], latent.shape[2])
+
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        return F.embedding(codes, self.vectors()).transpose(1, 2)
+
+    # -- upkeep ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def initialize(self, latents: torch.Tensor) -> None:
+        """k-means of encoder outputs ``(N, D)`` as the initial codebook."""
+        flat = latents.float()
+        if self.settings["normalize"]:
+            flat = F.normalize(flat, dim=1)
+        centroids, sizes = kmeans(
+            flat.cpu(), self.codebook_size, self.settings["kmeans_iterations"], self._generator
+        )
+        self.codebook.copy_(centroids.to(self.codebook))
+        self._ema_counts.copy_(sizes.clamp(min=1).to(self._ema_counts))
+        self._ema_sums.copy_(centroids.to(self._ema_sums) * self._ema_counts[:, None])
+        self._push(flat.to(self._replay))
+
+    def _push(self, flat: torch.Tensor) -> None:
+        capacity = self._replay.shape[0]
+        if flat.shape[0] > capacity:
+            flat = flat[torch.randperm(flat.shape[0], generator=self._generator)[:capacity].to(flat.device)]
+        positions = (self._replay_position + torch.arange(flat.shape[0])) % capacity
+        self._replay[positions.to(self._replay.device)] = flat
+        self._replay_position = int((self._replay_position + flat.shape[0]) % capacity)
+        self._replay_filled = min(capacity, self._replay_filled + flat.shape[0])
+
+    @torch.no_grad()
+    def upkeep(
+        self, latent: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> dict[str, float]:
+        """EMA update (``ema``), replay buffer, and replacement of codes unused for ``dead_code_steps``."""
+        flat = self._prepare(latent.detach()).float()
+        flat_codes = codes.reshape(-1)
+        if mask is not None:
+            keep = mask.reshape(-1).bool()
+            flat, flat_codes = flat[keep], flat_codes[keep]
+        counts = torch.bincount(flat_codes, minlength=self.codebook_size).float()
+        if self.settings["ema"]:
+            decay = self.settings["ema_decay"]
+            sums = torch.zeros_like(self._ema_sums).index_add_(0, flat_codes, flat)
+            self._ema_counts.mul_(decay).add_(counts, alpha=1 - decay)
+            self._ema_sums.mul_(decay).add_(sums, alpha=1 - decay)
+            self.codebook.copy_(self._ema_sums / self._ema_counts.clamp(min=1e-5)[:, None])
+        self._push(flat)
+        used = counts > 0
+        self._unused_steps[used] = 0
+        self._unused_steps[~used] += 1
+        dead = torch.nonzero(self._unused_steps >= self.settings["dead_code_steps"]).flatten()
+        if dead.numel() and self._replay_filled:
+            pick = torch.randint(self._replay_filled, (dead.numel(),), generator=self._generator)
+            replacement = self._replay[pick.to(self._replay.device)]
+            self.codebook[dead] = replacement.to(self.codebook)
+            self._ema_counts[dead] = 1.0
+            self._ema_sums[dead] = replacement
+            self._unused_steps[dead] = 0
+        return {"resets": float(dead.numel()), "active": float((self._unused_steps < 100).float().mean())}

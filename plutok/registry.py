@@ -1,0 +1,87 @@
+"""Name -> class for every part of a model (DESIGN §3).
+
+A model's ``config.json`` names each part by its registered name; :func:`build`
+turns a config section back into the part. Built-in parts are listed in
+``_BUILTIN`` as ``"module:Class"`` so that nothing heavy is imported until a part
+is used. A new part is a new file plus one line here, or, from outside the
+package, a call to :func:`register` before the model is loaded::
+
+    @register("vocoder", "my-vocoder")
+    class MyVocoder(Vocoder): ...
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from plutok.errors import ModelError
+
+__all__ = ["KINDS", "build", "get", "names", "register"]
+
+KINDS = ("frontend", "speaker", "codec", "quantizer", "vocoder")
+
+_BUILTIN: dict[str, dict[str, str]] = {
+    "frontend": {
+        "log-mel": "plutok.frontends.mel:LogMelFrontend",
+        "whisper-encoder": "plutok.frontends.whisper:WhisperEncoderFrontend",
+        "stack": "plutok.frontends.stack:StackedFrontend",
+    },
+    "speaker": {
+        "mel-statistics": "plutok.speaker.mel_statistics:MelStatisticsSpeaker",
+    },
+    "codec": {
+        "vqvae": "plutok.codec.vqvae:VQVAECodec",
+        "content": "plutok.codec.content:ContentCodec",
+    },
+    "quantizer": {
+        "vq": "plutok.quantizers.vq:VectorQuantizer",
+        "fsq": "plutok.quantizers.fsq:FiniteScalarQuantizer",
+    },
+    "vocoder": {
+        "hifigan-16k": "plutok.vocoders.hifigan:PackagedHiFiGAN",
+    },
+}
+_REGISTERED: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
+
+T = TypeVar("T", bound=type)
+
+
+def register(kind: str, name: str) -> Callable[[T], T]:
+    """Class decorator: make ``cls`` the part of ``kind`` called ``name`` (sets ``cls.name``)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown part kind {kind!r}; kinds: {', '.join(KINDS)}")
+
+    def decorate(cls: T) -> T:
+        cls.name = name  # type: ignore[attr-defined]
+        _REGISTERED[kind][name] = cls
+        return cls
+
+    return decorate
+
+
+def names(kind: str) -> list[str]:
+    """Every registered name of ``kind``, built-in ones first."""
+    return [*_BUILTIN.get(kind, {}), *(n for n in _REGISTERED[kind] if n not in _BUILTIN.get(kind, {}))]
+
+
+def get(kind: str, name: str) -> type:
+    """The class registered as ``name`` for ``kind``; :class:`ModelError` when unknown."""
+    if name in _REGISTERED[kind]:
+        return _REGISTERED[kind][name]
+    target = _BUILTIN.get(kind, {}).get(name)
+    if target is None:
+        raise ModelError(f"unknown {kind} {name!r}; known: {', '.join(names(kind))}")
+    module, attribute = target.split(":")
+    cls = getattr(importlib.import_module(module), attribute)
+    _REGISTERED[kind].setdefault(name, cls)
+    return cls
+
+
+def build(kind: str, config: dict[str, Any], directory: Path | None = None) -> Any:
+    """The part a config section describes (``config["name"]`` picks the class)."""
+    if not isinstance(config, dict) or not isinstance(config.get("name"), str):
+        raise ModelError(f"{kind} config must be a JSON object with a 'name', got {config!r}")
+    return get(kind, config["name"]).from_config(config, directory)

@@ -1,0 +1,119 @@
+"""Speaker vector = smoothed per-bin statistics of the log-mel (v1 and v2 default).
+
+The vector is the per-bin mean and log standard deviation of the log-mel over
+the utterance's active (non-silent) frames, each kept as its first
+``coefficients`` orthonormal DCT-II coefficients (a smooth spectral envelope: few
+bits per utterance). Normalised features are the log-mel minus the rebuilt mean,
+divided by the rebuilt std. Timbre and channel colour live in the statistics, so
+the codes only have to carry what changes over time. With ``coefficients == n_mels``
+the statistics are kept exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plutok.errors import ModelError, TokenError
+from plutok.frontends.mel import ANALYSIS_BLOCK_FRAMES, LogMel, MelSettings
+from plutok.parts import settings_from_config
+from plutok.speaker.base import SpeakerEncoder
+
+__all__ = ["MelStatisticsSpeaker", "dct_matrix"]
+
+# Frames quieter than the loudest frame by more than this (natural-log units, ~43 dB)
+# do not count towards the statistics: otherwise the amount of silence in a clip
+# would shift the "speaker".
+_ACTIVE_RANGE = 5.0
+# Floor on the per-bin standard deviation so that silent or constant input cannot
+# blow up the normalised features.
+_MIN_STD = 0.05
+
+
+def dct_matrix(size: int) -> np.ndarray:
+    """Orthonormal DCT-II matrix ``(size, size)``: ``coefficients = matrix @ signal``."""
+    index = np.arange(size)
+    matrix = np.cos(np.pi * (index[None, :] + 0.5) * index[:, None] / size) * np.sqrt(2.0 / size)
+    matrix[0] /= np.sqrt(2.0)
+    return matrix.astype(np.float64)
+
+
+class MelStatisticsSpeaker(SpeakerEncoder):
+    """``(2 * coefficients,)``: DCT of the per-bin log-mel mean, then of the per-bin log std."""
+
+    name = "mel-statistics"
+
+    def __init__(self, settings: MelSettings | None = None, coefficients: int | None = None) -> None:
+        self.settings = settings or MelSettings()
+        n_mels = self.settings.n_mels
+        self.coefficients = int(n_mels if coefficients is None else coefficients)
+        if not 1 <= self.coefficients <= n_mels:
+            raise ModelError(f"speaker coefficients must be in 1..{n_mels}, got {coefficients}")
+        # Rows of the DCT kept in the speaker vector: coefficients = basis @ statistic.
+        self._basis = dct_matrix(n_mels)[: self.coefficients]
+        self.log_mel = LogMel(self.settings)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.settings.sample_rate
+
+    @property
+    def speaker_dim(self) -> int:
+        return 2 * self.coefficients
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, **asdict(self.settings), "coefficients": self.coefficients}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], directory: Path | None = None) -> MelStatisticsSpeaker:
+        values = dict(config)
+        coefficients = values.pop("coefficients", None)
+        return cls(settings_from_config(MelSettings, values, "mel-statistics speaker"), coefficients)
+
+    def embed(self, wav: np.ndarray) -> np.ndarray:
+        return self.from_log_mel(self.log_mel(wav))
+
+    def from_log_mel(self, log_mel: np.ndarray) -> np.ndarray:
+        """The speaker vector of an already computed log-mel ``(n_mels, frames)``."""
+        frame_level = log_mel.mean(axis=0)
+        active = frame_level >= frame_level.max() - _ACTIVE_RANGE
+        # Two passes over blocks of frames (mean, then variance about it) in float64, so a
+        # long recording needs no float64 copy of its whole spectrogram.
+        count = int(np.count_nonzero(active))
+        step = ANALYSIS_BLOCK_FRAMES
+        blocks = [(log_mel[:, i : i + step], active[i : i + step]) for i in range(0, log_mel.shape[1], step)]
+        n_mels = self.settings.n_mels
+        total = np.zeros(n_mels)
+        for block, mask in blocks:
+            total += block[:, mask].astype(np.float64).sum(axis=1)
+        mean = total / count
+        squares = np.zeros(n_mels)
+        for block, mask in blocks:
+            squares += np.square(block[:, mask].astype(np.float64) - mean[:, None]).sum(axis=1)
+        log_std = 0.5 * np.log(squares / count + _MIN_STD**2)
+        return np.concatenate([self._basis @ mean, self._basis @ log_std]).astype(np.float32)
+
+    def statistics(self, speaker: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-bin mean and std ``(n_mels, 1)`` rebuilt from a speaker vector."""
+        speaker = np.asarray(speaker, dtype=np.float64).reshape(-1)
+        if speaker.shape[0] != self.speaker_dim:
+            raise ModelError(
+                f"speaker vector has {speaker.shape[0]} values, this speaker encoder uses {self.speaker_dim}"
+            )
+        mean = self._basis.T @ speaker[: self.coefficients]
+        with np.errstate(over="ignore"):
+            std = np.maximum(np.exp(self._basis.T @ speaker[self.coefficients :]), _MIN_STD)
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and std.max() < 1e30):
+            raise TokenError("the speaker vector is out of range (NaN, infinite or overflowing statistics)")
+        return mean[:, None].astype(np.float32), std[:, None].astype(np.float32)
+
+    def normalize(self, features: np.ndarray, speaker: np.ndarray) -> np.ndarray:
+        mean, std = self.statistics(speaker)
+        return ((features - mean) / std).astype(np.float32)
+
+    def denormalize(self, features: np.ndarray, speaker: np.ndarray) -> np.ndarray:
+        mean, std = self.statistics(speaker)
+        return (np.asarray(features, dtype=np.float32) * std + mean).astype(np.float32)

@@ -1,0 +1,79 @@
+"""Train a codec on a feature cache: ``plutok train-codec CACHE -o RUN`` (see docs/training.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from plutok import registry
+from plutok.codec.base import Codec
+from plutok.files import atomic_write_text
+from plutok.training.cache import FeatureCache
+from plutok.training.data import SegmentBatcher
+from plutok.training.trainer import Callback, Trainer, TrainerConfig
+
+__all__ = ["train_codec", "CODEC_DIR"]
+
+CODEC_DIR = "codec"
+
+
+def train_codec(
+    cache_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    codec_config: dict[str, Any],
+    trainer_config: TrainerConfig,
+    resume: bool = False,
+    train_split: str = "train",
+    dev_split: str = "dev",
+    callback: Callback | None = None,
+) -> tuple[Codec, dict[str, float]]:
+    """Train the codec ``codec_config`` describes on a cache; writes ``out_dir/codec/`` when done.
+
+    The codec's input standardisation is fixed from the training data first (a
+    sample of frames and every speaker vector), so resumed runs and the saved
+    model use exactly the statistics of the start.
+    Returns:
+        the trained codec and the final metrics.
+    """
+    cache = FeatureCache(cache_dir)
+    speaker = registry.build("speaker", cache.config["speaker"])
+    train = cache.utterances(train_split)
+    dev = cache.utterances(dev_split)
+    codec_config = dict(codec_config)
+    codec_config.setdefault("input_dim", cache.config["analysis_dim"])
+    codec_config.setdefault("output_dim", cache.config["mel_dim"])
+    codec_config.setdefault("speaker_dim", speaker.speaker_dim)
+    codec = registry.build("codec", codec_config)
+    if hasattr(codec, "set_statistics"):
+        rng = np.random.default_rng(trainer_config.seed)
+        sample = rng.choice(len(train), size=min(len(train), 2000), replace=False)
+        frames = np.concatenate(
+            [np.asarray(train[int(i)].analysis, dtype=np.float32) for i in sample], axis=1
+        )
+        speakers = np.stack([u.speaker for u in train])
+        codec.set_statistics(torch.from_numpy(frames), torch.from_numpy(speakers))
+    a, s = codec.analysis_frames_per_code, codec.synthesis_frames_per_code
+    batches = SegmentBatcher(train, speaker, trainer_config.segment_codes, a, s, seed=trainer_config.seed)
+    dev_batches = SegmentBatcher(dev, speaker, trainer_config.segment_codes, a, s) if dev else None
+    out = Path(out_dir)
+    trainer = Trainer(codec, batches, dev_batches, trainer_config, out, callback=callback)
+    trainer.setup(resume=resume)
+    metrics = trainer.run()
+    if trainer.step_number >= trainer_config.steps:
+        codec = codec.cpu()
+        target = out / CODEC_DIR
+        target.mkdir(parents=True, exist_ok=True)
+        codec.save_weights(target)
+        config = {
+            "codec": codec.config(),
+            "speaker": cache.config["speaker"],
+            "frontend": cache.config["frontend"],
+        }
+        atomic_write_text(target / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(out / "history.json", json.dumps(trainer.history, indent=1) + "\n")
+    return codec, metrics

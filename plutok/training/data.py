@@ -1,0 +1,92 @@
+"""Training batches for a codec from a :class:`~plutok.training.cache.FeatureCache`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from plutok.codec.base import CodecBatch
+from plutok.speaker.base import SpeakerEncoder
+from plutok.training.cache import CachedUtterance
+
+__all__ = ["SegmentBatcher"]
+
+
+class SegmentBatcher:
+    """Random (or, for evaluation, fixed) segments of ``segment_codes`` codes, zero-padded with a mask.
+
+    The target is the cached log-mel normalised by the utterance's speaker vector
+    (``speaker.normalize``), cut to ``synthesis_frames_per_code`` frames per code.
+    Utterances are drawn in proportion to their length, so every second of audio
+    is equally likely to be seen. The draw is a function of ``seed`` and of the
+    number of batches drawn (``state``), so a resumed run sees the same batches.
+    """
+
+    def __init__(
+        self,
+        utterances: Sequence[CachedUtterance],
+        speaker: SpeakerEncoder,
+        segment_codes: int,
+        analysis_frames_per_code: int,
+        synthesis_frames_per_code: int,
+        seed: int = 0,
+    ) -> None:
+        if not utterances:
+            raise ValueError("no utterances to train on")
+        self.utterances = list(utterances)
+        self.speaker = speaker
+        self.segment_codes = segment_codes
+        self.a = analysis_frames_per_code
+        self.s = synthesis_frames_per_code
+        self.seed = seed
+        self.batches_drawn = 0
+        lengths = np.array([u.analysis.shape[1] / self.a for u in self.utterances], dtype=np.float64)
+        self._probabilities = lengths / lengths.sum()
+
+    def _segment(self, utterance: CachedUtterance, start: int) -> tuple[np.ndarray, np.ndarray, int]:
+        codes = self.segment_codes
+        analysis = np.zeros((utterance.analysis.shape[0], codes * self.a), dtype=np.float32)
+        target = np.zeros((utterance.mel.shape[0], codes * self.s), dtype=np.float32)
+        piece = np.asarray(utterance.analysis[:, start * self.a : (start + codes) * self.a], dtype=np.float32)
+        analysis[:, : piece.shape[1]] = piece
+        mel = np.asarray(utterance.mel[:, start * self.s : (start + codes) * self.s], dtype=np.float32)
+        target[:, : mel.shape[1]] = self.speaker.normalize(mel, utterance.speaker)
+        return analysis, target, -(-piece.shape[1] // self.a)
+
+    def _batch(self, items: list[tuple[CachedUtterance, int]]) -> CodecBatch:
+        analyses, targets, speakers = [], [], []
+        mask = np.zeros((len(items), self.segment_codes), dtype=np.float32)
+        for row, (utterance, start) in enumerate(items):
+            analysis, target, count = self._segment(utterance, start)
+            analyses.append(analysis)
+            targets.append(target)
+            speakers.append(utterance.speaker)
+            mask[row, :count] = 1
+        return CodecBatch(
+            torch.from_numpy(np.stack(analyses)),
+            torch.from_numpy(np.stack(targets)),
+            torch.from_numpy(np.stack(speakers).astype(np.float32)),
+            torch.from_numpy(mask),
+        )
+
+    def sample(self, batch_size: int) -> CodecBatch:
+        """The next random batch."""
+        rng = np.random.default_rng([self.seed, self.batches_drawn])
+        self.batches_drawn += 1
+        picks = rng.choice(len(self.utterances), size=batch_size, p=self._probabilities)
+        items = []
+        for index in picks:
+            utterance = self.utterances[int(index)]
+            codes = -(-utterance.analysis.shape[1] // self.a)
+            items.append((utterance, int(rng.integers(0, max(1, codes - self.segment_codes + 1)))))
+        return self._batch(items)
+
+    def fixed_batches(self, batch_size: int, limit: int | None = None) -> list[CodecBatch]:
+        """The first segment of each utterance (up to ``limit``), in order: a deterministic dev set."""
+        chosen = self.utterances[:limit]
+        return [
+            self._batch([(u, 0) for u in chosen[i : i + batch_size]])
+            for i in range(0, len(chosen), batch_size)
+        ]

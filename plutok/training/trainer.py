@@ -1,0 +1,237 @@
+"""One training loop for every codec: setup, resume, step, evaluate, checkpoint.
+
+The codec owns its loss (:meth:`Codec.loss`) and its quantizer owns its upkeep
+(:meth:`Quantizer.initialize`, :meth:`Quantizer.upkeep`); the trainer only
+schedules. Checkpoints are ``checkpoints/step-NNNNNNN.safetensors`` (model and
+optimiser tensors) plus ``.json`` (step, sampler position, metrics, config): no
+pickles. ``--resume`` continues from the newest complete checkpoint and draws
+the same batches an uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from plutok.codec.base import Codec
+from plutok.files import atomic_path, atomic_write_text
+from plutok.training.data import SegmentBatcher
+
+__all__ = ["Trainer", "TrainerConfig"]
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Optimisation schedule (AdamW, linear warm-up then cosine decay)."""
+
+    steps: int = 6000
+    batch_size: int = 16
+    segment_codes: int = 100
+    learning_rate: float = 1e-3
+    warmup_steps: int = 300
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    init_batches: int = 8
+    eval_every: int = 500
+    checkpoint_every: int = 250
+    log_every: int = 50
+    keep_checkpoints: int = 2
+    seed: int = 0
+    device: str = "cpu"
+
+    def learning_rate_at(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.learning_rate * (step + 1) / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps))
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        return self.learning_rate * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine)
+
+
+#: ``callback(step, metrics)`` after every logged step; returning ``False`` stops training
+#: (after the checkpoint of that step, when one is due). Tests use it as a kill switch.
+Callback = Callable[[int, dict[str, float]], bool | None]
+
+
+class Trainer:
+    """Trains ``codec`` on batches from ``train`` and reports loss on ``dev`` (fixed batches)."""
+
+    def __init__(
+        self,
+        codec: Codec,
+        train: SegmentBatcher,
+        dev: SegmentBatcher | None,
+        config: TrainerConfig,
+        out_dir: str | Path,
+        callback: Callback | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.codec = codec.to(config.device)
+        self.train_data = train
+        self.dev_batches = dev.fixed_batches(config.batch_size, limit=256) if dev is not None else []
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.callback = callback
+        self.log = log
+        params = [p for p in codec.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": config.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=config.learning_rate,
+        )
+        self.step_number = 0
+        self.history: list[dict[str, float]] = []
+
+    # -- setup and resume -----------------------------------------------------------------
+    def setup(self, resume: bool = False) -> None:
+        """Resume from the newest checkpoint, or initialise the quantizer from encoder outputs."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if resume and self._latest_checkpoint() is not None:
+            self._load(self._latest_checkpoint())
+            self.log(f"resumed at step {self.step_number}")
+            return
+        quantizer = getattr(self.codec, "quantizer", None)
+        if quantizer is not None and hasattr(self.codec, "latent"):
+            with torch.no_grad():
+                latents = []
+                for _ in range(self.config.init_batches):
+                    batch = self.train_data.sample(self.config.batch_size).to(self.config.device)
+                    latent = self.codec.latent(batch.analysis)
+                    keep = batch.code_mask[:, : latent.shape[-1]].reshape(-1).bool()
+                    latents.append(latent.transpose(1, 2).reshape(-1, latent.shape[1])[keep])
+                quantizer.initialize(torch.cat(latents))
+
+    # -- one step ---------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        config = self.config
+        self.codec.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.learning_rate_at(self.step_number)
+        batch = self.train_data.sample(config.batch_size).to(config.device)
+        loss, metrics = self.codec.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.codec.parameters(), config.grad_clip)
+        self.optimizer.step()
+        result = {key: float(value.detach()) for key, value in metrics.items()}
+        result.update(
+            loss=float(loss.detach()), grad_norm=float(norm), lr=config.learning_rate_at(self.step_number)
+        )
+        parts = self.codec.quantizer_parts()
+        if parts[0] is not None:
+            result.update(parts[0].upkeep(*parts[1:]))
+        self.step_number += 1
+        return result
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean metrics over the fixed dev batches (empty when there is no dev set)."""
+        if not self.dev_batches:
+            return {}
+        self.codec.eval()
+        totals: dict[str, float] = {}
+        for batch in self.dev_batches:
+            loss, metrics = self.codec.loss(batch.to(self.config.device))
+            for key, value in {"loss": loss, **metrics}.items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+        return {f"dev_{key}": value / len(self.dev_batches) for key, value in totals.items()}
+
+    def run(self) -> dict[str, float]:
+        """Train to ``config.steps``; returns the last dev metrics (or train metrics without a dev set)."""
+        config = self.config
+        started = time.time()
+        running: dict[str, float] = {}
+        last: dict[str, float] = {}
+        while self.step_number < config.steps:
+            metrics = self.train_step()
+            for key, value in metrics.items():
+                running[key] = running.get(key, 0.0) + value
+            step = self.step_number
+            stop = False
+            if step % config.log_every == 0 or step == config.steps:
+                count = config.log_every if step % config.log_every == 0 else step % config.log_every
+                averaged = {key: value / count for key, value in running.items()}
+                running = {}
+                if step % config.eval_every == 0 or step == config.steps:
+                    averaged.update(self.evaluate())
+                averaged["step"] = step
+                averaged["elapsed_s"] = time.time() - started
+                self.history.append(averaged)
+                last = averaged
+                self.log(
+                    json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in averaged.items()})
+                )
+                if self.callback is not None and self.callback(step, averaged) is False:
+                    stop = True
+            if step % config.checkpoint_every == 0 or step == config.steps or stop:
+                self._save()
+            if stop:
+                break
+        return last
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _checkpoint_dir(self) -> Path:
+        return self.out_dir / CHECKPOINT_DIR
+
+    def _latest_checkpoint(self) -> Path | None:
+        complete = sorted(self._checkpoint_dir().glob("step-*.json"))
+        return complete[-1].with_suffix("") if complete else None
+
+    def _save(self) -> None:
+        from safetensors.torch import save_file
+
+        directory = self._checkpoint_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        stem = directory / f"step-{self.step_number:07d}"
+        tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in self.codec.state_dict().items()}
+        optimizer_state = self.optimizer.state_dict()
+        for index, state in optimizer_state["state"].items():
+            for name, value in state.items():
+                tensors[f"optimizer/{index}/{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        with atomic_path(stem.with_suffix(".safetensors")) as temporary:
+            save_file(tensors, str(temporary))
+        meta = {
+            "step": self.step_number,
+            "batches_drawn": self.train_data.batches_drawn,
+            "trainer": asdict(self.config),
+            "codec": self.codec.config(),
+            "history": self.history,
+        }
+        # The .json is written last: its presence marks the checkpoint complete.
+        atomic_write_text(stem.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
+        old = sorted(directory.glob("step-*.json"))[: -self.config.keep_checkpoints]
+        for path in old:
+            path.with_suffix(".safetensors").unlink(missing_ok=True)
+            path.unlink()
+
+    def _load(self, stem: Path) -> None:
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(stem.with_suffix(".safetensors")))
+        meta = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
+        self.codec.load_state_dict(
+            {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
+        )
+        state = self.optimizer.state_dict()
+        restored: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer/"):
+                _, index, name = key.split("/", 2)
+                restored.setdefault(int(index), {})[name] = value
+        state["state"] = restored
+        self.optimizer.load_state_dict(state)
+        self.step_number = int(meta["step"])
+        self.train_data.batches_drawn = int(meta["batches_drawn"])
+        self.history = list(meta.get("history", []))
