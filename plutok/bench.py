@@ -142,21 +142,14 @@ class BenchTarget:
         )
 
     @classmethod
-    def copy_synthesis(cls, backbone: Any = None) -> BenchTarget:
-        if backbone is None:
-            from plutok.backbones import MelBackbone
-
-            backbone = MelBackbone()
-
-        def encode(wav: np.ndarray) -> Any:
-            speaker = backbone.speaker_embedding(wav)
-            return backbone.features(wav, speaker), speaker
-
+    def copy_synthesis(cls, tokenizer: Any) -> BenchTarget:
+        """The model's own vocoder on the log-mel of the input (its analysis settings): no codec, no BPE."""
+        log_mel = tokenizer.speaker_encoder.log_mel
         return cls(
-            name=f"copy-synthesis ({backbone.name})",
-            sample_rate=int(backbone.sample_rate),
-            encode=encode,
-            decode=lambda state: backbone.synthesize(*state),
+            name=f"copy-synthesis ({tokenizer.vocoder.name})",
+            sample_rate=int(tokenizer.sample_rate),
+            encode=log_mel,
+            decode=tokenizer.vocoder.synthesize,
         )
 
 
@@ -289,7 +282,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--copy-synthesis",
         action="store_true",
-        help="benchmark the mel backbone alone (analysis + vocoder, no VQ/BPE)",
+        help="benchmark the model's log-mel analysis + vocoder alone (no codec, no BPE)",
     )
     parser.add_argument(
         "--durations", default="10,60,600", help="input lengths in seconds (default: %(default)s)"
@@ -327,12 +320,12 @@ def run(args: argparse.Namespace) -> int:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        if args.copy_synthesis:
-            target = BenchTarget.copy_synthesis()
-        else:
-            import plutok
+        import plutok
 
-            tokenizer = plutok.Plutok.from_pretrained(args.model)
+        tokenizer = plutok.Plutok.from_pretrained(args.model)
+        if args.copy_synthesis:
+            target = BenchTarget.copy_synthesis(tokenizer)
+        else:
             target = BenchTarget.from_tokenizer(
                 tokenizer, "plutok" if args.model is None else f"plutok:{args.model}"
             )

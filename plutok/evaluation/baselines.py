@@ -22,7 +22,6 @@ them to the reference (:func:`plutok.evaluation.metrics.align`) before scoring.
 
 from __future__ import annotations
 
-import math
 import subprocess
 import tempfile
 import time
@@ -233,30 +232,41 @@ class SpeexBaseline(System):
 
 
 class CopySynthesisBaseline(System):
-    """Backbone analysis then synthesis with no quantisation: the ceiling any tokenizer on it can reach."""
+    """The model's vocoder on the synthesis features of the original audio: the ceiling of any codec on it.
+
+    With a model (``tokenizer``), its own speaker encoder and vocoder settings are used
+    (the log-mel its vocoder reads); a v1 OpenVoice model runs its backbone's analysis
+    and synthesis. Without one, the bundled default model's.
+    """
 
     name = "copy-synthesis"
 
-    def __init__(self, backbone: Any = None) -> None:
-        self._backbone = backbone
+    def __init__(self, tokenizer: Any = None) -> None:
+        self._tokenizer = tokenizer
 
     @property
-    def backbone(self) -> Any:
-        if self._backbone is None:
-            from plutok.backbones import MelBackbone
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            from plutok.api import Plutok
 
-            self._backbone = MelBackbone()
-        return self._backbone
+            self._tokenizer = Plutok.from_pretrained()
+        return self._tokenizer
 
     def process(self, wav: np.ndarray) -> SystemOutput:
-        backbone = self.backbone
-        rate = int(backbone.sample_rate)
+        tok = self.tokenizer
+        rate = int(tok.sample_rate)
         signal = resample(np.asarray(wav, np.float32), METRIC_RATE, rate)
         start = time.perf_counter()
-        speaker = backbone.speaker_embedding(signal)
-        features = backbone.features(signal, speaker)
-        middle = time.perf_counter()
-        out = backbone.synthesize(features, speaker)
+        backbone = tok.parts.legacy_backbone
+        if backbone is not None and not hasattr(tok.speaker_encoder, "log_mel"):
+            speaker = backbone.speaker_embedding(signal)
+            features = backbone.features(signal, speaker)
+            middle = time.perf_counter()
+            out = backbone.synthesize(features, speaker)
+        else:
+            log_mel = tok.speaker_encoder.log_mel(signal)
+            middle = time.perf_counter()
+            out = tok.vocoder.synthesize(log_mel)
         end = time.perf_counter()
         return SystemOutput(
             audio=resample(np.asarray(out, np.float32), rate, METRIC_RATE),
@@ -296,7 +306,7 @@ class ModelSystem(System):
 
     @property
     def bits_per_token(self) -> int:
-        return max(1, math.ceil(math.log2(int(self.tokenizer.vocab_size))))
+        return int(self.tokenizer.bits_per_token)
 
     def describe(self) -> dict[str, Any]:
         tok = self.tokenizer
@@ -324,10 +334,9 @@ class ModelSystem(System):
         ids = list(encoding.ids)
         codes = np.asarray(tok.ids_to_codes(ids), dtype=np.int64)
         duration = len(wav) / METRIC_RATE
-        bits = len(ids) * self.bits_per_token + int(tok.speaker_bits)
         return SystemOutput(
             audio=resample(np.asarray(out, np.float32), int(rate), METRIC_RATE),
-            bits_per_second=bits / duration,
+            bits_per_second=tok.bitrate(len(ids) / duration, duration),
             num_tokens=len(ids),
             num_codes=int(codes.size),
             codes=codes,
@@ -336,8 +345,8 @@ class ModelSystem(System):
         )
 
 
-def make_baseline(name: str) -> System:
-    """Baseline by name (see :data:`BASELINE_NAMES`; also ``opus-<kbps>k``)."""
+def make_baseline(name: str, tokenizer: Any = None) -> System:
+    """Baseline by name (see :data:`BASELINE_NAMES`; also ``opus-<kbps>k``); ``tokenizer``: for copy-synthesis."""
     if name.startswith("codec2-"):
         return Codec2Baseline(name.removeprefix("codec2-").upper() if name.endswith(("c", "C")) else name[7:])
     if name.startswith("opus-") and name.endswith("k"):
@@ -348,14 +357,17 @@ def make_baseline(name: str) -> System:
     if name == "speex-nb":
         return SpeexBaseline(2)
     if name == "copy-synthesis":
-        return CopySynthesisBaseline()
+        return CopySynthesisBaseline(tokenizer)
     if name == "identity":
         return IdentityBaseline()
     raise PlutokError(f"unknown baseline {name!r}; known: {', '.join(BASELINE_NAMES)} (or 'all')")
 
 
-def parse_baselines(spec: str | None) -> list[System]:
-    """``"codec2-700C,opus-6k"`` or ``"all"`` -> systems; empty/None -> []."""
+def parse_baselines(spec: str | None, tokenizer: Any = None) -> list[System]:
+    """``"codec2-700C,opus-6k"`` or ``"all"`` -> systems; empty/None -> [].
+
+    ``tokenizer``: the evaluated model, whose vocoder and analysis settings copy-synthesis uses.
+    """
     if not spec:
         return []
     names = (
@@ -363,5 +375,5 @@ def parse_baselines(spec: str | None) -> list[System]:
     )
     systems: list[System] = []
     for name in dict.fromkeys(names):
-        systems.append(make_baseline(name))
+        systems.append(make_baseline(name, tokenizer))
     return systems

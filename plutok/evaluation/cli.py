@@ -104,13 +104,14 @@ def _systems(args: argparse.Namespace) -> list[Any]:
     model = args.model
     if model is None and not args.baselines:
         model = "default"
+    tokenizer = None
     if model is not None:
         import plutok
 
         tokenizer = plutok.Plutok.from_pretrained(None if model == "default" else model)
         name = "plutok" if model == "default" else f"plutok:{Path(model).name or model}"
         systems.append(ModelSystem(tokenizer, name))
-    systems += parse_baselines(args.baselines)
+    systems += parse_baselines(args.baselines, tokenizer)
     return systems
 
 

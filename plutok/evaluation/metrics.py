@@ -216,7 +216,7 @@ def _base_language(language: str | None) -> str:
 
 
 def error_counts(reference: str, hypothesis: str, language: str | None = None) -> ErrorCounts:
-    """Word and character edit counts after :func:`normalize_text`.
+    """Word and character edit counts after :func:`normalize_text`, capped at the reference length.
 
     For languages in :data:`SPACELESS_LANGUAGES` word counts are None and spaces are
     dropped before counting characters; elsewhere characters include the single
@@ -243,4 +243,9 @@ def error_counts(reference: str, hypothesis: str, language: str | None = None) -
         char_errors = chars_out.substitutions + chars_out.deletions + chars_out.insertions
     else:
         char_errors = len(ref)
-    return ErrorCounts(word_errors, words, char_errors, len(ref))
+    # A clip can add at most as many errors as it has reference words (characters):
+    # otherwise one hallucinated loop of the ASR on one clip (hundreds of inserted
+    # words) outweighs every other clip of the corpus.
+    if word_errors is not None and words is not None:
+        word_errors = min(word_errors, words)
+    return ErrorCounts(word_errors, words, min(char_errors, len(ref)), len(ref))

@@ -28,6 +28,7 @@ COLUMNS = (
     ("codes_per_second", "codes/s", "{:.1f}"),
     ("code_entropy_bits_per_second", "entropy bits/s", "{:.0f}"),
     ("wer", "WER %", "{:.1%}"),
+    ("wer_minus_reference", "WER − ref", "{:+.1%}"),
     ("cer", "CER %", "{:.1%}"),
     ("stoi", "STOI", "{:.3f}"),
     ("pesq", "PESQ-WB", "{:.2f}"),
@@ -65,7 +66,12 @@ def markdown_report(results: dict[str, Any], figures: dict[str, str]) -> str:
     lines = ["# Plutok evaluation", ""]
     lines += [f"Command: `{results['command']}`", "", f"Data: `{results['data']}`"]
     lines += [f"({len(results['utterances'])} utterances, metrics: {', '.join(results['metrics'])})", ""]
-    lines += ["`reference` is the original audio (its WER/CER is the ASR's own error on the originals).", ""]
+    lines += ["`reference` is the original audio (its WER/CER is the ASR's own error on the originals);", ""]
+    lines += [
+        "`WER − ref` is a system's WER minus the reference WER on the same clips (percentage points).",
+        "",
+    ]
+    lines += ["Each clip's errors are capped at its reference word/character count.", ""]
     lines += ["## All utterances", ""]
     lines += _table([(n, aggregates[n]["all"]) for n in names if n in aggregates])
     for field, title in (("language", "Per language"), ("kind", "Real vs synthetic")):

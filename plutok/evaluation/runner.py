@@ -447,4 +447,16 @@ def aggregate(evaluation: dict[str, Any]) -> dict[str, Any]:
                 subset = [r for r in rows if str(meta[r["id"]].get(field)) == value]
                 groups[field][value] = _summary(subset)
         tables[name] = groups
+    # WER - reference WER per group: what the system adds to the ASR's own error on the originals.
+    reference = tables.get("reference")
+    for name, groups in tables.items():
+        if name == "reference" or reference is None:
+            continue
+        pairs = [(groups["all"], reference["all"])]
+        for field in ("language", "kind"):
+            pairs += [(summary, reference[field].get(value, {})) for value, summary in groups[field].items()]
+        for summary, base in pairs:
+            for key in ("wer", "cer"):
+                if summary.get(key) is not None and base.get(key) is not None:
+                    summary[f"{key}_minus_reference"] = summary[key] - base[key]
     return tables

@@ -1,0 +1,116 @@
+"""Last training stage: BPE over the trained codec's codes, then a complete model directory.
+
+``python -m plutok.training.assemble CACHE RUN/codec -o MODEL --vocab-size N``
+
+The codec weights are rounded to float16 values first, so the BPE is trained on
+the codes of exactly the model that ships (and the file is half the size). The
+model's default voice (what ``decode_ids`` uses without a speaker) is the medoid
+of the training speaker vectors: a real utterance's voice, the one closest to the
+average in standardised units.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plutok import registry
+from plutok.api import Plutok
+from plutok.bpe import CodeBPE
+from plutok.errors import ModelError
+from plutok.hub import ModelParts
+from plutok.training.cache import FeatureCache
+
+__all__ = ["assemble_model", "load_trained_codec", "medoid_speaker"]
+
+
+def load_trained_codec(codec_dir: str | os.PathLike) -> Any:
+    """The codec written by ``plutok train-codec`` into ``RUN/codec``."""
+    directory = Path(codec_dir)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise ModelError(f"{directory}: no config.json; not a codec folder from 'plutok train-codec'")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    return registry.build("codec", config["codec"], directory)
+
+
+def medoid_speaker(speakers: np.ndarray) -> np.ndarray:
+    """The row of ``speakers`` ``(N, D)`` nearest the mean, in per-dimension standardised units."""
+    mean, std = speakers.mean(axis=0), speakers.std(axis=0) + 1e-6
+    distances = np.square((speakers - mean) / std).sum(axis=1)
+    return speakers[int(np.argmin(distances))]
+
+
+def assemble_model(
+    cache_dir: str | os.PathLike,
+    codec_dir: str | os.PathLike,
+    output: str | os.PathLike,
+    vocab_size: int = 12000,
+    metadata: dict[str, Any] | None = None,
+    split: str = "train",
+    progress: bool = True,
+    vocoder: dict[str, Any] | None = None,
+) -> Plutok:
+    """Train the BPE on the codes of ``split`` and save the full model to ``output``.
+
+    ``vocoder``: config of the vocoder that reads the codec's output (default: the packaged HiFi-GAN).
+    """
+    from tqdm import tqdm
+
+    cache = FeatureCache(cache_dir)
+    codec = load_trained_codec(codec_dir)
+    codec.round_to_half()
+    utterances = cache.utterances(split)
+
+    def code_sequences():
+        for utterance in tqdm(utterances, desc="codes", unit="utt", disable=not progress):
+            yield codec.encode(np.asarray(utterance.analysis, dtype=np.float32))
+
+    bpe = CodeBPE.train(code_sequences(), codec.codebook_size, vocab_size=vocab_size, progress=progress)
+    speakers = np.stack([u.speaker for u in utterances])
+    default_speaker = medoid_speaker(speakers).astype(np.float16).astype(np.float32)
+    parts = ModelParts(
+        frontend=registry.build("frontend", cache.config["frontend"]),
+        speaker=registry.build("speaker", cache.config["speaker"]),
+        codec=codec,
+        vocoder=registry.build("vocoder", vocoder or {"name": "hifigan-16k"}),
+        bpe=bpe,
+        metadata=dict(metadata or {}),
+        default_speaker=[float(v) for v in default_speaker],
+    )
+    model = Plutok(parts)
+    model.save(output)
+    return model
+
+
+def _main() -> None:  # pragma: no cover - a thin command line over assemble_model
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("cache")
+    parser.add_argument("codec")
+    parser.add_argument("-o", "--output", required=True)
+    parser.add_argument("--vocab-size", type=int, default=12000)
+    parser.add_argument("--description", default="")
+    parser.add_argument(
+        "--trained", type=json.loads, default={}, help="JSON facts about training for config.json"
+    )
+    args = parser.parse_args()
+    model = assemble_model(
+        args.cache,
+        args.codec,
+        args.output,
+        args.vocab_size,
+        metadata={"description": args.description, "trained": args.trained},
+    )
+    print(
+        json.dumps({"model": args.output, "vocab_size": model.vocab_size, "fingerprint": model.fingerprint})
+    )
+
+
+if __name__ == "__main__":
+    _main()
