@@ -53,9 +53,18 @@ TOKENIZER_FILE = "tokenizer.json"
 PART_KINDS = ("frontend", "speaker", "codec", "vocoder")
 
 
+#: Models bundled with the package, by the name ``from_pretrained`` / ``--model`` accept.
+BUNDLED_MODELS = {"default": "default", "v1": "v1"}
+
+
 def default_model_path() -> Path:
     """Directory of the default model bundled with the package."""
-    return Path(str(resources.files("plutok") / "assets" / "default"))
+    return bundled_model_path("default")
+
+
+def bundled_model_path(name: str) -> Path:
+    """Directory of a bundled model: ``"default"`` (v2) or ``"v1"`` (the 0.1 default, for its ``.plt`` files)."""
+    return Path(str(resources.files("plutok") / "assets" / BUNDLED_MODELS[name]))
 
 
 @dataclass
@@ -146,9 +155,10 @@ def parts_from_backbone(
 
 
 def load_model_parts(path: str | os.PathLike | None = None) -> ModelParts:
-    """Build every part of the model directory ``path`` (the bundled default when None)."""
-    directory = default_model_path() if path is None else Path(path)
-    config = _read_config(directory, path is None)
+    """Build every part of the model directory ``path``: a folder, a bundled name (``"v1"``), or None (default)."""
+    bundled = path is None or (isinstance(path, str) and path in BUNDLED_MODELS and not Path(path).exists())
+    directory = bundled_model_path(path or "default") if bundled else Path(path)  # type: ignore[arg-type]
+    config = _read_config(directory, bundled)
     config_path = directory / CONFIG_FILE
     try:
         if config["format_version"] == 1:

@@ -12,7 +12,17 @@ import soundfile as sf
 
 from plutok.cli import build_parser, main
 
-SUBCOMMANDS = ["encode", "decode", "roundtrip", "info", "extract", "train-vq", "train-bpe"]
+SUBCOMMANDS = [
+    "encode",
+    "decode",
+    "roundtrip",
+    "info",
+    "extract",
+    "train-vq",
+    "train-bpe",
+    "cache",
+    "train-codec",
+]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -53,9 +63,16 @@ def test_encode_folder_continues_past_bad_files(tiny_model_dir, speech_wav, tmp_
     (folder / "a.wav").write_bytes(speech_wav.read_bytes())
     (folder / "broken.wav").write_text("not audio")
     code = main(["encode", str(folder), "-o", str(tmp_path / "out"), "-q", "--model", str(tiny_model_dir)])
-    assert code == 1
+    assert code == 0  # bad files are skipped and listed, not fatal
     assert (tmp_path / "out" / "a.plt").is_file() and not (tmp_path / "out" / "broken.plt").exists()
-    assert "broken.wav" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "plutok: skipped" in err and "broken.wav" in err
+    assert err.strip().splitlines()[-1] == "plutok: warning: 1 of 2 files could not be encoded (listed above)"
+    # Nothing usable at all: exit 1.
+    (folder / "a.wav").unlink()
+    assert (
+        main(["encode", str(folder), "-o", str(tmp_path / "out2"), "-q", "--model", str(tiny_model_dir)]) == 1
+    )
 
 
 def test_info_on_model_and_plt(tiny_model_dir, speech_wav, tmp_path, capsys):
@@ -150,9 +167,18 @@ def test_colliding_output_names_are_refused(tiny_model_dir, speech_wav, tmp_path
     assert not (tmp_path / "out").exists()
 
 
-def test_output_path_that_is_a_directory_gives_one_line(tiny_model_dir, speech_wav, tmp_path):
+def test_output_naming_an_existing_folder_writes_into_it(tiny_model_dir, speech_wav, tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("x")
+    assert (
+        main(["encode", str(speech_wav), "-o", str(tmp_path / "taken"), "--model", str(tiny_model_dir)]) == 0
+    )
+    assert (tmp_path / "taken" / "speech.plt").is_file()
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "x"
+    capsys.readouterr()
+    # A directory where the one named output file should go gives one line.
+    (tmp_path / "taken" / "speech.plt").unlink()
+    (tmp_path / "taken" / "speech.plt").mkdir()
     result = subprocess.run(
         [
             sys.executable,
@@ -170,4 +196,4 @@ def test_output_path_that_is_a_directory_gives_one_line(tiny_model_dir, speech_w
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("plutok: error:")
-    assert (tmp_path / "taken" / "keep.txt").read_text() == "x"
+    assert "existing directory" in result.stderr

@@ -96,6 +96,35 @@ class Transcriber:
             )
             return " ".join(segment.text.strip() for segment in segments).strip()
 
+    def transcribe_encoder_output(self, features: np.ndarray, language: str | None) -> str:
+        """Transcript read by Whisper's decoder straight from encoder output ``(512, frames)`` at 50 frames/s.
+
+        This is "ASR from codes": a codec's content prediction (upsampled to 50 frames/s)
+        in place of the encoder's own output, with the settings of :meth:`transcribe`.
+        Up to 30 s (1500 frames).
+        """
+        import ctranslate2
+        from faster_whisper.tokenizer import Tokenizer
+
+        model = self._model
+        code = whisper_language(language) or "en"
+        tokenizer = Tokenizer(model.hf_tokenizer, True, task="transcribe", language=code)
+        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        storage = ctranslate2.StorageView.from_array(
+            np.ascontiguousarray(features.T[None, :1500], dtype=np.float32)
+        )
+        with self._lock:
+            result = model.model.generate(
+                storage,
+                [prompt],
+                beam_size=ASR_SETTINGS["beam_size"],
+                no_repeat_ngram_size=ASR_SETTINGS["no_repeat_ngram_size"],
+                max_length=224,
+                suppress_blank=True,
+                suppress_tokens=[-1],
+            )
+        return tokenizer.decode([t for t in result[0].sequences_ids[0] if t < tokenizer.eot]).strip()
+
 
 class TranscriptCache:
     """JSON file ``{key: transcript}`` of reference transcripts; each new entry is written atomically."""

@@ -72,6 +72,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default=None, help="only manifest rows with this split (e.g. dev)")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="first N utterances only")
     parser.add_argument(
+        "--kind",
+        choices=["real", "synthetic"],
+        default=None,
+        help="only manifest rows of this kind of speech",
+    )
+    parser.add_argument(
         "--language", default=None, help="language of a folder's audio (manifests carry their own)"
     )
     parser.add_argument(
@@ -124,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         if args.limit is not None and args.limit <= 0:
             raise PlutokError("--limit must be a positive number")
         metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-        utterances = load_dataset(args.data, args.split, args.limit, args.language)
+        utterances = load_dataset(args.data, args.split, args.limit, args.language, args.kind)
         systems = _systems(args)
         evaluation = evaluate(
             utterances,

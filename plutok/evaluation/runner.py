@@ -72,10 +72,11 @@ def _kind(record: dict[str, Any]) -> str | None:
 
 
 def load_manifest(
-    path: str | os.PathLike, split: str | None = None, limit: int | None = None
+    path: str | os.PathLike, split: str | None = None, limit: int | None = None, kind: str | None = None
 ) -> list[Utterance]:
     """Read a JSONL manifest (fields ``path``, ``language``, ``text``; optional ``id``, ``split``,
     ``source``, ``speaker``, ``kind``/``synthetic``). Relative paths are relative to the manifest's folder.
+    ``split`` and ``kind`` (``real``/``synthetic``) keep only matching rows.
 
     Raises:
         PlutokError: unreadable file, a line that is not a JSON object, or a missing required field.
@@ -99,6 +100,8 @@ def load_manifest(
         if missing:
             raise PlutokError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
         if split is not None and record.get("split") != split:
+            continue
+        if kind is not None and _kind(record) != kind:
             continue
         audio = Path(record["path"])
         items.append(
@@ -137,14 +140,18 @@ def load_folder(
 
 
 def load_dataset(
-    source: str | os.PathLike, split: str | None = None, limit: int | None = None, language: str | None = None
+    source: str | os.PathLike,
+    split: str | None = None,
+    limit: int | None = None,
+    language: str | None = None,
+    kind: str | None = None,
 ) -> list[Utterance]:
     """A manifest file or a folder of audio (+ ``.txt``); raises PlutokError when it yields nothing."""
     source = Path(source)
     if source.is_dir():
         items = load_folder(source, language, limit)
     elif source.is_file():
-        items = load_manifest(source, split, limit)
+        items = load_manifest(source, split, limit, kind)
     else:
         raise PlutokError(f"{source}: no such manifest or folder")
     if not items:

@@ -3,7 +3,8 @@
 Rules of :func:`resolve_outputs` (``-o`` is the user's output argument):
 
 * ``-o`` is a *folder* when it ends with ``/`` (or the OS separator) or is an existing
-  directory, for one input or many: each output is ``FOLDER/<input stem><extension>``.
+  directory, for one input or many: each output is ``FOLDER/<input stem><extension>``
+  (or, with ``names``, a relative path such as ``FOLDER/spk1/<stem><extension>``).
 * Otherwise ``-o`` names *one file*; it is refused for several inputs. A file the user
   named may be overwritten (they asked for it by name, as ``cp`` and ``sox`` do).
 * Without ``-o`` each output sits beside its input as ``<stem><suffix><extension>``
@@ -23,6 +24,7 @@ audible gain), ``.ogg`` is Vorbis and ``.mp3`` is MPEG layer III. Samples are cl
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,7 @@ __all__ = [
     "OUTPUT_FORMATS",
     "WrittenAudio",
     "check_output_format",
+    "is_folder_output",
     "resolve_outputs",
     "supported_output_extensions",
     "write_audio_checked",
@@ -91,7 +94,8 @@ def check_output_format(path: str | os.PathLike) -> tuple[str, str]:
     return spec
 
 
-def _is_folder(output: str) -> bool:
+def is_folder_output(output: str) -> bool:
+    """Whether ``-o output`` means a folder: it ends with a separator or is an existing directory."""
     separators = tuple(sep for sep in ("/", os.sep, os.altsep) if sep)
     return output.endswith(separators) or Path(output).is_dir()
 
@@ -111,6 +115,8 @@ def resolve_outputs(
     suffix: str,
     default_extension: str,
     force: bool = False,
+    names: Sequence[str | os.PathLike] | None = None,
+    check_format: Callable[[Path], object] | None = None,
 ) -> list[Path]:
     """Output path for each input, refusing every unsafe case before any work (rules in the module docstring).
 
@@ -122,6 +128,11 @@ def resolve_outputs(
         default_extension: extension of outputs the user did not name (``".wav"``; the dot is optional).
         force: allow replacing existing files the user did not name. Never allows
             writing over an input.
+        names: where each input goes inside a folder ``-o``, as a relative path whose
+            extension is replaced (``spk1/a.flac`` -> ``FOLDER/spk1/a.wav``), to mirror
+            an input folder's layout; default each input's file name.
+        check_format: called with every output path before anything else; raises for a
+            format that cannot be written. Default :func:`check_output_format` (audio).
     Returns:
         One output path per input.
     Raises:
@@ -134,7 +145,7 @@ def resolve_outputs(
         raise PlutokError("no input files")
     extension = default_extension if default_extension.startswith(".") else f".{default_extension}"
     inputs = [Path(path) for path in inputs]
-    named = output is not None and not _is_folder(output)
+    named = output is not None and not is_folder_output(output)
     if named:
         if len(inputs) > 1:
             raise PlutokError(
@@ -146,7 +157,13 @@ def resolve_outputs(
         folder = Path(output)
         if folder.exists() and not folder.is_dir():
             raise PlutokError(f"-o {output}: {folder} is a file, not a folder")
-        outputs = [folder / f"{path.stem}{extension}" for path in inputs]
+        relative = [Path(name) for name in names] if names is not None else [Path(p.name) for p in inputs]
+        if len(relative) != len(inputs):
+            raise ValueError(f"{len(relative)} names for {len(inputs)} inputs")
+        for name in relative:
+            if name.is_absolute() or ".." in name.parts:
+                raise ValueError(f"output name {name} must be a relative path inside the folder")
+        outputs = [folder / name.parent / f"{name.stem}{extension}" for name in relative]
     else:
         outputs = [path.with_name(f"{path.stem}{suffix}{extension}") for path in inputs]
 
@@ -155,7 +172,7 @@ def resolve_outputs(
     by_identity = {identity: path for path in inputs if (identity := _identity(path)) is not None}
     seen: dict[Path, Path] = {}
     for source, target in zip(inputs, outputs, strict=True):
-        check_output_format(target)
+        (check_format or check_output_format)(target)
         identity = _identity(target)
         clash = by_path.get(target.resolve()) or (by_identity.get(identity) if identity else None)
         if clash is not None:

@@ -83,3 +83,10 @@ class Quantizer(nn.Module, Part):
     ) -> dict[str, float]:
         """Called after each optimiser step with that step's latents and codes; returns metrics."""
         return {}
+
+    def upkeep_state(self) -> dict[str, torch.Tensor]:
+        """Training-only state of the upkeep (saved in checkpoints, not in the model)."""
+        return {}
+
+    def load_upkeep_state(self, state: dict[str, torch.Tensor]) -> None:  # noqa: B027 - optional hook
+        """Restore :meth:`upkeep_state` (a resumed run then replaces the same dead codes)."""

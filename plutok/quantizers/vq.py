@@ -176,6 +176,22 @@ class VectorQuantizer(Quantizer):
         return F.embedding(codes, self.vectors()).transpose(1, 2)
 
     # -- upkeep ---------------------------------------------------------------------------
+    def upkeep_state(self) -> dict[str, torch.Tensor]:
+        return {
+            "unused_steps": self._unused_steps,
+            "replay": self._replay,
+            "ema_counts": self._ema_counts,
+            "ema_sums": self._ema_sums,
+            "replay_position": torch.tensor([self._replay_filled, self._replay_position]),
+            "generator": self._generator.get_state(),
+        }
+
+    def load_upkeep_state(self, state: dict[str, torch.Tensor]) -> None:
+        for name in ("unused_steps", "replay", "ema_counts", "ema_sums"):
+            getattr(self, f"_{name}").copy_(state[name])
+        self._replay_filled, self._replay_position = (int(v) for v in state["replay_position"])
+        self._generator.set_state(state["generator"].to(torch.uint8))
+
     @torch.no_grad()
     def initialize(self, latents: torch.Tensor) -> None:
         """k-means of encoder outputs ``(N, D)`` as the initial codebook."""

@@ -72,7 +72,7 @@ class Trainer:
         config: TrainerConfig,
         out_dir: str | Path,
         callback: Callback | None = None,
-        log: Callable[[str], None] = print,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.codec = codec.to(config.device)
         self.train_data = train
@@ -80,7 +80,8 @@ class Trainer:
         self.config = config
         self.out_dir = Path(out_dir)
         self.callback = callback
-        self.log = log
+        # Flushed: a log redirected to a file must show progress while training runs.
+        self.log = log or (lambda line: print(line, flush=True))
         params = [p for p in codec.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
@@ -196,6 +197,10 @@ class Trainer:
         directory.mkdir(parents=True, exist_ok=True)
         stem = directory / f"step-{self.step_number:07d}"
         tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in self.codec.state_dict().items()}
+        quantizer = getattr(self.codec, "quantizer", None)
+        if quantizer is not None:
+            for key, value in quantizer.upkeep_state().items():
+                tensors[f"upkeep/{key}"] = value.detach().cpu().contiguous()
         optimizer_state = self.optimizer.state_dict()
         for index, state in optimizer_state["state"].items():
             for name, value in state.items():
@@ -232,6 +237,9 @@ class Trainer:
                 restored.setdefault(int(index), {})[name] = value
         state["state"] = restored
         self.optimizer.load_state_dict(state)
+        upkeep = {k[len("upkeep/") :]: v for k, v in tensors.items() if k.startswith("upkeep/")}
+        if upkeep:
+            self.codec.quantizer.load_upkeep_state(upkeep)
         self.step_number = int(meta["step"])
         self.train_data.batches_drawn = int(meta["batches_drawn"])
         self.history = list(meta.get("history", []))

@@ -1,0 +1,109 @@
+"""The ``plutok`` command: one entry point, a subcommand per job, ``--help`` everywhere.
+
+Exit status: 0 done (a many-file run that skipped some bad files, with a warning
+line, counts as done); 1 a :class:`~plutok.errors.PlutokError` (bad audio, a foreign
+``.plt``, unknown token ids, a broken model, an unsafe or unwritable output), shown
+as one ``plutok: error: ...`` line, and a many-file run in which no file worked; 2 the
+command line is wrong (argparse's usage errors, and options that contradict each
+other); 130 interrupted by Ctrl-C.
+
+One module per command group: :mod:`~plutok.cli.encode`, :mod:`~plutok.cli.decode`,
+:mod:`~plutok.cli.roundtrip`, :mod:`~plutok.cli.info`, :mod:`~plutok.cli.training`;
+shared options and helpers in :mod:`~plutok.cli.common`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from plutok import __version__
+from plutok.cli import decode, encode, info, roundtrip, training
+from plutok.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, set_threads
+
+__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_USAGE", "build_parser", "main"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+# Modules with their own configure_parser/run; they keep heavy imports (whisper, ...) inside functions.
+_EXTERNAL = (
+    ("convert", "plutok.convert", "convert the original Plutok release into a model directory"),
+    ("eval", "plutok.evaluation.cli", "measure quality and bitrate against classical codecs"),
+    ("bench", "plutok.bench", "measure encode/decode speed and memory"),
+    ("corpus", "plutok.corpus", "build the offline training corpus"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="plutok",
+        description="Multilingual speech <-> very few discrete tokens. Run 'plutok COMMAND --help' for details.",
+        epilog="Exit status: 0 done, 1 error (one 'plutok: error:' line), 2 bad command line, 130 Ctrl-C.",
+    )
+    parser.add_argument("--version", action="version", version=f"plutok {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help_text: str, handler: Handler) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler, subparser=sub)
+        return sub
+
+    for name, module, help_text in (
+        (
+            "encode",
+            encode,
+            "tokenize audio files into .plt files, or a corpus into Parquet/JSONL token shards",
+        ),
+        (
+            "decode",
+            decode,
+            "speech from .plt files, bare token ids or a token-shard row (optionally in another voice)",
+        ),
+        (
+            "roundtrip",
+            roundtrip,
+            "tokenize and decode one file; report token rate, bitrate, real-time factors",
+        ),
+        ("info", info, "facts about a model directory or a .plt file"),
+    ):
+        module.configure(command(name, help_text, module.run))
+    training.register(command)
+    for name, module, help_text in _EXTERNAL:
+        loaded = importlib.import_module(module)
+        loaded.configure_parser(command(name, help_text, loaded.run))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 0
+    from plutok.errors import PlutokError
+
+    try:
+        set_threads(args)
+        return int(args.handler(args) or 0)
+    except UsageError as error:
+        args.subparser.print_usage(sys.stderr)
+        print(f"{args.subparser.prog}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except PlutokError as error:
+        print(f"plutok: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("plutok: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_ERROR
+    except OSError as error:  # unwritable output folder, full disk, -o naming a directory, ...
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"plutok: error: {where}{error.strerror or error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""``plutok decode``: speech from ``.plt`` files, from bare token ids, or from one row of a token corpus.
+
+Every output is resolved and checked (format, collisions, never an input, no silent
+overwrite) before the model is loaded, so a typo costs nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from plutok.cli.common import (
+    UsageError,
+    add_model_options,
+    collect_inputs,
+    folder_output,
+    is_many,
+    load_model,
+    many_files_exit,
+    my_share,
+    non_negative_int,
+    plural,
+    positive_int,
+    rank_prefix,
+    resolve_for_rank,
+    skipped,
+    warn,
+)
+
+if TYPE_CHECKING:
+    from plutok.api import Plutok
+    from plutok.encoding import Encoding
+    from plutok.io.shards import TokenRow
+
+# plutok.io.outputs.OUTPUT_FORMATS, spelled out so that --help does not import numpy and soundfile
+# (tests/test_cli_decode.py checks that they agree).
+AUDIO_FORMATS = ("wav", "flac", "ogg", "mp3")
+OUTPUT_EXTENSIONS = tuple(f".{name}" for name in AUDIO_FORMATS)
+SHARD_SUFFIXES = (".parquet", ".jsonl")
+STDIN = "-"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="IN",
+        help=".plt file(s) or folder(s) of them (searched recursively); or one token corpus "
+        "(.parquet, .jsonl or a folder of shards) with --row or --path",
+    )
+    source = parser.add_argument_group("other sources")
+    source.add_argument(
+        "--ids",
+        metavar="FILE",
+        help="decode bare token ids (e.g. from a language model): a JSON list or whitespace-separated "
+        "integers; '-' reads them from stdin",
+    )
+    pick = source.add_mutually_exclusive_group()
+    pick.add_argument(
+        "--row",
+        type=non_negative_int,
+        metavar="N",
+        help="decode row N (0-based, in shard order) of a token corpus",
+    )
+    pick.add_argument("--path", metavar="REL", help="decode the row of source file REL of a token corpus")
+    voice = parser.add_argument_group("voice and output")
+    voice.add_argument(
+        "--speaker",
+        metavar="REF",
+        help="speak in this voice: a reference audio file or a .plt file (voice swap); default the "
+        "encoding's own voice (for --ids: the model's default voice)",
+    )
+    voice.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="OUT.wav/.flac/.ogg/.mp3 for one input, or a folder (ends in '/' or exists) "
+        "(default: IN.decoded.wav beside each input)",
+    )
+    voice.add_argument(
+        "--format",
+        choices=AUDIO_FORMATS,
+        default=None,
+        help="audio format of outputs not named by -o OUT.EXT (default wav)",
+    )
+    voice.add_argument(
+        "--sample-rate",
+        type=positive_int,
+        default=None,
+        metavar="HZ",
+        help="output rate (default: the model's)",
+    )
+    voice.add_argument("--force", action="store_true", help="replace existing outputs you did not name")
+    voice.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_model_options(parser)
+
+
+# -- what to decode -------------------------------------------------------------------------------
+def read_ids(source: str) -> list[int]:
+    """Token ids from a file (or stdin for ``-``): a JSON list, a JSON object with ``token_ids``, or integers.
+
+    Raises:
+        TokenError: nothing there, or something that is not an integer.
+        PlutokError: the file cannot be read.
+    """
+    from plutok.errors import PlutokError, TokenError
+
+    name = "stdin" if source == STDIN else source
+    if source == STDIN:
+        text = sys.stdin.read()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise PlutokError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise TokenError(f"{path}: not a text file of token ids") from None
+    stripped = text.strip()
+    if stripped.startswith(("[", "{")):
+        try:
+            value: Any = json.loads(stripped)
+        except json.JSONDecodeError as error:
+            raise TokenError(f"{name}: not valid JSON ({error.msg} at line {error.lineno})") from None
+        if isinstance(value, dict):
+            value = value.get("token_ids", value.get("ids"))
+        if not isinstance(value, list):
+            raise TokenError(f"{name}: expected a JSON list of token ids (or an object with token_ids)")
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, int):
+                raise TokenError(f"{name}: token ids must be integers, got {json.dumps(item)}")
+        ids = list(value)
+    else:
+        ids = []
+        for word in re.split(r"[\s,]+", stripped) if stripped else []:
+            try:
+                ids.append(int(word))
+            except ValueError:
+                shown = word if len(word) <= 20 else word[:20] + "..."
+                raise TokenError(f"{name}: {shown!r} is not a token id (an integer)") from None
+    if not ids:
+        raise TokenError(f"{name}: no token ids in it")
+    return ids
+
+
+def row_encoding(tok: Plutok, row: TokenRow, source: str) -> Encoding:
+    """The :class:`Encoding` of one token-corpus row, refused when another model made it."""
+    import numpy as np
+
+    from plutok.encoding import Encoding
+    from plutok.errors import ContainerError
+
+    fingerprint = str(row.fingerprint).lower()
+    if len(fingerprint) < 16 or not tok.fingerprint.startswith(fingerprint):
+        raise ContainerError(
+            f"{source}: row {row.path} was made by another model (fingerprint {row.fingerprint[:16]}, this "
+            f"model's is {tok.fingerprint[:16]}); pass the model that made it with --model"
+        )
+    return Encoding(
+        ids=list(row.token_ids),
+        speaker=np.asarray(row.speaker, dtype=np.float32),
+        sample_rate=int(row.sample_rate),
+        num_samples=int(row.num_samples),
+        num_codes=int(row.num_codes),
+        fingerprint=bytes.fromhex(fingerprint[:16]),
+    )
+
+
+# -- outputs --------------------------------------------------------------------------------------
+def _extension(args: argparse.Namespace) -> str:
+    """Extension of outputs the user does not name; ``--format`` must agree with a named ``-o``."""
+    from plutok.io.outputs import is_folder_output
+
+    if args.output and not is_folder_output(args.output) and args.format:
+        named = Path(args.output).suffix.lower().lstrip(".")
+        if named != args.format:
+            raise UsageError(f"--format {args.format} contradicts -o {args.output}")
+    return "." + (args.format or "wav")
+
+
+def _pseudo_input(folder: Path, label: str) -> Path:
+    # resolve_outputs names outputs after an input's stem; ``.src`` keeps dots in ``label``.
+    return folder / f"{label}.src"
+
+
+def _check_mode(args: argparse.Namespace) -> str:
+    """``ids``, ``row`` or ``plt``, after refusing option combinations that make no sense."""
+    picked = args.row is not None or args.path is not None
+    if args.ids is not None:
+        if args.inputs or picked:
+            raise UsageError("--ids decodes token ids on their own: give no IN, --row or --path with it")
+        return "ids"
+    if picked:
+        if len(args.inputs) != 1:
+            raise UsageError("--row/--path pick a row of one token corpus: give exactly one IN")
+        return "row"
+    if not args.inputs:
+        raise UsageError("give .plt file(s), --ids FILE, or a token corpus with --row N / --path REL")
+    for argument in args.inputs:
+        path = Path(argument)
+        shards = path.is_dir() and any(
+            item.suffix in SHARD_SUFFIXES and item.stem.startswith("tokens-") for item in path.iterdir()
+        )
+        if path.suffix.lower() in SHARD_SUFFIXES or shards:
+            raise UsageError(f"{argument} is a token corpus: pick a row with --row N or --path REL")
+    return "plt"
+
+
+def run(args: argparse.Namespace) -> int:
+    from plutok.io.outputs import resolve_outputs
+
+    mode = _check_mode(args)
+    extension = _extension(args)
+    if args.sample_rate is not None and args.sample_rate > 384_000:
+        raise UsageError(f"--sample-rate must be at most 384000 Hz, got {args.sample_rate}")
+    if mode == "ids":
+        label = _pseudo_input(Path("."), "ids") if args.ids == STDIN else Path(args.ids)
+        [output] = resolve_outputs([label], args.output, ".decoded", extension, args.force)
+        ids = read_ids(args.ids)
+        return _decode_ids(args, ids, output)
+    if mode == "row":
+        corpus = Path(args.inputs[0])
+        label = f"row{args.row}" if args.row is not None else Path(args.path).stem
+        base = corpus.name[: -len(corpus.suffix)] if corpus.suffix else corpus.name
+        pseudo = _pseudo_input(corpus.parent, f"{base}-{label}")
+        [output] = resolve_outputs([pseudo], args.output, ".decoded", extension, args.force)
+        return _decode_row(args, corpus, output)
+    files = collect_inputs(args.inputs, (".plt",), ".plt files")
+    output = folder_output(args.output, args.inputs, OUTPUT_EXTENSIONS)
+    outputs = resolve_for_rank(files, output, ".decoded", extension, args.force)
+    if not is_many(args.inputs):
+        return _decode_one_plt(args, files[0].path, outputs[0])
+    return _decode_many(args, my_share(list(zip([item.path for item in files], outputs, strict=True))))
+
+
+def _speaker(tok: Plutok, args: argparse.Namespace) -> Any:
+    """The ``--speaker`` vector, computed once for every file, or None."""
+    return None if args.speaker is None else tok.speaker_vector(args.speaker)
+
+
+def _report(tokens: int, written: Any, args: argparse.Namespace) -> None:
+    voice = f" in the voice of {args.speaker}" if args.speaker else ""
+    print(f"{tokens} tokens -> {written.seconds:.2f} s at {written.sample_rate} Hz{voice} -> {written.path}")
+
+
+def _decode_ids(args: argparse.Namespace, ids: list[int], output: Path) -> int:
+    from plutok.errors import ModelError
+    from plutok.io.outputs import write_audio_checked
+
+    tok = load_model(args)
+    if args.speaker is None and tok.default_speaker is None:
+        raise ModelError("this model stores no default voice; give one with --speaker REF.wav (or REF.plt)")
+    codes = tok.ids_to_codes(ids)  # unknown ids fail here, before the reference audio is read
+    del codes
+    wav, rate = tok.decode_ids(ids, speaker=_speaker(tok, args), sample_rate=args.sample_rate)
+    _report(len(ids), write_audio_checked(output, wav, rate), args)
+    return 0
+
+
+def _decode_row(args: argparse.Namespace, corpus: Path, output: Path) -> int:
+    from plutok.io.outputs import write_audio_checked
+    from plutok.io.shards import find_row
+
+    row = find_row(corpus, row=args.row, path=args.path)
+    tok = load_model(args)
+    encoding = row_encoding(tok, row, str(corpus))
+    wav, rate = tok.decode(encoding, sample_rate=args.sample_rate, speaker=_speaker(tok, args))
+    _report(len(encoding.ids), write_audio_checked(output, wav, rate), args)
+    return 0
+
+
+def _decode_one_plt(args: argparse.Namespace, source: Path, output: Path) -> int:
+    from plutok.io.outputs import write_audio_checked
+
+    tok = load_model(args)
+    encoding = tok.load_plt(source)
+    wav, rate = tok.decode(encoding, sample_rate=args.sample_rate, speaker=_speaker(tok, args))
+    _report(len(encoding.ids), write_audio_checked(output, wav, rate), args)
+    return 0
+
+
+def _decode_many(args: argparse.Namespace, pairs: list[tuple[Path, Path]]) -> int:
+    from tqdm import tqdm
+
+    from plutok.errors import PlutokError
+    from plutok.io.outputs import write_audio_checked
+
+    tok = load_model(args)
+    speaker = _speaker(tok, args)
+    started = time.perf_counter()
+    done = failed = 0
+    seconds = 0.0
+    for source, output in tqdm(pairs, desc="decoding", unit="file", disable=args.quiet):
+        try:
+            encoding = tok.load_plt(source)
+            wav, rate = tok.decode(encoding, sample_rate=args.sample_rate, speaker=speaker)
+            written = write_audio_checked(output, wav, rate)
+        except PlutokError as error:
+            failed += 1
+            skipped(source, error)
+            continue
+        done += 1
+        seconds += written.seconds
+    elapsed = time.perf_counter() - started
+    where = args.output or "beside the inputs"
+    rtf = f" (real-time factor {elapsed / seconds:.3f})" if seconds else ""
+    print(
+        f"{rank_prefix()}decoded {plural(done, 'file')}, {seconds:.1f} s of audio in {elapsed:.1f} s{rtf} -> {where}"
+    )
+    if failed:
+        warn(f"{failed} of {plural(len(pairs), 'file')} could not be decoded (listed above)")
+    return many_files_exit(done, failed)

@@ -1,0 +1,50 @@
+"""One chunking helper: chunked output equals one pass for every ratio of output to input steps."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from plutok.chunking import chunked_apply, plan_windows
+
+
+def _stage(ratio: Fraction):
+    """A random conv stage with a receptive field of +-6 input steps and ``ratio`` outputs per step."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(2, 2, kernel_size=13, padding=6)
+    signal = torch.randn(2, 230)
+
+    def process(begin: int, end: int) -> np.ndarray:
+        with torch.no_grad():
+            out = conv(signal[None, :, begin:end])[0].numpy()
+        if ratio > 1:
+            return np.repeat(out, int(ratio), axis=-1)
+        return out[..., :: int(1 / ratio)] if ratio < 1 else out
+
+    return process
+
+
+@pytest.mark.parametrize("ratio", [Fraction(1), Fraction(1, 2), Fraction(3)])
+@pytest.mark.parametrize("fixed", [False, True])
+def test_chunked_equals_one_pass(ratio, fixed):
+    process = _stage(ratio)
+    reference = process(0, 230)
+    for chunk in (2, 10, 50):
+        result = chunked_apply(process, 230, chunk, 6, ratio, fixed_window=fixed)
+        np.testing.assert_allclose(result, reference, rtol=0, atol=1e-6)
+
+
+def test_windows_cover_every_output_once():
+    windows = plan_windows(1003, 100, 8, Fraction(1, 4))
+    assert sum(w.count for w in windows) == 251
+    assert windows[0].first == 0 and all(w.first == 2 for w in windows[1:])  # 8 steps of context = 2 outputs
+    fixed = plan_windows(1003, 100, 8, 1, fixed_window=True)
+    assert {w.end - w.begin for w in fixed} == {116} and fixed[-1].end == 1003
+
+
+def test_a_chunk_that_cuts_an_output_is_refused():
+    with pytest.raises(ValueError):
+        plan_windows(100, 10, 4, Fraction(1, 4))

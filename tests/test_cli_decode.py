@@ -1,0 +1,332 @@
+"""``plutok decode``: bare ids, voice swap, token-shard rows, many files, safe outputs checked first."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from plutok.api import Plutok
+from plutok.cli import main
+from plutok.cli.decode import AUDIO_FORMATS, read_ids
+from plutok.io.outputs import OUTPUT_FORMATS
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    code = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def voiced_model_dir(tiny_model_dir, tmp_path_factory, speech_like) -> Path:
+    """The tiny model with a stored default voice (a v1 model: same fingerprint, so the same .plt files)."""
+    directory = tmp_path_factory.mktemp("voiced") / "model"
+    shutil.copytree(tiny_model_dir, directory)
+    tok = Plutok.from_pretrained(tiny_model_dir)
+    config = json.loads((directory / "config.json").read_text())
+    config["default_speaker"] = tok.encode(speech_like(1.0, seed=7), 16000).speaker.tolist()
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+@pytest.fixture
+def plts(tiny_model, tmp_path, speech_like) -> dict[str, Path]:
+    """Three .plt files (two in a subfolder) and a reference voice as audio and as .plt."""
+    folder = tmp_path / "plts"
+    (folder / "sub").mkdir(parents=True)
+    made = {}
+    for name, seed in (("a", 1), ("sub/b", 2), ("sub/c", 3)):
+        made[name] = tiny_model.save_plt(
+            tiny_model.encode(speech_like(0.4, seed=seed), 16000), folder / f"{name}.plt"
+        )
+    reference = tmp_path / "voice.wav"
+    sf.write(reference, speech_like(0.5, sample_rate=22050, seed=11) * 3, 22050, subtype="PCM_16")
+    made["voice.wav"] = reference
+    made["voice.plt"] = tiny_model.save_plt(tiny_model.encode_file(reference), tmp_path / "voice.plt")
+    return made
+
+
+def test_formats_agree_with_the_writer():
+    assert [f".{name}" for name in AUDIO_FORMATS] == list(OUTPUT_FORMATS)
+
+
+# -- bare ids -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text",
+    ["[4, 5, 6, 7]", "4 5\n6\t7\n", "4, 5, 6, 7", '{"path": "x.wav", "token_ids": [4, 5, 6, 7]}'],
+)
+def test_id_file_layouts(tmp_path, text, monkeypatch):
+    (tmp_path / "ids.txt").write_text(text)
+    assert read_ids(str(tmp_path / "ids.txt")) == [4, 5, 6, 7]
+    monkeypatch.setattr("sys.stdin", io.StringIO(text))
+    assert read_ids("-") == [4, 5, 6, 7]
+
+
+def test_decode_ids_with_a_voice(tiny_model_dir, tiny_model, plts, tmp_path, capsys, monkeypatch):
+    ids = tiny_model.load_plt(plts["a"]).ids
+    (tmp_path / "ids.txt").write_text(json.dumps(ids))
+    code, out, _ = run(
+        ["decode", "--ids", tmp_path / "ids.txt", "--speaker", plts["voice.plt"], "--model", tiny_model_dir],
+        capsys,
+    )
+    assert code == 0
+    output = tmp_path / "ids.decoded.wav"  # beside the id file
+    assert (
+        out.strip()
+        == f"{len(ids)} tokens -> 0.40 s at 16000 Hz in the voice of {plts['voice.plt']} -> {output}"
+    )
+    expected, rate = tiny_model.decode_ids(ids, speaker=plts["voice.plt"])
+    written, written_rate = sf.read(output, dtype="float32")
+    assert written_rate == rate and written.shape == expected.shape
+    np.testing.assert_allclose(written, np.clip(expected, -1, 1), atol=1 / 2**15 + 1e-6)
+    # From stdin ("-"): the same audio.
+    monkeypatch.setattr("sys.stdin", io.StringIO(" ".join(map(str, ids))))
+    argv = ["decode", "--ids", "-", "--speaker", plts["voice.plt"], "-o", tmp_path / "stdin.wav"]
+    assert run([*argv, "--model", tiny_model_dir], capsys)[0] == 0
+    np.testing.assert_array_equal(sf.read(tmp_path / "stdin.wav")[0], sf.read(output)[0])
+
+
+def test_decode_ids_default_voice(voiced_model_dir, tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "ids.txt").write_text("3 5 7 9 11 13")
+    code, _, err = run(["decode", "--ids", tmp_path / "ids.txt", "--model", tiny_model_dir], capsys)
+    assert code == 1 and "no default voice; give one with --speaker" in err
+    assert not (tmp_path / "ids.decoded.wav").exists()
+    code, out, _ = run(["decode", "--ids", tmp_path / "ids.txt", "--model", voiced_model_dir], capsys)
+    assert code == 0 and sf.info(tmp_path / "ids.decoded.wav").frames > 0
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("1 2 99999", "not in the vocabulary"),
+        ("1 2 x", "'x' is not a token id"),
+        ("[1, 2.5]", "token ids must be integers, got 2.5"),
+        ("[1, true]", "token ids must be integers, got true"),
+        ("", "no token ids"),
+        ("[1, 2", "not valid JSON"),
+    ],
+)
+def test_bad_ids_are_one_line(voiced_model_dir, tmp_path, text, message, capsys):
+    (tmp_path / "ids.txt").write_text(text)
+    code, _, err = run(["decode", "--ids", tmp_path / "ids.txt", "--model", voiced_model_dir], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert err.startswith("plutok: error:") and message in err
+    assert not (tmp_path / "ids.decoded.wav").exists()
+
+
+def test_ids_options_that_contradict_are_usage_errors(plts, tmp_path, capsys):
+    (tmp_path / "ids.txt").write_text("1 2")
+    shard_folder = tmp_path / "tokens"
+    shard_folder.mkdir()
+    (shard_folder / "tokens-00000.jsonl").write_text("")
+    for argv, message in [
+        (["--ids", tmp_path / "ids.txt", plts["a"]], "--ids decodes token ids on their own"),
+        ([], "give .plt file(s), --ids FILE"),
+        ([tmp_path / "t.parquet"], "is a token corpus: pick a row"),
+        ([shard_folder], "is a token corpus: pick a row"),
+        ([plts["a"], plts["sub/b"], "--row", "1"], "give exactly one IN"),
+        ([plts["a"], "-o", tmp_path / "x.wav", "--format", "flac"], "--format flac contradicts"),
+        ([plts["a"], "--sample-rate", "500000"], "at most 384000 Hz"),
+    ]:
+        code, _, err = run(["decode", *argv], capsys)
+        assert code == 2 and err.startswith("usage: plutok decode") and message in err, err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["decode", "x.parquet", "--row", "1", "--path", "a.wav"])
+    assert exit_info.value.code == 2
+
+
+# -- voice swap -----------------------------------------------------------------------------------
+def test_voice_swap(tiny_model_dir, tiny_model, plts, tmp_path, capsys):
+    own = tmp_path / "own.wav"
+    assert run(["decode", plts["a"], "-o", own, "--model", tiny_model_dir], capsys)[0] == 0
+    swapped = {}
+    for kind in ("voice.wav", "voice.plt"):
+        target = tmp_path / f"swap-{kind}.wav"
+        code, out, _ = run(
+            ["decode", plts["a"], "--speaker", plts[kind], "-o", target, "--model", tiny_model_dir], capsys
+        )
+        assert code == 0 and f"in the voice of {plts[kind]}" in out
+        swapped[kind] = sf.read(target)[0]
+    # The reference's voice (from its audio or from its .plt) replaces the encoding's own.
+    np.testing.assert_array_equal(swapped["voice.wav"], swapped["voice.plt"])
+    assert sf.read(own)[0].shape == swapped["voice.wav"].shape
+    assert not np.allclose(sf.read(own)[0], swapped["voice.wav"], atol=1e-3)
+    expected, _ = tiny_model.decode(tiny_model.load_plt(plts["a"]), speaker=plts["voice.wav"])
+    np.testing.assert_allclose(swapped["voice.wav"], np.clip(expected, -1, 1), atol=1 / 2**15 + 1e-6)
+
+
+def test_bad_reference_voice_is_one_line(tiny_model_dir, plts, tmp_path, capsys):
+    code, _, err = run(
+        ["decode", plts["a"], "--speaker", tmp_path / "missing.wav", "--model", tiny_model_dir], capsys
+    )
+    assert code == 1 and "missing.wav: no such file" in err
+    assert not (plts["a"].parent / "a.decoded.wav").exists()
+
+
+# -- many files -----------------------------------------------------------------------------------
+def test_many_plt_files_and_folders(tiny_model_dir, plts, tmp_path, capsys):
+    folder = plts["a"].parent
+    (folder / "sub" / "broken.plt").write_bytes(b"PLTK not really")
+    code, out, err = run(["decode", folder, "-o", tmp_path / "out", "--model", tiny_model_dir], capsys)
+    assert code == 0  # the broken file is skipped and listed
+    assert sorted(
+        path.relative_to(tmp_path / "out").as_posix() for path in (tmp_path / "out").rglob("*")
+    ) == [
+        "a.wav",
+        "sub",
+        "sub/b.wav",
+        "sub/c.wav",
+    ]
+    assert "decoded 3 files" in out and "real-time factor" in out
+    assert "plutok: skipped" in err and "broken.plt" in err
+    assert "decoding" in err  # the progress bar
+    assert err.strip().splitlines()[-1] == "plutok: warning: 1 of 4 files could not be decoded (listed above)"
+    # Files given one by one, default outputs beside them, -q hides the bar.
+    (folder / "sub" / "broken.plt").unlink()
+    code, _, err = run(
+        ["decode", plts["a"], plts["sub/b"], "-q", "--format", "flac", "--model", tiny_model_dir], capsys
+    )
+    assert code == 0 and "decoding" not in err
+    assert (folder / "a.decoded.flac").is_file() and (folder / "sub" / "b.decoded.flac").is_file()
+
+
+def test_many_files_into_one_named_file_is_refused(plts, tmp_path, capsys):
+    code, _, err = run(["decode", plts["a"], plts["sub/b"], "-o", tmp_path / "x.wav"], capsys)
+    assert code == 1 and "names one file but there are 2 inputs" in err
+
+
+# -- safe outputs ---------------------------------------------------------------------------------
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Fails the test if a model loads or anything is decoded."""
+    calls = []
+
+    def spy(name):
+        def refuse(*args, **kwargs):
+            calls.append(name)
+            raise AssertionError(f"{name} ran before the output was checked")
+
+        return refuse
+
+    monkeypatch.setattr(Plutok, "from_pretrained", spy("from_pretrained"))
+    monkeypatch.setattr(Plutok, "decode", spy("decode"))
+    monkeypatch.setattr(Plutok, "decode_ids", spy("decode_ids"))
+    return calls
+
+
+@pytest.mark.parametrize(
+    "output, message",
+    [("x.aac", "cannot write '.aac'"), ("noext", "no audio extension"), ("x.plt", "cannot write '.plt'")],
+)
+def test_output_format_is_checked_before_any_decoding(plts, tmp_path, output, message, no_decoding, capsys):
+    (tmp_path / "ids.txt").write_text("1 2 3")
+    for source in ([plts["a"]], ["--ids", tmp_path / "ids.txt"]):
+        code, _, err = run(["decode", *source, "-o", tmp_path / output], capsys)
+        assert code == 1 and message in err, err
+    code, _, err = run(["decode", plts["a"], "--format", "wav", "-o", tmp_path / output], capsys)
+    assert code == 2 and "contradicts" in err
+    assert no_decoding == []
+
+
+def test_default_output_never_collides(tiny_model_dir, plts, capsys, no_decoding, monkeypatch):
+    target = plts["a"].with_name("a.decoded.wav")
+    target.write_bytes(b"keep me")
+    code, _, err = run(["decode", plts["a"]], capsys)
+    assert code == 1 and "a.decoded.wav: exists; pass --force" in err
+    assert target.read_bytes() == b"keep me" and no_decoding == []
+    monkeypatch.undo()
+    assert run(["decode", plts["a"], "--force", "--model", tiny_model_dir], capsys)[0] == 0
+    assert sf.info(target).frames > 0
+
+
+def test_output_equal_to_an_input_is_refused(plts, tmp_path, capsys, no_decoding):
+    wav_named_plt = tmp_path / "x.wav"
+    shutil.copy(plts["a"], wav_named_plt)
+    code, _, err = run(["decode", wav_named_plt, "-o", wav_named_plt, "--force"], capsys)
+    assert code == 1 and "would overwrite the input" in err
+    # The input folder as -o: a.plt -> a.wav is not an input, but a folder of inputs named .wav is.
+    assert no_decoding == []
+
+
+def test_output_folder_for_one_input(tiny_model_dir, plts, tmp_path, capsys):
+    code, out, _ = run(["decode", plts["a"], "-o", f"{tmp_path / 'new'}/", "--model", tiny_model_dir], capsys)
+    assert code == 0 and (tmp_path / "new" / "a.wav").is_file()
+    (tmp_path / "existing").mkdir()
+    code, out, _ = run(
+        ["decode", plts["a"], "-o", tmp_path / "existing", "--format", "ogg", "--model", tiny_model_dir],
+        capsys,
+    )
+    assert code == 0 and sf.info(tmp_path / "existing" / "a.ogg").format == "OGG"
+
+
+@pytest.mark.parametrize("extension", sorted(OUTPUT_FORMATS))
+def test_each_output_format(tiny_model_dir, plts, tmp_path, extension, capsys):
+    from plutok.io.outputs import supported_output_extensions
+
+    if extension not in supported_output_extensions():
+        pytest.skip(f"this libsndfile cannot write {extension}")
+    target = tmp_path / f"out{extension}"
+    assert run(["decode", plts["sub/b"], "-o", target, "--model", tiny_model_dir], capsys)[0] == 0
+    assert sf.info(target).format == OUTPUT_FORMATS[extension][0]
+
+
+# -- token-shard rows -----------------------------------------------------------------------------
+@pytest.fixture
+def shard(tiny_model_dir, tmp_path, speech_like, capsys) -> tuple[Path, Path]:
+    """A parquet token corpus of five files, and the corpus folder."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for index in range(5):
+        sf.write(
+            corpus / f"f{index}.wav", speech_like(0.3 + 0.05 * index, seed=index), 16000, subtype="PCM_16"
+        )
+    output = tmp_path / "tokens.parquet"
+    assert run(["encode", corpus, "-o", output, "-q", "--model", tiny_model_dir], capsys)[0] == 0
+    return output, corpus
+
+
+def test_decode_one_row(tiny_model_dir, tiny_model, shard, plts, tmp_path, capsys):
+    output, corpus = shard
+    code, out, _ = run(
+        ["decode", output, "--row", 3, "--speaker", plts["voice.wav"], "--model", tiny_model_dir], capsys
+    )
+    assert code == 0
+    target = tmp_path / "tokens-row3.decoded.wav"
+    assert str(target) in out
+    encoding = tiny_model.encode_file(corpus / "f3.wav")
+    expected, rate = tiny_model.decode(encoding, speaker=plts["voice.wav"])
+    written, written_rate = sf.read(target, dtype="float32")
+    assert written_rate == rate
+    np.testing.assert_allclose(written, np.clip(expected, -1, 1), atol=1 / 2**15 + 1e-6)
+    # By source path, in its own voice, into a named file.
+    code, _, _ = run(
+        ["decode", output, "--path", "f3.wav", "-o", tmp_path / "f3.wav", "--model", tiny_model_dir], capsys
+    )
+    assert code == 0
+    own, _ = tiny_model.decode(encoding)
+    np.testing.assert_allclose(
+        sf.read(tmp_path / "f3.wav", dtype="float32")[0], np.clip(own, -1, 1), atol=1e-4
+    )
+
+
+def test_bad_rows_are_one_line(tiny_model_dir, shard, tmp_path, capsys):
+    output, _ = shard
+    code, _, err = run(["decode", output, "--row", 5, "--model", tiny_model_dir], capsys)
+    assert code == 1 and "row 5 is out of range (it has 5 rows)" in err
+    code, _, err = run(["decode", output, "--path", "nope.wav", "--model", tiny_model_dir], capsys)
+    assert code == 1 and "no row for path 'nope.wav'" in err
+    # A row made by another model is refused, not decoded into noise.
+    from dataclasses import asdict
+
+    from plutok.io.shards import read_rows
+
+    rows = [asdict(row) | {"fingerprint": "ab" * 32} for row in read_rows(output)]
+    (tmp_path / "foreign.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code, _, err = run(["decode", tmp_path / "foreign.jsonl", "--row", 0, "--model", tiny_model_dir], capsys)
+    assert code == 1 and "was made by another model" in err and "--model" in err

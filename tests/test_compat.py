@@ -1,0 +1,59 @@
+"""v1 keeps working: the 0.1 bundled model, its .plt files and its tokens, bit for bit.
+
+The fixture was made with Plutok 0.1 (before the stage redesign): a 1.5 s clip of the
+bundled sample encoded by the then-default model (`tests/fixtures/v1/sample-1.5s.plt`),
+with the ids, codes, model fingerprint and decoded waveform 0.1 produced
+(`sample-1.5s-expected.npz`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+FIXTURES = Path(__file__).parent / "fixtures" / "v1"
+
+
+@pytest.fixture(scope="module")
+def v1_model():
+    from plutok.api import Plutok
+
+    return Plutok.from_pretrained("v1")
+
+
+@pytest.fixture(scope="module")
+def expected():
+    return np.load(FIXTURES / "sample-1.5s-expected.npz")
+
+
+def test_v1_model_keeps_its_fingerprint(v1_model, expected):
+    assert v1_model.fingerprint == bytes(expected["fingerprint"]).hex()
+
+
+@pytest.mark.slow
+def test_v1_plt_decodes_bit_identically(v1_model, expected):
+    encoding = v1_model.load_plt(FIXTURES / "sample-1.5s.plt")
+    assert encoding.ids == expected["ids"].tolist()
+    decoded, rate = v1_model.decode(encoding)
+    assert rate == 16000
+    np.testing.assert_array_equal(decoded, expected["decoded"])
+
+
+def test_v1_encoding_gives_the_same_tokens(v1_model, expected):
+    from plutok.hub import default_model_path
+
+    wav, rate = sf.read(default_model_path().parent / "sample.flac", dtype="float32")
+    encoding = v1_model.encode(wav[: int(1.5 * rate)], rate)
+    assert encoding.ids == expected["ids"].tolist()
+    np.testing.assert_array_equal(v1_model.ids_to_codes(encoding.ids), expected["codes"])
+    np.testing.assert_array_equal(encoding.speaker, expected["speaker"])
+
+
+def test_a_v1_plt_is_refused_by_another_model(expected, tiny_model):
+    from plutok.errors import ContainerError
+
+    with pytest.raises(ContainerError, match="another model|fingerprint"):
+        tiny_model.load_plt(FIXTURES / "sample-1.5s.plt")
