@@ -110,7 +110,9 @@ class Plutok:
         return bits_per_token(self.vocab_size)
 
     def bitrate(self, tokens_per_second: float, seconds: float) -> float:
-        """Bits per second of ``seconds`` of audio at ``tokens_per_second``, speaker vector included."""
+        """Bits per second of ``seconds`` (> 0) of audio at ``tokens_per_second``, speaker vector included."""
+        if not seconds > 0:
+            raise ValueError(f"seconds must be positive, got {seconds}")
         return tokens_per_second * self.bits_per_token + self.speaker_bits / seconds
 
     @property
@@ -287,7 +289,12 @@ class Plutok:
         from tqdm import tqdm
 
         paths = [Path(path) for path in paths]
-        bar = tqdm(total=len(paths), desc="encoding", unit="file", disable=not progress)
+        with tqdm(total=len(paths), desc="encoding", unit="file", disable=not progress) as bar:
+            yield from self._encode_batches(paths, batch_size, raise_errors, bar)
+
+    def _encode_batches(
+        self, paths: list[Path], batch_size: int, raise_errors: bool, bar: Any
+    ) -> Iterator[tuple[Path, Encoding | PlutokError]]:
         for first in range(0, len(paths), batch_size):
             loaded: list[tuple[Path, np.ndarray, int, int] | tuple[Path, PlutokError]] = []
             for path in paths[first : first + batch_size]:
@@ -315,7 +322,6 @@ class Plutok:
                     codes = self._codes_of_analysis(next(analyses), speaker)
                     yield path, self._encoding(codes, speaker, waveform, source_rate, num_samples)
                 bar.update(1)
-        bar.close()
 
     def ids_to_codes(self, ids: Iterable[int]) -> np.ndarray:
         """Codes int64 ``(codes,)`` behind token ids; raises :class:`TokenError` for unknown ids."""
@@ -552,5 +558,9 @@ def resolve_device(device: str) -> str:
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise PlutokError(f"unknown device {device!r}; use auto, cpu or cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PlutokError("--device cuda: no CUDA GPU is visible to torch")
+        raise PlutokError(f"device {device}: no CUDA GPU is visible to torch")
+    if device.startswith("cuda:"):
+        index = device.split(":", 1)[1]
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise PlutokError(f"device {device}: torch sees {torch.cuda.device_count()} GPU(s) (cuda:0 ...)")
     return device

@@ -164,9 +164,11 @@ def test_checkpoints_and_final_model_are_written(tmp_path):
     )
     latest = json.loads((tmp_path / "latest.json").read_text())
     assert latest["step"] == 12
-    assert sorted(p.name for p in tmp_path.glob("step-*.safetensors")) == [
-        "step-00000008.safetensors",
-        "step-00000012.safetensors",
+    # The two newest checkpoints: weights + training state (safetensors + JSON, no pickles).
+    assert sorted(p.name for p in tmp_path.glob("step-*")) == [
+        f"step-{step:08d}{suffix}"
+        for step in (8, 12)
+        for suffix in (".safetensors", ".state.json", ".state.safetensors")
     ]
     assert not list(tmp_path.glob("*.part"))
     loaded = VQVAE.load(tmp_path)

@@ -41,8 +41,28 @@ SPACELESS_LANGUAGES = frozenset({"ja", "zh", "yue", "th", "lo", "km", "my", "bo"
 # --------------------------------------------------------------------------- alignment
 
 
+def log_envelope(wav: np.ndarray, window: int = 80) -> np.ndarray:
+    """Mean-removed log energy envelope ``(samples,)``: squared signal averaged over ``window`` samples.
+
+    Floored 60 dB below the loudest point, so silence does not dominate the correlation.
+    """
+    energy = np.square(np.asarray(wav, dtype=np.float64))
+    cumulative = np.concatenate([[0.0], np.cumsum(energy)])
+    if energy.size > window:
+        smoothed = (cumulative[window:] - cumulative[:-window]) / window
+        smoothed = np.pad(smoothed, (window // 2, energy.size - smoothed.size - window // 2))
+    else:
+        smoothed = energy
+    log = np.log(np.maximum(smoothed, max(float(smoothed.max()), 1e-12) * 1e-6))
+    return log - log.mean()
+
+
 def estimate_lag(reference: np.ndarray, decoded: np.ndarray, max_lag: int) -> int:
-    """Delay of ``decoded`` relative to ``reference`` by FFT cross-correlation.
+    """Delay of ``decoded`` relative to ``reference`` by FFT cross-correlation of the two signals.
+
+    Pass waveforms for systems that keep the waveform (codecs that code it), or
+    :func:`log_envelope` of both for any system (vocoders make their own phase, and a
+    waveform correlation then peaks at a random lag; see :func:`align`).
 
     Args:
         reference: ``(samples,)``.
@@ -69,7 +89,11 @@ def align(
 ) -> tuple[np.ndarray, int]:
     """Shift and cut/pad ``decoded`` so that it lines up with ``reference`` sample for sample.
 
-    The reference is never changed, so every system is scored against the same signal.
+    The lag is found on the log energy envelopes (5 ms), the same way for every system:
+    a vocoder (copy-synthesis, Plutok) makes its own phase, so a waveform
+    cross-correlation peaks at a random lag up to ``max_lag`` and wrecks STOI, while
+    envelopes line up whatever the phase. The reference is never changed, so every
+    system is scored against the same signal.
 
     Args:
         reference: ``(samples,)``.
@@ -79,7 +103,7 @@ def align(
         ``(aligned, lag)``: ``aligned`` is float32 ``(len(reference),)``; ``lag`` is the
         delay found (see :func:`estimate_lag`).
     """
-    lag = estimate_lag(reference, decoded, max_lag)
+    lag = estimate_lag(log_envelope(reference), log_envelope(decoded), max_lag) if len(decoded) else 0
     dec = np.asarray(decoded, dtype=np.float32)
     dec = dec[lag:] if lag >= 0 else np.concatenate([np.zeros(-lag, np.float32), dec])
     out = np.zeros(len(reference), np.float32)

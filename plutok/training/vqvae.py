@@ -42,7 +42,6 @@ import dataclasses
 import json
 import math
 import os
-import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +55,7 @@ from torch import nn
 from plutok import distributed
 from plutok.errors import AudioError, ModelError, PlutokError
 from plutok.files import atomic_path, atomic_write_text
+from plutok.training.state import load_state, save_state
 from plutok.vqvae import VQVAE, VectorQuantizer, VQVAEConfig, VQVAEOutput, encoded_length
 
 __all__ = ["CodebookTrainer", "SegmentSampler", "TrainConfig", "kmeans", "train_vqvae"]
@@ -542,7 +542,8 @@ def _sample_encoder_vectors(
 
 
 def _checkpoint_names(step: int) -> tuple[str, str]:
-    return f"step-{step:08d}.safetensors", f"step-{step:08d}.state.pt"
+    """Weights file and the stem of the training state (``.state.safetensors`` + ``.state.json``)."""
+    return f"step-{step:08d}.safetensors", f"step-{step:08d}.state"
 
 
 def _save_checkpoint(
@@ -572,15 +573,15 @@ def _save_checkpoint(
     }
     if scaler is not None:
         state["scaler"] = scaler.state_dict()
-    with atomic_path(directory / state_name) as temporary:
-        torch.save(state, temporary)
+    save_state(directory / state_name, state)
     # Written last: a kill before this line leaves the previous checkpoint as the latest.
     latest = {"step": step, "weights": weights_name, "state": state_name}
     atomic_write_text(directory / LATEST_NAME, json.dumps(latest, indent=2) + "\n")
-    kept = sorted(directory.glob("step-*.state.pt"))[: -train_config.keep_checkpoints]
+    kept = sorted(directory.glob("step-*.state.json"))[: -train_config.keep_checkpoints]
     for old_state in kept:
         old_step = int(old_state.name.split("-")[1].split(".")[0])
-        for name in _checkpoint_names(old_step):
+        weights, stem = _checkpoint_names(old_step)
+        for name in (weights, f"{stem}.safetensors", f"{stem}.json"):
             (directory / name).unlink(missing_ok=True)
 
 
@@ -621,9 +622,9 @@ def _load_checkpoint(
         return 0
     try:
         latest = json.loads(latest_file.read_text(encoding="utf-8"))
-        state = torch.load(directory / latest["state"], map_location="cpu", weights_only=True)
+        state = load_state(directory / latest["state"])
         weights = load_file(str(directory / latest["weights"]))
-    except (OSError, KeyError, ValueError, RuntimeError, pickle.UnpicklingError) as error:
+    except (OSError, KeyError, ValueError, RuntimeError) as error:
         raise ModelError(f"cannot resume from {directory}: {error}") from error
     if state["model_config"] != model.config.to_dict():
         raise ModelError(
@@ -642,7 +643,7 @@ def _load_checkpoint(
             sampler.rng = np.random.default_rng([seed, ctx.rank, int(state["step"])])
         if scaler is not None and "scaler" in state:
             scaler.load_state_dict(state["scaler"])
-    except (KeyError, ValueError, RuntimeError, pickle.UnpicklingError) as error:
+    except (KeyError, ValueError, RuntimeError) as error:
         raise ModelError(
             f"cannot resume from {directory}: the checkpoint was written with other training settings ({error})"
         ) from error
@@ -693,7 +694,7 @@ def train_vqvae(
         dev_features: held-out utterances (may be empty) for the dev loss.
         model_config: architecture; ``feature_dim`` must match the features.
         train_config: see :class:`TrainConfig`.
-        checkpoint_dir: where step checkpoints (``step-N.safetensors`` + ``step-N.state.pt``,
+        checkpoint_dir: where step checkpoints (``step-N.safetensors`` + ``step-N.state.safetensors``/``.json``,
             ``latest.json``) and the final model (``vqvae.safetensors`` + ``vqvae.json``)
             go (written by rank 0 only); ``None`` writes nothing.
         resume: continue from the latest checkpoint in ``checkpoint_dir`` (fresh start if none).

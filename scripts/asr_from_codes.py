@@ -1,0 +1,70 @@
+"""ASR from codes: what Whisper's decoder reads from a v2 model's codes, without any audio.
+
+    python scripts/asr_from_codes.py MODEL_DIR data/corpus/manifest.jsonl [--kind real] [--split dev]
+
+For each clip: Whisper's transcript of (a) its own encoder output of the original audio
+pooled to 25 frames/s (the frontend's features, the ceiling), and (b) the codec's content
+prediction from the codes (``ContentCodec.content_features``), both repeated to the 50
+frames/s Whisper's decoder expects. WER/CER with the evaluation's normalisation and
+per-clip cap (plutok.evaluation.metrics.error_counts); prints one JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from plutok.api import Plutok
+from plutok.audio import load_audio
+from plutok.evaluation.asr import Transcriber
+from plutok.evaluation.metrics import error_counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("manifest")
+    parser.add_argument("--split", default="dev")
+    parser.add_argument("--kind", default="real")
+    parser.add_argument("--out", default=None, help="also write per-clip rows (JSONL)")
+    args = parser.parse_args()
+    tok = Plutok.from_pretrained(args.model)
+    asr = Transcriber(threads=1)
+    manifest = Path(args.manifest)
+    rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("split") == args.split and r.get("kind") == args.kind and r.get("text")]
+    totals = {name: [0, 0, 0, 0] for name in ("features", "codes")}
+    per_clip = []
+    for row in rows:
+        wav, _ = load_audio(manifest.parent / row["path"], target_rate=tok.sample_rate)
+        features = tok.frontend.analyze(wav)
+        codes = tok.codec.encode(features)
+        with torch.inference_mode():
+            predicted = tok.codec.content_features(torch.from_numpy(codes)[None])[0].numpy()
+        result = {"id": row["id"], "language": row["language"]}
+        for name, frames in (("features", features), ("codes", predicted)):
+            text = asr.transcribe_encoder_output(np.repeat(frames, 2, axis=1), row["language"])
+            counts = error_counts(row["text"], text, row["language"])
+            result[name] = text
+            for index, value in enumerate(
+                (counts.word_errors, counts.words, counts.char_errors, counts.chars)
+            ):
+                totals[name][index] += value or 0
+        per_clip.append(result)
+    summary = {
+        name: {"wer": t[0] / max(1, t[1]), "cer": t[2] / max(1, t[3]), "clips": len(rows)}
+        for name, t in totals.items()
+    }
+    print(json.dumps(summary, indent=1))
+    if args.out:
+        Path(args.out).write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in per_clip), encoding="utf-8"
+        )
+
+
+if __name__ == "__main__":
+    main()
