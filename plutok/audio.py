@@ -23,11 +23,25 @@ __all__ = [
     "write_audio",
     "resample",
     "AUDIO_EXTENSIONS",
+    "find_files",
 ]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au")
 # Files are read and resampled in blocks of this many source samples (per channel).
 _READ_BLOCK = 1 << 18
+
+
+def find_files(folder: str | os.PathLike, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[Path]:
+    """Files below ``folder`` (recursive, sorted) whose extension is one of ``extensions`` (any case).
+
+    Hidden files (``.name``, e.g. the ``._x.wav`` that macOS leaves) are skipped.
+    """
+    lowered = tuple(extension.lower() for extension in extensions)
+    return sorted(
+        path
+        for path in Path(folder).rglob("*")
+        if path.suffix.lower() in lowered and path.is_file() and not path.name.startswith(".")
+    )
 
 
 def resample(wav: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:

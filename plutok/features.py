@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from plutok.audio import AUDIO_EXTENSIONS, load_audio
+from plutok.audio import find_files, load_audio
 from plutok.backbones import Backbone, backbone_from_config
 from plutok.errors import ModelError, PlutokError
 from plutok.files import atomic_path, atomic_write_text
@@ -99,10 +99,9 @@ def list_inputs(source: str | os.PathLike, split: str | None = None) -> list[Utt
     source = Path(source)
     utterances: list[Utterance] = []
     if source.is_dir():
-        for path in sorted(source.rglob("*")):
-            if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file():
-                relative = path.relative_to(source).with_suffix("").as_posix()
-                utterances.append(Utterance(id=relative, path=str(path)))
+        for path in find_files(source):
+            relative = path.relative_to(source).with_suffix("").as_posix()
+            utterances.append(Utterance(id=relative, path=str(path)))
     elif source.is_file():
         for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():

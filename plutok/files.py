@@ -8,7 +8,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "give_default_permissions"]
+
+
+def give_default_permissions(path: str | os.PathLike, directory: bool = False) -> None:
+    """The mode ``open()``/``mkdir()`` would have given ``path`` (mkstemp/mkdtemp make 0600/0700)."""
+    umask = os.umask(0)  # the only way to read the umask is to set it
+    os.umask(umask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask)
 
 
 @contextlib.contextmanager
@@ -26,10 +33,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
-        # mkstemp creates 0600 files; give the output the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
+        give_default_permissions(temporary)
         os.replace(temporary, path)
     finally:
         if temporary.exists():

@@ -33,7 +33,7 @@ from plutok import registry
 from plutok.bpe import load_tokenizer
 from plutok.digests import update_with_state_dict
 from plutok.errors import ModelError
-from plutok.files import atomic_write_text
+from plutok.files import atomic_write_text, give_default_permissions
 
 __all__ = [
     "MODEL_FORMAT",
@@ -197,9 +197,7 @@ def save_model_parts(parts: ModelParts, directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; a model dir is meant to be shared
+    give_default_permissions(staging, directory=True)  # a model dir is meant to be shared
     try:
         parts.bpe.save(staging / TOKENIZER_FILE)
         if parts.legacy_backbone is not None:

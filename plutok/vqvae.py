@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plutok.errors import AudioError, ModelError, TokenError
+from plutok.errors import AudioError, ModelError
 from plutok.files import atomic_path, atomic_write_text
 
 __all__ = ["VQVAE", "VQVAEConfig", "VQVAEOutput", "VectorQuantizer", "WEIGHTS_NAME", "CONFIG_NAME"]
@@ -408,24 +408,9 @@ class VQVAE(nn.Module):
 
     def check_codes(self, codes: Sequence[int] | np.ndarray) -> np.ndarray:
         """Validate codes and return them as int64 ``(N,)``; raises :class:`TokenError`."""
-        array = np.asarray(codes)
-        if array.ndim != 1:
-            raise TokenError(f"codes must be a 1-D sequence, got shape {array.shape}")
-        if array.size == 0:
-            raise TokenError("no codes to decode (empty code sequence)")
-        if array.dtype.kind not in "iu":
-            if array.dtype.kind == "f" and np.isfinite(array).all() and (array == np.round(array)).all():
-                array = array.astype(np.int64)
-            else:
-                raise TokenError(f"codes must be integers, got dtype {array.dtype}")
-        bad = np.flatnonzero((array < 0) | (array >= self.codebook_size))
-        if bad.size:
-            position = int(bad[0])
-            raise TokenError(
-                f"code {int(array[position])} at position {position} is outside [0, {self.codebook_size})"
-                f" ({bad.size} invalid code(s) in total)"
-            )
-        return array.astype(np.int64)
+        from plutok.codec.base import check_codes
+
+        return check_codes(codes, self.codebook_size)
 
     @torch.no_grad()
     def decode(self, codes: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -514,16 +499,9 @@ class VQVAE(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config_text = json.dumps(self.config.to_dict(), indent=2, sort_keys=True)
-        tensors = {}
-        for key, value in self.state_dict().items():
-            value = value.detach().cpu().contiguous()
-            if (
-                value.is_floating_point()
-                and torch.isfinite(value).all()
-                and torch.equal(value.half().float(), value.float())
-            ):
-                value = value.half()
-            tensors[key] = value
+        from plutok.weights import half_where_exact
+
+        tensors = half_where_exact(self.state_dict())
         weights = directory / WEIGHTS_NAME
         with atomic_path(weights) as temporary:
             save_file(tensors, str(temporary), metadata={_CONFIG_METADATA_KEY: config_text, "format": "pt"})
@@ -531,17 +509,11 @@ class VQVAE(nn.Module):
             atomic_write_text(directory / CONFIG_NAME, config_text + "\n")
         return weights
 
-    @torch.no_grad()
     def round_to_half(self) -> VQVAE:
         """Round every weight to the nearest float16 value (kept as float32), so it saves at half size."""
-        for tensor in self.state_dict().values():
-            if tensor.is_floating_point():
-                rounded = tensor.half().float()
-                # Tensors beyond float16's range (a dead code's raw codebook row can be huge
-                # under the affine reparameterisation) stay float32 rather than become inf.
-                if torch.isfinite(rounded).all():
-                    tensor.copy_(rounded)
-        return self
+        from plutok.weights import round_to_half
+
+        return round_to_half(self)
 
     @classmethod
     def load(cls, path: str | os.PathLike, config: VQVAEConfig | Mapping[str, Any] | None = None) -> VQVAE:

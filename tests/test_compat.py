@@ -1,4 +1,4 @@
-"""v1 keeps working: the 0.1 bundled model, its .plt files and its tokens, bit for bit.
+"""v1 keeps working: the 0.1 bundled model, its .plt files and its tokens.
 
 The fixture was made with Plutok 0.1 (before the stage redesign): a 1.5 s clip of the
 bundled sample encoded by the then-default model (`tests/fixtures/v1/sample-1.5s.plt`),
@@ -34,12 +34,14 @@ def test_v1_model_keeps_its_fingerprint(v1_model, expected):
 
 
 @pytest.mark.slow
-def test_v1_plt_decodes_bit_identically(v1_model, expected):
+def test_v1_plt_decodes_as_in_0_1(v1_model, expected):
     encoding = v1_model.load_plt(FIXTURES / "sample-1.5s.plt")
     assert encoding.ids == expected["ids"].tolist()
     decoded, rate = v1_model.decode(encoding)
-    assert rate == 16000
-    np.testing.assert_array_equal(decoded, expected["decoded"])
+    assert rate == 16000 and decoded.shape == expected["decoded"].shape
+    # Bit-identical with torch's default threads on this machine (2); another thread count
+    # changes the vocoder's float summation order by up to ~2e-7 (measured with 1 thread).
+    np.testing.assert_allclose(decoded, expected["decoded"], rtol=0, atol=1e-6)
 
 
 def test_v1_encoding_gives_the_same_tokens(v1_model, expected):

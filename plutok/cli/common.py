@@ -161,6 +161,7 @@ def collect_inputs(arguments: Sequence[str], extensions: Sequence[str], what: st
     Raises:
         PlutokError: a folder argument holds no such files.
     """
+    from plutok.audio import find_files
     from plutok.errors import PlutokError
 
     found: list[InputFile] = []
@@ -168,11 +169,7 @@ def collect_inputs(arguments: Sequence[str], extensions: Sequence[str], what: st
     for argument in arguments:
         source = Path(argument)
         if source.is_dir():
-            inside = sorted(
-                path
-                for path in source.rglob("*")
-                if path.suffix.lower() in lowered and path.is_file() and not path.name.startswith(".")
-            )
+            inside = find_files(source, lowered)
             if not inside:
                 raise PlutokError(f"{source}: no {what} in this folder (looked for {' '.join(lowered)})")
             found.extend(

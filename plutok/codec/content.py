@@ -36,6 +36,7 @@ from plutok.digests import state_dict_sha256
 from plutok.errors import ModelError
 from plutok.parts import settings_from_config
 from plutok.quantizers.base import Quantizer
+from plutok.weights import half_where_exact, round_to_half
 
 __all__ = ["ContentCodec", "ContentCodecSettings"]
 
@@ -287,9 +288,6 @@ class ContentCodec(Codec):
             codec.load_weights(Path(directory) / WEIGHTS_FILE)
         return codec
 
-    def state_to_save(self) -> dict[str, torch.Tensor]:
-        return {key: value.detach().cpu().contiguous() for key, value in self.state_dict().items()}
-
     def weights_digest(self) -> str:
         return state_dict_sha256(self.state_dict())
 
@@ -298,12 +296,7 @@ class ContentCodec(Codec):
 
         from plutok.files import atomic_path
 
-        tensors = {}
-        for key, value in self.state_to_save().items():
-            # float16 where that loses nothing (see round_to_half): half the file.
-            if value.is_floating_point() and torch.equal(value.half().float(), value.float()):
-                value = value.half()
-            tensors[key] = value
+        tensors = half_where_exact(self.state_dict())
         with atomic_path(Path(directory) / WEIGHTS_FILE) as temporary:
             save_file(tensors, str(temporary))
 
@@ -328,12 +321,6 @@ class ContentCodec(Codec):
             )
         self.load_state_dict({k: v.float() for k, v in state.items()})
 
-    @torch.no_grad()
     def round_to_half(self) -> ContentCodec:
         """Round every weight to the nearest float16 value (kept as float32), so it saves at half size."""
-        for tensor in self.state_dict().values():
-            if tensor.is_floating_point():
-                rounded = tensor.half().float()
-                if torch.isfinite(rounded).all():
-                    tensor.copy_(rounded)
-        return self
+        return round_to_half(self)

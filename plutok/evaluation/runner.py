@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from plutok.audio import AUDIO_EXTENSIONS, load_audio, write_audio
+from plutok.audio import find_files, load_audio, write_audio
 from plutok.errors import PlutokError
 from plutok.evaluation import metrics as M
 from plutok.evaluation.baselines import System
@@ -129,7 +129,7 @@ def load_folder(
     Files without a transcript get empty text (no WER/CER for them).
     """
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    files = find_files(folder)
     items = []
     for audio in files[: limit if limit is not None else None]:
         text_file = audio.with_suffix(".txt")

@@ -55,6 +55,7 @@ from torch import nn
 from plutok import distributed
 from plutok.errors import AudioError, ModelError, PlutokError
 from plutok.files import atomic_path, atomic_write_text
+from plutok.quantizers.vq import kmeans
 from plutok.training.state import load_state, save_state
 from plutok.vqvae import VQVAE, VectorQuantizer, VQVAEConfig, VQVAEOutput, encoded_length
 
@@ -163,62 +164,6 @@ class TrainConfig:
         progress = min(1.0, (step - self.warmup_steps) / span)
         cosine = 0.5 * (1 + math.cos(math.pi * progress))
         return self.learning_rate * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine)
-
-
-# ----- k-means -------------------------------------------------------------------------------------
-
-
-def _nearest(vectors: torch.Tensor, centroids: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-    parts = []
-    centroid_norms = centroids.pow(2).sum(1)[None]
-    for start in range(0, vectors.shape[0], chunk):
-        block = vectors[start : start + chunk]
-        parts.append((centroid_norms - 2 * block @ centroids.t()).argmin(1))
-    return torch.cat(parts)
-
-
-@torch.no_grad()
-def kmeans(
-    vectors: torch.Tensor, k: int, iterations: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-means++ seeding followed by ``iterations`` Lloyd steps.
-
-    Args:
-        vectors: ``(N, D)`` float.
-        k: number of centroids (may exceed ``N``; centroids then repeat points).
-        generator: CPU generator; the result is a function of its state.
-    Returns:
-        ``centroids`` ``(k, D)`` and ``cluster sizes`` ``(k,)`` of the final assignment.
-    """
-    vectors = vectors.float()
-    count = vectors.shape[0]
-    if count == 0:
-        raise ValueError("k-means needs at least one vector")
-
-    def pick(weights: torch.Tensor) -> int:
-        if float(weights.sum()) <= 0:
-            return int(torch.randint(count, (1,), generator=generator))
-        return int(torch.multinomial(weights.cpu().double(), 1, generator=generator))
-
-    chosen = [int(torch.randint(count, (1,), generator=generator))]
-    closest = (vectors - vectors[chosen[0]]).pow(2).sum(1)
-    for _ in range(1, k):
-        index = pick(closest)
-        chosen.append(index)
-        closest = torch.minimum(closest, (vectors - vectors[index]).pow(2).sum(1))
-    centroids = vectors[chosen].clone()
-    sizes = torch.zeros(k, device=vectors.device)
-    for _ in range(max(1, iterations)):
-        assignment = _nearest(vectors, centroids)
-        sizes = torch.bincount(assignment, minlength=k).float()
-        sums = torch.zeros_like(centroids).index_add_(0, assignment, vectors)
-        filled = sizes > 0
-        centroids[filled] = sums[filled] / sizes[filled, None]
-        empty = torch.nonzero(~filled).flatten()
-        if empty.numel():
-            replacement = torch.randint(count, (empty.numel(),), generator=generator)
-            centroids[empty] = vectors[replacement.to(vectors.device)]
-    return centroids, sizes
 
 
 # ----- codebook maintenance -----------------------------------------------------------------------
