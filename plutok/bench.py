@@ -126,6 +126,8 @@ class BenchTarget:
     codes: Callable[[Any], np.ndarray | None] = lambda state: None
     bpe_encode: Callable[[np.ndarray], Any] | None = None
     bpe_decode: Callable[[Any], Any] | None = None
+    #: ``profile(state) -> {stage: seconds}``: where one decode spends its time.
+    profile: Callable[[Any], dict[str, float]] | None = None
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any, name: str = "plutok") -> BenchTarget:
@@ -139,6 +141,9 @@ class BenchTarget:
             codes=lambda encoding: np.asarray(tokenizer.ids_to_codes(encoding.ids), np.int64),
             bpe_encode=None if bpe is None else bpe.encode,
             bpe_decode=None if bpe is None else bpe.decode,
+            profile=(lambda encoding: profile_decode(tokenizer, encoding))
+            if hasattr(tokenizer, "synthesis_features")
+            else None,
         )
 
     @classmethod
@@ -151,6 +156,29 @@ class BenchTarget:
             encode=log_mel,
             decode=tokenizer.vocoder.synthesize,
         )
+
+
+def profile_decode(tokenizer: Any, encoding: Any, output_rate: int = 48000) -> dict[str, float]:
+    """Seconds one decode of ``encoding`` spends per stage: BPE, codec decoder, vocoder, and
+    resampling the result to ``output_rate`` (what ``decode(..., sample_rate=48000)`` adds)."""
+    from plutok.audio import resample
+
+    codes, bpe_s = _timed(lambda: tokenizer.ids_to_codes(encoding.ids))
+    speaker = tokenizer.speaker_vector(encoding.speaker)
+    features, codec_s = _timed(lambda: tokenizer.synthesis_features(codes, speaker))
+    chunk = (
+        None
+        if tokenizer.chunk_codes is None
+        else tokenizer.chunk_codes * tokenizer.codec.synthesis_frames_per_code
+    )
+    wav, vocoder_s = _timed(lambda: tokenizer.vocoder.synthesize(features, speaker, chunk_frames=chunk))
+    _, resample_s = _timed(lambda: resample(wav, tokenizer.sample_rate, output_rate))
+    return {
+        "bpe_s": bpe_s,
+        "codec_decoder_s": codec_s,
+        "vocoder_s": vocoder_s,
+        f"resample_to_{output_rate}_s": resample_s,
+    }
 
 
 def _timed(function: Callable[[], Any]) -> tuple[Any, float]:
@@ -218,6 +246,10 @@ def benchmark(
         "audio_hours_per_compute_hour": batch_clips * batch_seconds / batch_wall,
         "peak_rss_mb": _peak_rss_mb(),
     }
+    profile = None
+    if target.profile is not None:
+        longest = make(max(durations))
+        profile = {"seconds": max(durations), **target.profile(target.encode(longest))}
     bpe = None
     if target.bpe_encode is not None and target.bpe_decode is not None and codes is not None and len(codes):
         stream = np.resize(codes, max(len(codes), 200_000)).astype(np.int64)
@@ -237,6 +269,7 @@ def benchmark(
         "rtf": rows,
         "batch": batch,
         "bpe": bpe,
+        "decode_profile": profile,
         "peak_rss_mb": _peak_rss_mb(),
         "machine": machine_info(),
     }
@@ -264,6 +297,15 @@ def markdown_table(result: dict[str, Any]) -> str:
         f"Batch: {batch['clips']} x {batch['clip_seconds']:g} s encode+decode in {batch['wall_s']:.1f} s "
         f"= **{batch['audio_hours_per_compute_hour']:.2f} h of audio per hour of compute**.",
     ]
+    if result.get("decode_profile"):
+        profile = dict(result["decode_profile"])
+        seconds = profile.pop("seconds")
+        total = sum(profile.values())
+        parts = ", ".join(
+            f"{key[:-2].replace('_', ' ')} {value:.2f} s ({value / total:.0%})"
+            for key, value in profile.items()
+        )
+        lines.append(f"Decode profile ({seconds:g} s of audio): {parts}.")
     if result["bpe"]:
         bpe = result["bpe"]
         lines.append(

@@ -32,3 +32,12 @@ def test_benchmark_fake_target(fake_tokenizer):
 def test_bench_cli_rejects_bad_durations(capsys):
     assert bench.main(["--durations", "ten", "--copy-synthesis"]) == 1
     assert "--durations" in capsys.readouterr().err
+
+
+def test_decode_profile_splits_the_decode_by_stage(tiny_model):
+    target = bench.BenchTarget.from_tokenizer(tiny_model, "tiny")
+    result = bench.benchmark(target, [0.5], batch_clips=1, batch_seconds=0.5, progress=False)
+    profile = result["decode_profile"]
+    assert set(profile) == {"seconds", "bpe_s", "codec_decoder_s", "vocoder_s", "resample_to_48000_s"}
+    assert all(value >= 0 for value in profile.values())
+    assert "Decode profile (0.5 s of audio): bpe" in bench.markdown_table(result)
