@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from plutok.audio import load_audio
-from plutok.tokenizer import Plutok, default_model_path
+from plutok.api import Plutok
+from plutok.hub import bundled_model_path, default_model_path
 
 pytestmark = pytest.mark.slow
 
@@ -22,13 +23,18 @@ def sample():
 
 
 def test_bundled_files_are_small_safetensors():
-    directory = default_model_path()
-    assert sorted(path.name for path in directory.iterdir()) == [
-        "config.json",
-        "tokenizer.json",
-        "vqvae.safetensors",
-    ]
-    assert (directory / "vqvae.safetensors").stat().st_size < 8 * 2**20
+    for name, weights in (("default", "codec.safetensors"), ("v1", "vqvae.safetensors")):
+        directory = bundled_model_path(name)
+        assert sorted(path.name for path in directory.iterdir()) == ["config.json", "tokenizer.json", weights]
+        assert (directory / weights).stat().st_size < 8 * 2**20
+
+
+def test_default_is_v2_on_the_whisper_frontend(default_model):
+    facts = default_model.info()
+    assert facts["frontend"] == "whisper-encoder" and facts["codec"] == "content"
+    assert facts["vocoder"] == "hifigan-16k" and facts["default_speaker"]
+    # Total bitrate with the speaker vector on a 10 s utterance (DESIGN: <= 500 bits/s).
+    assert default_model.bitrate(25.0, 10.0) <= 500
 
 
 def test_sample_round_trip_keeps_duration_and_is_deterministic(default_model, sample):
