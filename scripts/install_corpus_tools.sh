@@ -2,7 +2,7 @@
 # Install what `plutok corpus build` needs: the DESIGN §5 training speech (Debian
 # packages), the synthesisers (espeak-ng, flite, Festival + voices, Piper, Kokoro)
 # and the offline text sources (fortunes). The package lists live in one place,
-# plutok/corpus/__init__.py (APT_PACKAGES, PIP_PACKAGES).
+# src/plutok/corpus/__init__.py (APT_PACKAGES, PIP_PACKAGES).
 # Usage (as root, from the repository root, in the project venv):
 #   scripts/install_corpus_tools.sh [--no-pip]
 set -euo pipefail

@@ -7,7 +7,7 @@ resident memory of that one job (model load included)::
     python scripts/long_audio_benchmark.py --minutes 10 --model path/to/model --chunk-seconds 30
 
 The input is real speech tiled to the requested length (the pocketsphinx LibriVox
-test clips when installed, else ``plutok/assets/sample.flac``), written as 16 kHz
+test clips when installed, else ``src/plutok/assets/sample.flac``), written as 16 kHz
 16-bit wav. Without ``--model`` the bundled default model is used if present, else
 a random-weight stand-in with the default model's architecture (mel backbone with 16
 speaker coefficients, VQ-VAE h=80, downsample 4, 1024 codes; BPE 4096): speed and

@@ -42,4 +42,4 @@ plutok train-codec "$work/cache/whisper25" -o "$run" --threads "$THREADS" \
 python -m plutok.training.assemble "$work/cache/whisper25" "$run/codec" -o "$run/model" --vocab-size "$VOCAB" \
     --description "Plutok default v2: Whisper-base encoder -> content codec (VQ $CODEBOOK, 25 codes/s) -> log-mel -> HiFi-GAN; BPE $VOCAB"
 
-echo "model: $run/model  (bundle with: rm -rf plutok/assets/default && cp -r $run/model plutok/assets/default)"
+echo "model: $run/model  (bundle with: rm -rf src/plutok/assets/default && cp -r $run/model src/plutok/assets/default)"

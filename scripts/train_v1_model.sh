@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the bundled v1 model (plutok/assets/v1) from nothing but Debian/PyPI packages.
+# Rebuild the bundled v1 model (src/plutok/assets/v1) from nothing but Debian/PyPI packages.
 # Every step is resumable: rerun the script after an interruption.
 #
 #   bash scripts/train_v1_model.sh [WORK_DIR]      (default WORK_DIR: data/)
@@ -46,4 +46,4 @@ python -c "import sys; from plutok.vqvae import VQVAE; VQVAE.load(sys.argv[1]).r
 plutok train-bpe "$work/features/train" --vqvae "$run/vq" -o "$run/model" --vocab-size "$VOCAB" -q \
     --description "Plutok default: mel backbone, VQ-VAE ds=$DOWNSAMPLE K=$CODEBOOK, BPE $VOCAB"
 
-echo "model: $run/model  (bundle with: rm -rf plutok/assets/v1 && cp -r $run/model plutok/assets/v1)"
+echo "model: $run/model  (bundle with: rm -rf src/plutok/assets/v1 && cp -r $run/model src/plutok/assets/v1)"

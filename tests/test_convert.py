@@ -2,7 +2,7 @@
 
 A fake release is built from the reference fixtures: the tiny OpenVoice converter,
 the tiny original-format VQ-VAE checkpoint, and a tokenizer trained exactly the way
-the original ``plutok/bpe.py`` trained it, on ``#N`` strings.
+the original ``src/plutok/bpe.py`` trained it, on ``#N`` strings.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def tone(seconds: float, seed: int) -> np.ndarray:
 
 
 def train_original_tokenizer(code_sequences, vocab_size: int) -> Tokenizer:
-    """What the original ``plutok/bpe.py`` ``train_bpe`` does, on its ``#N`` strings."""
+    """What the original ``src/plutok/bpe.py`` ``train_bpe`` does, on its ``#N`` strings."""
     tokenizer = Tokenizer(BPE(unk_token="[UNK]"))
     trainer = BpeTrainer(
         special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"],

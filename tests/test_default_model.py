@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plutok.audio import load_audio
 from plutok.api import Plutok
+from plutok.audio import load_audio
 from plutok.hub import bundled_model_path, default_model_path
 
 pytestmark = pytest.mark.slow

@@ -30,7 +30,11 @@ def half_where_exact(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
     tensors = {}
     for key, value in state_dict.items():
         value = value.detach().cpu().contiguous()
-        if value.is_floating_point() and torch.isfinite(value).all() and torch.equal(value.half().float(), value.float()):
+        if (
+            value.is_floating_point()
+            and torch.isfinite(value).all()
+            and torch.equal(value.half().float(), value.float())
+        ):
             value = value.half()
         tensors[key] = value
     return tensors

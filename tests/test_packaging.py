@@ -1,0 +1,21 @@
+"""Packaging: the installed package is what ``import plutok`` finds, even beside a folder called plutok."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_a_plutok_folder_next_to_a_script_does_not_shadow_the_package(tmp_path):
+    # A clone of the repository (or any folder) named plutok in the working directory.
+    (tmp_path / "plutok" / "docs").mkdir(parents=True)
+    found = subprocess.run(
+        [sys.executable, "-c", "import plutok; print(plutok.__file__); print(plutok.__version__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert found[0].endswith(str(Path("plutok") / "__init__.py")) and not found[0].startswith(str(tmp_path))
+    assert found[1] == __import__("plutok").__version__
