@@ -558,9 +558,9 @@ def resolve_device(device: str) -> str:
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise PlutokError(f"unknown device {device!r}; use auto, cpu or cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PlutokError(f"device {device}: no CUDA GPU is visible to torch")
+        raise PlutokError(f"--device {device}: no CUDA GPU is visible to torch")
     if device.startswith("cuda:"):
         index = device.split(":", 1)[1]
         if not index.isdigit() or int(index) >= torch.cuda.device_count():
-            raise PlutokError(f"device {device}: torch sees {torch.cuda.device_count()} GPU(s) (cuda:0 ...)")
+            raise PlutokError(f"--device {device}: torch sees {torch.cuda.device_count()} GPU(s) (cuda:0 ...)")
     return device

@@ -68,7 +68,11 @@ class FakeTokenizer:
     codebook_size = 16
     vocab_size = 16
     speaker_bits = 64
+    bits_per_token = 4
     bpe = FakeBPE()
+
+    def bitrate(self, tokens_per_second, seconds):
+        return tokens_per_second * self.bits_per_token + self.speaker_bits / seconds
 
     def encode(self, wav, sample_rate):
         frames = np.asarray(wav)[: len(wav) // 640 * 640].reshape(-1, 640)
