@@ -46,6 +46,7 @@ from torch import nn
 
 from plutok.errors import AudioError, ModelError
 from plutok.files import atomic_path, atomic_write_text
+from plutok.quantizers.base import code_statistics
 
 __all__ = ["VQVAE", "VQVAEConfig", "VQVAEOutput", "VectorQuantizer", "WEIGHTS_NAME", "CONFIG_NAME"]
 
@@ -227,7 +228,12 @@ class VectorQuantizer(nn.Module):
             self.codebook.weight[index] = raw
 
     def nearest(self, vectors: torch.Tensor, codebook: torch.Tensor | None = None) -> torch.Tensor:
-        """Index of the nearest code (Euclidean) for each row of ``vectors`` ``(N, D)`` -> ``(N,)``."""
+        """Index of the nearest code (Euclidean) for each row of ``vectors`` ``(N, D)`` -> ``(N,)``.
+
+        The full ``|v|^2 - 2 v.c + |c|^2`` of the original, not the shorter form of
+        :func:`plutok.quantizers.vq.nearest_code`: the per-row constant changes float
+        rounding, and v1 codes must stay bit-identical to the original release's.
+        """
         codebook = self.effective_codebook() if codebook is None else codebook
         distances = (
             vectors.pow(2).sum(1, keepdim=True) - 2 * vectors @ codebook.t() + codebook.pow(2).sum(1)[None]
@@ -258,15 +264,12 @@ class VectorQuantizer(nn.Module):
         commitment_loss = F.mse_loss(flat, chosen.detach())
         straight_through = flat + (chosen - flat).detach()
         quantized = straight_through.reshape(batch, frames, dim).transpose(1, 2)
-        with torch.no_grad():
-            histogram = torch.bincount(codes, minlength=self.codebook_size).float()
-            probabilities = histogram / histogram.sum().clamp(min=1)
-            entropy = -(probabilities * probabilities.clamp(min=1e-12).log()).sum()
+        perplexity, usage = code_statistics(codes, self.codebook_size)
         aux = {
             "codebook_loss": codebook_loss,
             "commitment_loss": commitment_loss,
-            "perplexity": entropy.exp(),
-            "usage": (histogram > 0).float().mean(),
+            "perplexity": perplexity,
+            "usage": usage,
         }
         return quantized, codes.reshape(batch, frames), aux
 
