@@ -25,7 +25,9 @@ def sample():
 def test_bundled_files_are_small_safetensors():
     for name, weights in (("default", "codec.safetensors"), ("v1", "vqvae.safetensors")):
         directory = bundled_model_path(name)
-        assert sorted(path.name for path in directory.iterdir()) == sorted(["config.json", "tokenizer.json", weights])
+        assert sorted(path.name for path in directory.iterdir()) == sorted(
+            ["config.json", "tokenizer.json", weights]
+        )
         assert (directory / weights).stat().st_size < 8 * 2**20
 
 

@@ -562,5 +562,7 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda:"):
         index = device.split(":", 1)[1]
         if not index.isdigit() or int(index) >= torch.cuda.device_count():
-            raise PlutokError(f"--device {device}: torch sees {torch.cuda.device_count()} GPU(s) (cuda:0 ...)")
+            raise PlutokError(
+                f"--device {device}: torch sees {torch.cuda.device_count()} GPU(s) (cuda:0 ...)"
+            )
     return device

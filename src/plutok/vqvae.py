@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plutok.errors import AudioError, ModelError
+from plutok.errors import ModelError
 from plutok.files import atomic_path, atomic_write_text
 from plutok.quantizers.base import code_statistics
 
@@ -384,20 +384,9 @@ class VQVAE(nn.Module):
             AudioError: fewer than ``downsample`` frames, or NaN/inf values.
             ModelError: the features have the wrong number of channels.
         """
-        array = np.asarray(features)
-        if array.ndim != 2:
-            raise AudioError(f"features must be a (channels, frames) array, got shape {array.shape}")
-        if array.shape[0] != self.feature_dim:
-            raise ModelError(
-                f"features have {array.shape[0]} channels but this VQ-VAE expects {self.feature_dim}"
-                " (features from a different backbone?)"
-            )
-        if array.shape[1] < self.downsample:
-            raise AudioError(
-                f"too short: {array.shape[1]} feature frames, need at least {self.downsample} for one code"
-            )
-        if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
-            raise AudioError("features contain NaN, inf or non-numeric values")
+        from plutok.codec.base import check_features
+
+        array = check_features(features, self.feature_dim, self.downsample, "VQ-VAE", "backbone")
         was_training = self.training
         self.eval()
         try:

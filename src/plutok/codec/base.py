@@ -23,7 +23,7 @@ from plutok.chunking import chunked_apply
 from plutok.errors import AudioError, ModelError, TokenError
 from plutok.parts import Part
 
-__all__ = ["Codec", "CodecBatch", "check_codes"]
+__all__ = ["Codec", "CodecBatch", "check_codes", "check_features"]
 
 
 @dataclass
@@ -46,6 +46,32 @@ class CodecBatch:
         return CodecBatch(
             *(getattr(self, name).to(device) for name in ("analysis", "target", "speaker", "code_mask"))
         )
+
+
+def check_features(
+    features: object, channels: int, min_frames: int, owner: str = "codec", source: str = "frontend"
+) -> np.ndarray:
+    """Validate ``(channels, frames)`` features for an encoder; returns them as a numpy array.
+
+    Raises:
+        AudioError: not 2-D, fewer than ``min_frames`` frames (one code), NaN/inf or non-numeric.
+        ModelError: another number of channels (features of another ``source``).
+    """
+    array = np.asarray(features)
+    if array.ndim != 2:
+        raise AudioError(f"features must be a (channels, frames) array, got shape {array.shape}")
+    if array.shape[0] != channels:
+        raise ModelError(
+            f"features have {array.shape[0]} channels but this {owner} expects {channels}"
+            f" (features from a different {source}?)"
+        )
+    if array.shape[1] < min_frames:
+        raise AudioError(
+            f"too short: {array.shape[1]} feature frames, need at least {min_frames} for one code"
+        )
+    if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
+        raise AudioError("features contain NaN, inf or non-numeric values")
+    return array
 
 
 def check_codes(codes: object, codebook_size: int) -> np.ndarray:
@@ -144,20 +170,7 @@ class Codec(nn.Module, Part):
             AudioError: too few frames for one code, or NaN/inf values.
             ModelError: the features have the wrong number of channels.
         """
-        array = np.asarray(analysis)
-        if array.ndim != 2:
-            raise AudioError(f"features must be a (channels, frames) array, got shape {array.shape}")
-        if array.shape[0] != self.input_dim:
-            raise ModelError(
-                f"features have {array.shape[0]} channels but this codec expects {self.input_dim}"
-                " (features from a different frontend?)"
-            )
-        if array.shape[1] < self.analysis_frames_per_code:
-            raise AudioError(
-                f"too short: {array.shape[1]} feature frames, need at least {self.analysis_frames_per_code}"
-            )
-        if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
-            raise AudioError("features contain NaN, inf or non-numeric values")
+        array = check_features(analysis, self.input_dim, self.analysis_frames_per_code)
         was_training = self.training
         self.eval()
         try:
