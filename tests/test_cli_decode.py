@@ -330,3 +330,43 @@ def test_bad_rows_are_one_line(tiny_model_dir, shard, tmp_path, capsys):
     (tmp_path / "foreign.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     code, _, err = run(["decode", tmp_path / "foreign.jsonl", "--row", 0, "--model", tiny_model_dir], capsys)
     assert code == 1 and "was made by another model" in err and "--model" in err
+
+
+def test_stream_writes_raw_pcm_to_stdout_equal_to_one_pass(
+    tiny_model_dir, tiny_model, speech_wav, tmp_path, capfdbinary
+):
+    encoding = tiny_model.encode_file(speech_wav)
+    ids_file = tmp_path / "ids.json"
+    ids_file.write_text(json.dumps(encoding.ids))
+    speaker = tmp_path / "voice.plt"
+    tiny_model.save_plt(encoding, speaker)
+    code = main(
+        [
+            "decode",
+            "--ids",
+            str(ids_file),
+            "--speaker",
+            str(speaker),
+            "--stream",
+            "-o",
+            "-",
+            "--model",
+            str(tiny_model_dir),
+        ]
+    )
+    captured = capfdbinary.readouterr()
+    assert code == 0 and b"16-bit PCM" in captured.err
+    streamed = np.frombuffer(captured.out, dtype="<i2").astype(np.float32) / 32767
+    one_pass, _ = tiny_model.decode_ids(encoding.ids, speaker=encoding.speaker)
+    assert streamed.shape == one_pass.shape
+    np.testing.assert_allclose(streamed, np.clip(one_pass, -1, 1), rtol=0, atol=2 / 32767)
+
+
+def test_stream_needs_ids_and_stdout(tiny_model_dir, tmp_path, capsys):
+    ids_file = tmp_path / "ids.json"
+    ids_file.write_text("[1, 2, 3]")
+    assert (
+        main(["decode", "--ids", str(ids_file), "--stream", "-o", "x.wav", "--model", str(tiny_model_dir)])
+        == 2
+    )
+    assert "--stream" in capsys.readouterr().err

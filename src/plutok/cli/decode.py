@@ -95,6 +95,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="HZ",
         help="output rate (default: the model's)",
     )
+    voice.add_argument(
+        "--stream",
+        action="store_true",
+        help="with --ids and -o -: write raw 16-bit little-endian mono PCM at the model's rate to stdout "
+        "as each chunk is decoded (e.g. | aplay -f S16_LE -r 16000), before all audio is ready",
+    )
     voice.add_argument("--force", action="store_true", help="replace existing outputs you did not name")
     voice.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_model_options(parser)
@@ -215,6 +221,10 @@ def run(args: argparse.Namespace) -> int:
     from plutok.io.outputs import resolve_outputs
 
     mode = _check_mode(args)
+    if args.stream:
+        if mode != "ids" or args.output != "-" or args.sample_rate is not None:
+            raise UsageError("--stream decodes --ids to stdout: give --ids FILE -o - (and no --sample-rate)")
+        return _stream_ids(args)
     extension = _extension(args)
     if args.sample_rate is not None and args.sample_rate > 384_000:
         raise UsageError(f"--sample-rate must be at most 384000 Hz, got {args.sample_rate}")
@@ -259,6 +269,31 @@ def _decode_ids(args: argparse.Namespace, ids: list[int], output: Path) -> int:
     del codes
     wav, rate = tok.decode_ids(ids, speaker=_speaker(tok, args), sample_rate=args.sample_rate)
     _report(len(ids), write_audio_checked(output, wav, rate), args)
+    return 0
+
+
+def _stream_ids(args: argparse.Namespace) -> int:
+    """Raw PCM on stdout, chunk by chunk as :meth:`Plutok.decode_stream` yields it."""
+    import sys
+
+    import numpy as np
+
+    from plutok.errors import ModelError
+
+    tok = load_model(args)
+    if args.speaker is None and tok.default_speaker is None:
+        raise ModelError("this model stores no default voice; give one with --speaker REF.wav (or REF.plt)")
+    ids = read_ids(args.ids)
+    tok.ids_to_codes(ids)  # unknown ids fail here, before any audio is written
+    samples = 0
+    for chunk in tok.decode_stream(iter(ids), speaker=_speaker(tok, args)):
+        sys.stdout.buffer.write((np.clip(chunk, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+        sys.stdout.buffer.flush()
+        samples += chunk.shape[0]
+    print(
+        f"{len(ids)} tokens -> {samples / tok.sample_rate:.2f} s of 16-bit PCM at {tok.sample_rate} Hz -> stdout",
+        file=sys.stderr,
+    )
     return 0
 
 
