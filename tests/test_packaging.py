@@ -19,3 +19,10 @@ def test_a_plutok_folder_next_to_a_script_does_not_shadow_the_package(tmp_path):
     ).stdout.split()
     assert found[0].endswith(str(Path("plutok") / "__init__.py")) and not found[0].startswith(str(tmp_path))
     assert found[1] == __import__("plutok").__version__
+
+
+def test_the_cli_starts_without_torch():
+    """``plutok --help`` builds every option (defaults from the settings dataclasses) without loading torch."""
+    code = "import sys; from plutok.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert found.strip() == "False"

@@ -30,7 +30,6 @@ lives in :mod:`plutok.training`; this module holds only what inference needs.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -47,6 +46,7 @@ from torch import nn
 from plutok.errors import ModelError
 from plutok.files import atomic_path, atomic_write_text
 from plutok.quantizers.base import code_statistics
+from plutok.settings import VQVAEConfig
 
 __all__ = ["VQVAE", "VQVAEConfig", "VQVAEOutput", "VectorQuantizer", "WEIGHTS_NAME", "CONFIG_NAME"]
 
@@ -54,80 +54,6 @@ WEIGHTS_NAME = "vqvae.safetensors"
 CONFIG_NAME = "vqvae.json"
 _CONFIG_METADATA_KEY = "plutok_vqvae_config"
 AFFINE_LR_SCALE = 10.0  # the original's learning-rate scale of the codebook affine transform
-
-
-@dataclass(frozen=True)
-class VQVAEConfig:
-    """Hyper-parameters that fix the VQ-VAE architecture.
-
-    Attributes:
-        feature_dim: channels ``C`` of the input features (192 for OpenVoice ``z_p``).
-        codebook_size: number of codes ``K`` (200 in the original release).
-        downsample: frames per code, 1, 2 (original) or 4.
-        channels: base width ``h`` of the network (widths h, 2h, 4h; code vectors
-            are 4h-dimensional). ``None`` means ``feature_dim``, as in the original.
-            Any other value adds a 1x1 input projection (``input_proj``) and
-            output projection (``output_proj``).
-        latent_dim: ``None`` quantizes the 4h-dimensional encoder output directly (the
-            original). A number adds 1x1 projections to and from a ``latent_dim``-space
-            (``latent_in`` / ``latent_out``) where the codebook lives: low-dimensional
-            codes keep far more of a large codebook in use (factorised codes, as in
-            improved VQGAN).
-        normalize_latents: L2-normalise the encoder output before quantizing (codes
-            on the unit sphere: distances become cosine similarities, and the
-            encoder cannot run away from the codebook in scale).
-    """
-
-    feature_dim: int
-    codebook_size: int = 256
-    downsample: int = 2
-    channels: int | None = None
-    latent_dim: int | None = None
-    normalize_latents: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("feature_dim", "codebook_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ModelError(f"VQ-VAE config: {name} must be a positive integer, got {value!r}")
-        if self.codebook_size < 2:
-            raise ModelError(f"VQ-VAE config: codebook_size must be at least 2, got {self.codebook_size}")
-        if self.downsample not in (1, 2, 4):
-            raise ModelError(f"VQ-VAE config: downsample must be 1, 2 or 4, got {self.downsample!r}")
-        for name in ("channels", "latent_dim"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ModelError(f"VQ-VAE config: {name} must be a positive integer, got {value!r}")
-        if not isinstance(self.normalize_latents, bool):
-            raise ModelError(
-                f"VQ-VAE config: normalize_latents must be true or false, got {self.normalize_latents!r}"
-            )
-
-    @property
-    def width(self) -> int:
-        """Base width ``h`` actually used."""
-        return self.feature_dim if self.channels is None else self.channels
-
-    @property
-    def code_dim(self) -> int:
-        """Dimension of a code vector (``latent_dim``, else ``4h``)."""
-        return self.latent_dim or 4 * self.width
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> VQVAEConfig:
-        """Inverse of :meth:`to_dict`; unknown or missing keys raise :class:`ModelError`."""
-        if not isinstance(data, Mapping):
-            raise ModelError(f"VQ-VAE config must be a JSON object, got {type(data).__name__}")
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ModelError(f"VQ-VAE config has unknown keys: {', '.join(unknown)}")
-        if "feature_dim" not in data:
-            raise ModelError("VQ-VAE config lacks feature_dim")
-        return cls(**dict(data))
 
 
 class ResBlock(nn.Module):

@@ -51,9 +51,35 @@ def register(command: Command) -> None:
     sub.add_argument("--split", default=None, help="training split in FEATURES (default: all)")
     sub.add_argument("--dev", metavar="DEV_FEATURES", help="held-out extraction folder")
     sub.add_argument("--dev-split", default=None, help="held-out split name (in --dev or FEATURES)")
-    sub.add_argument("--codebook-size", type=int, default=256)
-    sub.add_argument("--downsample", type=int, default=2, choices=[1, 2, 4], help="frames per code")
-    sub.add_argument("--channels", type=int, default=None, help="network width (default: feature dim)")
+    # VQ-VAE architecture: defaults from the VQVAEConfig fields, so CLI and library cannot drift.
+    from plutok.settings import VQVAEConfig
+
+    defaults = VQVAEConfig(feature_dim=1)
+    sub.add_argument(
+        "--codebook-size", type=int, default=defaults.codebook_size, help="(default: %(default)s)"
+    )
+    sub.add_argument(
+        "--downsample",
+        type=int,
+        default=defaults.downsample,
+        choices=[1, 2, 4],
+        help="frames per code (default: %(default)s)",
+    )
+    sub.add_argument(
+        "--channels", type=int, default=defaults.channels, help="network width (default: feature dim)"
+    )
+    sub.add_argument(
+        "--latent-dim",
+        type=int,
+        default=defaults.latent_dim,
+        help="factorised codes of this dimension (default: off)",
+    )
+    sub.add_argument(
+        "--normalize-latents",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.normalize_latents,
+        help="L2-normalise the encoder output before quantizing (default: %(default)s)",
+    )
     sub.add_argument("--steps", type=int, default=None)
     sub.add_argument(
         "--batch-size", type=int, default=None, help="segments per step and process (default 16)"
@@ -179,8 +205,8 @@ def run_train_vq(args: argparse.Namespace) -> int:
     from plutok.errors import PlutokError
     from plutok.features import FeatureStore
     from plutok.files import atomic_write_text
+    from plutok.settings import VQVAEConfig
     from plutok.training import TrainConfig, train_vqvae
-    from plutok.vqvae import VQVAEConfig
 
     overrides = {
         name: getattr(args, name)
@@ -223,6 +249,8 @@ def run_train_vq(args: argparse.Namespace) -> int:
             codebook_size=args.codebook_size,
             downsample=args.downsample,
             channels=args.channels,
+            latent_dim=args.latent_dim,
+            normalize_latents=args.normalize_latents,
         )
         model, metrics = train_vqvae(
             train,

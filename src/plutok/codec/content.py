@@ -22,7 +22,7 @@ decoder would read.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,39 +36,12 @@ from plutok.digests import state_dict_sha256
 from plutok.errors import ModelError
 from plutok.parts import settings_from_config
 from plutok.quantizers.base import Quantizer
+from plutok.settings import ContentCodecSettings
 from plutok.weights import half_where_exact, round_to_half
 
 __all__ = ["ContentCodec", "ContentCodecSettings"]
 
 WEIGHTS_FILE = "codec.safetensors"
-
-
-@dataclass(frozen=True)
-class ContentCodecSettings:
-    """Architecture and loss weights of :class:`ContentCodec`."""
-
-    input_dim: int = 512
-    output_dim: int = 80
-    speaker_dim: int = 32
-    analysis_frames_per_code: int = 1
-    synthesis_frames_per_code: int = 4
-    channels: int = 256
-    encoder_blocks: int = 4
-    decoder_blocks: int = 4
-    upsampled_channels: int = 128
-    upsampled_blocks: int = 2
-    content_channels: int = 256
-    kernel_size: int = 7
-    expansion: int = 2
-    content_weight: float = 1.0
-    gradient_weight: float = 1.0
-    quantizer: dict[str, Any] = field(default_factory=lambda: {"name": "fsq", "levels": [8, 5, 5, 5]})
-
-    def __post_init__(self) -> None:
-        if self.kernel_size % 2 != 1:
-            raise ModelError(f"kernel_size must be odd, got {self.kernel_size}")
-        if self.analysis_frames_per_code < 1 or self.synthesis_frames_per_code < 1:
-            raise ModelError("frames per code must be positive")
 
 
 class ConvNeXtBlock(nn.Module):

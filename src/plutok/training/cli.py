@@ -92,8 +92,7 @@ def run_cache(args: argparse.Namespace) -> int:
 
 
 def configure_train(parser: argparse.ArgumentParser) -> None:
-    from plutok.codec.content import ContentCodecSettings
-    from plutok.training.trainer import TrainerConfig
+    from plutok.settings import ContentCodecSettings, TrainerConfig
 
     parser.add_argument("cache", help="feature cache folder (plutok cache)")
     parser.add_argument(
@@ -110,9 +109,8 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from plutok.codec.content import ContentCodecSettings
+    from plutok.settings import ContentCodecSettings, TrainerConfig
     from plutok.training.codec import train_codec
-    from plutok.training.trainer import TrainerConfig
 
     trainer = TrainerConfig(**dataclass_values(TrainerConfig, args))
     codec_config = {"name": args.codec, **dataclass_values(ContentCodecSettings, args)}

@@ -11,49 +11,21 @@ the same batches an uninterrupted run would have drawn.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from plutok.codec.base import Codec
 from plutok.files import atomic_path, atomic_write_text
+from plutok.settings import TrainerConfig
 from plutok.training.data import SegmentBatcher
 
 __all__ = ["Trainer", "TrainerConfig"]
 
 CHECKPOINT_DIR = "checkpoints"
-
-
-@dataclass(frozen=True)
-class TrainerConfig:
-    """Optimisation schedule (AdamW, linear warm-up then cosine decay)."""
-
-    steps: int = 6000
-    batch_size: int = 16
-    segment_codes: int = 100
-    learning_rate: float = 1e-3
-    warmup_steps: int = 300
-    min_lr_ratio: float = 0.05
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    init_batches: int = 8
-    eval_every: int = 500
-    checkpoint_every: int = 250
-    log_every: int = 50
-    keep_checkpoints: int = 2
-    seed: int = 0
-    device: str = "cpu"
-
-    def learning_rate_at(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return self.learning_rate * (step + 1) / self.warmup_steps
-        progress = min(1.0, (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps))
-        cosine = 0.5 * (1 + math.cos(math.pi * progress))
-        return self.learning_rate * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine)
 
 
 #: ``callback(step, metrics)`` after every logged step; returning ``False`` stops training

@@ -1,0 +1,147 @@
+"""Settings of the trainable parts and of training, importable without torch.
+
+The CLI builds its options (and their defaults) from these dataclasses when it starts,
+so they live apart from the torch modules that use them: ``plutok --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from plutok.errors import ModelError
+
+__all__ = ["ContentCodecSettings", "TrainerConfig", "VQVAEConfig"]
+
+
+@dataclass(frozen=True)
+class VQVAEConfig:
+    """Hyper-parameters that fix the VQ-VAE architecture.
+
+    Attributes:
+        feature_dim: channels ``C`` of the input features (192 for OpenVoice ``z_p``).
+        codebook_size: number of codes ``K`` (200 in the original release).
+        downsample: frames per code, 1, 2 (original) or 4.
+        channels: base width ``h`` of the network (widths h, 2h, 4h; code vectors
+            are 4h-dimensional). ``None`` means ``feature_dim``, as in the original.
+            Any other value adds a 1x1 input projection (``input_proj``) and
+            output projection (``output_proj``).
+        latent_dim: ``None`` quantizes the 4h-dimensional encoder output directly (the
+            original). A number adds 1x1 projections to and from a ``latent_dim``-space
+            (``latent_in`` / ``latent_out``) where the codebook lives: low-dimensional
+            codes keep far more of a large codebook in use (factorised codes, as in
+            improved VQGAN).
+        normalize_latents: L2-normalise the encoder output before quantizing (codes
+            on the unit sphere: distances become cosine similarities, and the
+            encoder cannot run away from the codebook in scale).
+    """
+
+    feature_dim: int
+    codebook_size: int = 256
+    downsample: int = 2
+    channels: int | None = None
+    latent_dim: int | None = None
+    normalize_latents: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("feature_dim", "codebook_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ModelError(f"VQ-VAE config: {name} must be a positive integer, got {value!r}")
+        if self.codebook_size < 2:
+            raise ModelError(f"VQ-VAE config: codebook_size must be at least 2, got {self.codebook_size}")
+        if self.downsample not in (1, 2, 4):
+            raise ModelError(f"VQ-VAE config: downsample must be 1, 2 or 4, got {self.downsample!r}")
+        for name in ("channels", "latent_dim"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ModelError(f"VQ-VAE config: {name} must be a positive integer, got {value!r}")
+        if not isinstance(self.normalize_latents, bool):
+            raise ModelError(
+                f"VQ-VAE config: normalize_latents must be true or false, got {self.normalize_latents!r}"
+            )
+
+    @property
+    def width(self) -> int:
+        """Base width ``h`` actually used."""
+        return self.feature_dim if self.channels is None else self.channels
+
+    @property
+    def code_dim(self) -> int:
+        """Dimension of a code vector (``latent_dim``, else ``4h``)."""
+        return self.latent_dim or 4 * self.width
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VQVAEConfig:
+        """Inverse of :meth:`to_dict`; unknown or missing keys raise :class:`ModelError`."""
+        if not isinstance(data, Mapping):
+            raise ModelError(f"VQ-VAE config must be a JSON object, got {type(data).__name__}")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelError(f"VQ-VAE config has unknown keys: {', '.join(unknown)}")
+        if "feature_dim" not in data:
+            raise ModelError("VQ-VAE config lacks feature_dim")
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class ContentCodecSettings:
+    """Architecture and loss weights of :class:`ContentCodec`."""
+
+    input_dim: int = 512
+    output_dim: int = 80
+    speaker_dim: int = 32
+    analysis_frames_per_code: int = 1
+    synthesis_frames_per_code: int = 4
+    channels: int = 256
+    encoder_blocks: int = 4
+    decoder_blocks: int = 4
+    upsampled_channels: int = 128
+    upsampled_blocks: int = 2
+    content_channels: int = 256
+    kernel_size: int = 7
+    expansion: int = 2
+    content_weight: float = 1.0
+    gradient_weight: float = 1.0
+    quantizer: dict[str, Any] = field(default_factory=lambda: {"name": "fsq", "levels": [8, 5, 5, 5]})
+
+    def __post_init__(self) -> None:
+        if self.kernel_size % 2 != 1:
+            raise ModelError(f"kernel_size must be odd, got {self.kernel_size}")
+        if self.analysis_frames_per_code < 1 or self.synthesis_frames_per_code < 1:
+            raise ModelError("frames per code must be positive")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Optimisation schedule (AdamW, linear warm-up then cosine decay)."""
+
+    steps: int = 6000
+    batch_size: int = 16
+    segment_codes: int = 100
+    learning_rate: float = 1e-3
+    warmup_steps: int = 300
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    init_batches: int = 8
+    eval_every: int = 500
+    checkpoint_every: int = 250
+    log_every: int = 50
+    keep_checkpoints: int = 2
+    seed: int = 0
+    device: str = "cpu"
+
+    def learning_rate_at(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.learning_rate * (step + 1) / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps))
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        return self.learning_rate * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine)
