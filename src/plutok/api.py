@@ -171,11 +171,6 @@ class Plutok:
         chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS,
     ) -> Plutok:
         """A v1 model: a :class:`~plutok.backbones.Backbone`, a :class:`~plutok.vqvae.VQVAE` and a BPE."""
-        if vqvae.feature_dim != backbone.feature_dim:
-            raise ModelError(
-                f"VQ-VAE reads {vqvae.feature_dim} feature channels but the {backbone.name} backbone "
-                f"gives {backbone.feature_dim}"
-            )
         return cls(parts_from_backbone(backbone, vqvae, bpe, metadata), chunk_seconds=chunk_seconds)
 
     @classmethod

@@ -14,7 +14,18 @@ from typing import Any
 
 from plutok.errors import ModelError
 
-__all__ = ["ContentCodecSettings", "TrainerConfig", "VQVAEConfig"]
+__all__ = ["ContentCodecSettings", "TrainerConfig", "VQVAEConfig", "warmup_cosine"]
+
+
+def warmup_cosine(
+    step: int, steps: int, warmup_steps: int, learning_rate: float, min_lr_ratio: float
+) -> float:
+    """Learning rate of the 0-based ``step``: linear warm-up, then cosine decay to ``min_lr_ratio``."""
+    if warmup_steps and step < warmup_steps:
+        return learning_rate * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
+    cosine = 0.5 * (1 + math.cos(math.pi * progress))
+    return learning_rate * (min_lr_ratio + (1 - min_lr_ratio) * cosine)
 
 
 @dataclass(frozen=True)
@@ -140,8 +151,4 @@ class TrainerConfig:
     device: str = "cpu"
 
     def learning_rate_at(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return self.learning_rate * (step + 1) / self.warmup_steps
-        progress = min(1.0, (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps))
-        cosine = 0.5 * (1 + math.cos(math.pi * progress))
-        return self.learning_rate * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine)
+        return warmup_cosine(step, self.steps, self.warmup_steps, self.learning_rate, self.min_lr_ratio)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +55,7 @@ from plutok import distributed
 from plutok.errors import AudioError, ModelError, PlutokError
 from plutok.files import atomic_path, atomic_write_text
 from plutok.quantizers.vq import kmeans
+from plutok.settings import warmup_cosine
 from plutok.training.state import load_state, save_state
 from plutok.vqvae import VQVAE, VectorQuantizer, VQVAEConfig, VQVAEOutput, encoded_length
 
@@ -158,12 +158,7 @@ class TrainConfig:
 
     def learning_rate_at(self, step: int) -> float:
         """Learning rate for the 0-based ``step``."""
-        if self.warmup_steps and step < self.warmup_steps:
-            return self.learning_rate * (step + 1) / self.warmup_steps
-        span = max(1, self.steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)
-        cosine = 0.5 * (1 + math.cos(math.pi * progress))
-        return self.learning_rate * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine)
+        return warmup_cosine(step, self.steps, self.warmup_steps, self.learning_rate, self.min_lr_ratio)
 
 
 # ----- codebook maintenance -----------------------------------------------------------------------
