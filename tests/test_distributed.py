@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +27,43 @@ TRAIN_ARGS = [
 ]  # fmt: skip
 
 
-def torchrun(*args: str, exit_after: tuple[str, int] | None = None) -> subprocess.CompletedProcess:
-    """``python -m torch.distributed.run --standalone --nproc_per_node=2 -m plutok ARGS`` (free port, 1 thread)."""
+# Run by torchrun instead of ``-m plutok`` for a run that dies: the library's own hooks
+# (``extract_corpus(on_shard=)``, ``train_vqvae(callback=)``) end the process as a kill would.
+KILLER = """
+import functools, os, sys
+import plutok.features, plutok.training
+from plutok.cli import main
+
+hook, after = sys.argv.pop(1), int(sys.argv.pop(1))
+
+def die(count, *_):
+    if count >= after:
+        sys.stdout.flush(); sys.stderr.flush()
+        os._exit(17)
+
+if hook == "shards":
+    plutok.features.extract_corpus = functools.partial(plutok.features.extract_corpus, on_shard=die)
+else:
+    plutok.training.train_vqvae = functools.partial(plutok.training.train_vqvae, callback=die)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def torchrun(*args: str, kill_after: tuple[str, int] | None = None) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --standalone --nproc_per_node=2 -m plutok ARGS`` (free port, 1 thread).
+
+    ``kill_after=("shards" | "steps", n)``: every rank dies (exit 17) after its n-th shard or step.
+    """
     env = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
-    if exit_after is not None:
-        env[exit_after[0]] = str(exit_after[1])
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    return subprocess.run(
-        [*command, "-m", "plutok", *args], env=env, capture_output=True, text=True, timeout=180
-    )
+    if kill_after is None:
+        target = ["-m", "plutok"]
+    else:
+        script = Path(tempfile.mkdtemp()) / "killed_plutok.py"
+        script.write_text(KILLER)
+        target = [str(script), kill_after[0], str(kill_after[1])]
+    return subprocess.run([*command, *target, *args], env=env, capture_output=True, text=True, timeout=180)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +90,7 @@ def features(corpus, tmp_path_factory) -> Path:
 def test_killed_two_process_extraction_resumes_exactly_once(corpus, tmp_path):
     output = tmp_path / "features"
     killed = torchrun("extract", str(corpus), "-o", str(output), "--shard-size", "2", "-q",
-                      exit_after=("PLUTOK_TEST_EXIT_AFTER_SHARDS", 1))  # fmt: skip
+                      kill_after=("shards", 1))  # fmt: skip
     assert killed.returncode != 0
     done_before = len(list((output / "shards").glob("shard-*.jsonl")))
     assert 1 <= done_before < 6  # each rank wrote one shard of its three, then died
@@ -127,7 +155,7 @@ def test_two_process_training_keeps_replicas_equal_and_resumes_exactly(features,
 
     resumed = tmp_path / "resumed"
     killed = torchrun("train-vq", str(features), "-o", str(resumed), *TRAIN_ARGS,
-                      exit_after=("PLUTOK_TEST_EXIT_AFTER_STEPS", 13))  # fmt: skip
+                      kill_after=("steps", 13))  # fmt: skip
     assert killed.returncode != 0
     assert json.loads((resumed / "checkpoints" / "latest.json").read_text())["step"] == 10
     run = torchrun("train-vq", str(features), "-o", str(resumed), "--resume", *TRAIN_ARGS)

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from plutok import streaming
 from plutok.audio import load_audio_stream, prepare_waveform, resample
-from plutok.bpe import CodeBPE
 from plutok.container import read_plt, write_plt
 from plutok.encoding import SPEAKER_BITS_PER_VALUE, Encoding, check_duration, check_ids
 from plutok.errors import AudioError, ContainerError, ModelError, PlutokError, TokenError
@@ -219,8 +219,7 @@ class Plutok:
         return self._codes_of_analysis(analysis, speaker), speaker
 
     def _codes_of_analysis(self, analysis: np.ndarray, speaker: np.ndarray) -> np.ndarray:
-        if self.frontend.normalize_by_speaker:
-            analysis = self.speaker_encoder.normalize(analysis, speaker)
+        analysis = self.frontend.normalized(analysis, speaker, self.speaker_encoder)
         with torch.inference_mode():
             return self.codec.encode_long(analysis, self.chunk_codes)
 
@@ -383,101 +382,36 @@ class Plutok:
         codes = self.ids_to_codes(ids)
         if codes.shape[0] == 0:
             raise TokenError("no token ids to decode (empty token list)")
-        if speaker is None:
-            speaker = self.default_speaker
-            if speaker is None:
-                raise ModelError(
-                    "this model stores no default voice; pass speaker= (a vector, .plt or audio file)"
-                )
+        vector = self.speaker_vector(self._voice(speaker))
         output_rate = self._output_rate(sample_rate)
         covered = self._covered_samples(codes.shape[0])
-        return self._synthesize(codes, self.speaker_vector(speaker), covered, output_rate), output_rate
+        return self._synthesize(codes, vector, covered, output_rate), output_rate
+
+    def _voice(self, speaker: Any) -> Any:
+        """``speaker``, or the model's default voice when it is None."""
+        if speaker is not None:
+            return speaker
+        if self.default_speaker is None:
+            raise ModelError(
+                "this model stores no default voice; pass speaker= (a vector, .plt or audio file)"
+            )
+        return self.default_speaker
 
     def stream_lookahead_codes(self) -> int:
-        """Codes beyond a chunk that must have arrived before its audio is final (decoder + vocoder context).
-
-        Twice the vocoder's declared context: HiFi-GAN's declared 32 frames keep chunk seams
-        below ~1.1e-4, the doubled margin below 1e-4 (measured on the bundled sample).
-        """
-        frames_per_code = self.codec.synthesis_frames_per_code
-        return self.codec.decoder_context + -(-2 * self.vocoder.context_frames // frames_per_code)
+        """Codes beyond a chunk that must have arrived before its audio is final (see :mod:`plutok.streaming`)."""
+        return streaming.lookahead_codes(self)
 
     def decode_stream(
         self, ids: Iterable[int], speaker: Any = None, chunk_codes: int = 25
     ) -> Iterator[np.ndarray]:
         """Decode token ids as they arrive (e.g. from a language model), yielding audio chunks.
 
-        Each chunk covers ``chunk_codes`` codes (``chunk_codes * samples_per_code`` samples at
-        :attr:`sample_rate`) and is yielded as soon as :meth:`stream_lookahead_codes` more codes
-        have arrived; the rest comes when ``ids`` ends. The concatenation equals
-        :meth:`decode_ids` of all ids (within float noise, < 1e-4): every chunk is decoded
-        from a window that holds the codec's and the vocoder's full context.
-
-        Args:
-            ids: an iterable of token ids, consumed lazily.
-            speaker: as in :meth:`decode_ids` (None: the model's default voice).
-            chunk_codes: codes per yielded chunk (latency vs. per-chunk overhead).
-        Yields:
-            float32 ``(samples,)`` arrays at :attr:`sample_rate`.
+        Each chunk covers ``chunk_codes`` codes and is yielded once
+        :meth:`stream_lookahead_codes` more codes have arrived; the concatenation equals
+        :meth:`decode_ids` of all ids within 1e-4. ``speaker`` as in :meth:`decode_ids`.
+        Yields float32 ``(samples,)`` arrays at :attr:`sample_rate`; see :mod:`plutok.streaming`.
         """
-        if chunk_codes < 1:
-            raise PlutokError(f"chunk_codes must be positive, got {chunk_codes}")
-        if speaker is None:
-            speaker = self.default_speaker
-            if speaker is None:
-                raise ModelError(
-                    "this model stores no default voice; pass speaker= (a vector, .plt or audio file)"
-                )
-        vector = self.speaker_vector(speaker)
-        lookahead = self.stream_lookahead_codes()
-        frames_per_code = self.codec.synthesis_frames_per_code
-        samples_per_code = frames_per_code * self.vocoder.hop_length
-        received: list[int] = []
-        pieces: list[np.ndarray] = []
-        codes = np.zeros(0, dtype=np.int64)
-        emitted = 0
-        # Our own BPE maps each id to fixed codes: convert id by id. The original release's
-        # tokenizer can end a token inside a code, so its ids are re-read in groups and the
-        # last code is never taken as final before the stream ends.
-        per_id = isinstance(self.bpe, CodeBPE)
-
-        def render(stop: int, available: int) -> np.ndarray:
-            begin = max(0, emitted - lookahead)
-            end = min(available, stop + lookahead)
-            with torch.inference_mode():
-                features = self.codec.decode(codes[begin:end], vector)
-            features = self.speaker_encoder.denormalize(features, vector)
-            wav = self.vocoder.synthesize(features, vector, chunk_frames=None)
-            first = (emitted - begin) * samples_per_code
-            return wav[first : first + (stop - emitted) * samples_per_code]
-
-        for token_id in ids:
-            received.append(token_id)
-            if per_id:
-                pieces.append(self.ids_to_codes([token_id]))
-                if sum(len(piece) for piece in pieces) < chunk_codes:
-                    continue
-                codes = np.concatenate([codes, *pieces])
-                pieces = []
-                available = len(codes)
-            else:
-                if len(received) % 8:
-                    continue
-                codes = self.ids_to_codes(received)
-                available = len(codes) - 1
-            while available - emitted >= chunk_codes + lookahead:
-                chunk = render(emitted + chunk_codes, available)
-                emitted += chunk_codes
-                yield chunk
-        codes = self.ids_to_codes(received)
-        if codes.shape[0] == 0:
-            raise TokenError("no token ids to decode (empty token list)")
-        self._covered_samples(codes.shape[0])
-        while emitted < codes.shape[0]:
-            stop = min(codes.shape[0], emitted + chunk_codes)
-            chunk = render(stop, codes.shape[0])
-            emitted = stop
-            yield chunk
+        return streaming.decode_stream(self, ids, self.speaker_vector(self._voice(speaker)), chunk_codes)
 
     def _output_rate(self, sample_rate: int | None) -> int:
         output_rate = self.sample_rate if sample_rate is None else sample_rate

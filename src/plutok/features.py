@@ -22,8 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,8 +48,6 @@ __all__ = [
 EXTRACT_CONFIG = "extract.json"
 SHARD_DIR = "shards"
 FAILURES_FILE = "failures.jsonl"
-# Test hook: a process that has written this many shards exits at once, as if killed.
-_EXIT_AFTER_SHARDS_ENV = "PLUTOK_TEST_EXIT_AFTER_SHARDS"
 
 
 @dataclass(frozen=True)
@@ -227,14 +224,6 @@ def prepare_output(
         atomic_write_text(output / EXTRACT_CONFIG, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def _exit_if_asked(shards_written: int) -> None:
-    limit = os.environ.get(_EXIT_AFTER_SHARDS_ENV)
-    if limit and shards_written >= int(limit):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(17)
-
-
 # One backbone per worker process, built by the pool initializer.
 _WORKER: dict[str, Any] = {}
 
@@ -244,15 +233,12 @@ def _worker_init(backbone: Backbone, threads: int) -> None:
 
     torch.set_num_threads(max(1, threads))
     _WORKER["backbone"] = backbone
-    _WORKER["written"] = 0
 
 
 def _worker_shard(
     utterances: Sequence[Utterance], shard_dir: str, index: int, min_frames: int
 ) -> tuple[int, int, float, list[dict[str, str]]]:
     result = _extract_shard(_WORKER["backbone"], utterances, Path(shard_dir), index, min_frames)
-    _WORKER["written"] += 1
-    _exit_if_asked(_WORKER["written"])
     return (index, *result)
 
 
@@ -266,6 +252,7 @@ def extract_corpus(
     min_frames: int = 4,
     progress: bool = True,
     workers: int = 1,
+    on_shard: Callable[[int], None] | None = None,
 ) -> ExtractSummary:
     """Extract features and speaker vectors for ``utterances`` into ``output``.
 
@@ -275,6 +262,8 @@ def extract_corpus(
     (each with its own copy of ``backbone`` and ``cpu_count // workers`` torch threads).
     Unreadable or too-short inputs are listed in the shard index as failed (and in
     ``failures.jsonl`` by :func:`merge_failures`); they never stop the run.
+    ``on_shard(written)`` runs after each shard this call finished (``written`` so
+    far); tests use it to kill a run between shards.
     Returns this rank's :class:`ExtractSummary`.
     """
     from tqdm import tqdm
@@ -317,7 +306,8 @@ def extract_corpus(
     if workers == 1:
         for written, index in enumerate(todo, start=1):
             account(*_extract_shard(backbone, shard_of(index), shard_dir, index, min_frames))
-            _exit_if_asked(written)
+            if on_shard is not None:
+                on_shard(written)
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -335,9 +325,11 @@ def extract_corpus(
                 pool.submit(_worker_shard, list(shard_of(index)), str(shard_dir), index, min_frames)
                 for index in todo
             ]
-            for future in as_completed(futures):
+            for written, future in enumerate(as_completed(futures), start=1):
                 _, processed, seconds, failures = future.result()
                 account(processed, seconds, failures)
+                if on_shard is not None:
+                    on_shard(written)
         except BrokenProcessPool:
             raise PlutokError(
                 "an extraction worker died (killed, or out of memory?); finished shards are kept, "

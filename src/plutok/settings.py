@@ -120,6 +120,9 @@ class ContentCodecSettings:
     kernel_size: int = 7
     expansion: int = 2
     content_weight: float = 1.0
+    #: The content head predicts the first ``content_dim`` analysis channels (0: all). With a
+    #: stacked Whisper + log-mel frontend, 512 keeps the content objective on Whisper's part.
+    content_dim: int = 0
     gradient_weight: float = 1.0
     quantizer: dict[str, Any] = field(default_factory=lambda: {"name": "fsq", "levels": [8, 5, 5, 5]})
 
@@ -128,6 +131,10 @@ class ContentCodecSettings:
             raise ModelError(f"kernel_size must be odd, got {self.kernel_size}")
         if self.analysis_frames_per_code < 1 or self.synthesis_frames_per_code < 1:
             raise ModelError("frames per code must be positive")
+        if not 0 <= self.content_dim <= self.input_dim:
+            raise ModelError(
+                f"content_dim must be in [0, input_dim={self.input_dim}], got {self.content_dim}"
+            )
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ lives in :mod:`plutok.training`; this module holds only what inference needs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -285,11 +286,26 @@ class VQVAE(nn.Module):
         hidden = self.decoder(quantized)
         return hidden if self.output_proj is None else self.output_proj(hidden)
 
-    def forward(self, features: torch.Tensor) -> VQVAEOutput:
-        """Encode, quantize and decode a batch ``(B, C, T)``; see :class:`VQVAEOutput`."""
-        encoded = self.encode_tensor(features)
+    def forward(self, features: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> VQVAEOutput:
+        """Encode, quantize and decode a batch ``(B, C, T)``; see :class:`VQVAEOutput`.
+
+        ``autocast_dtype`` (training on a GPU): encoder and decoder run under
+        ``torch.autocast`` in that dtype; the quantizer (nearest-code search and the
+        codebook losses) always runs in float32, and so do the returned tensors.
+        """
+
+        def mixed():
+            if autocast_dtype is None:
+                return contextlib.nullcontext()
+            return torch.autocast(features.device.type, dtype=autocast_dtype)
+
+        with mixed():
+            encoded = self.encode_tensor(features)
+        encoded = encoded.float()
         quantized, codes, aux = self.vq_layer(encoded)
-        reconstruction = self.decode_tensor(quantized)[..., : features.shape[-1]]
+        with mixed():
+            decoded = self.decode_tensor(quantized)
+        reconstruction = decoded[..., : features.shape[-1]].float()
         return VQVAEOutput(
             reconstruction=reconstruction, codes=codes, encoded=encoded, quantized=quantized, **aux
         )

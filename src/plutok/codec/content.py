@@ -8,7 +8,7 @@
       -> Conv1x1 -> decoder_blocks x ConvNeXt+FiLM(speaker)                  25 frames/s
       -> ConvTranspose (x synthesis_frames_per_code) -> upsampled_blocks x ConvNeXt+FiLM   100 frames/s
       -> Conv1x1 -> speaker-normalised log-mel (C_out, 4 T)
-    code vectors -> content head (2 x ConvNeXt) -> standardised analysis features (C_in, T)
+    code vectors -> content head (2 x ConvNeXt) -> standardised analysis features (content_dim, T)
 
 Loss: L1 on the normalised log-mel, plus L1 on its time and frequency differences
 (``gradient_weight``; an L1 on values alone rewards blurred spectra, which the
@@ -127,7 +127,8 @@ class ContentCodec(Codec):
         self.to_output = nn.Conv1d(s.upsampled_channels, s.output_dim, kernel_size=1)
         self.content_in = nn.Conv1d(dim, s.content_channels, kernel_size=3, padding=1)
         self.content = _Stack(2, s.content_channels, s)
-        self.to_content = nn.Conv1d(s.content_channels, s.input_dim, kernel_size=1)
+        self._content_dim = s.content_dim or s.input_dim
+        self.to_content = nn.Conv1d(s.content_channels, self._content_dim, kernel_size=1)
         reach = (s.kernel_size - 1) // 2
         self._encoder_context = stride * (s.encoder_blocks * reach + 1)
         self._decoder_context = 1 + s.decoder_blocks * reach + 2 + math.ceil(s.upsampled_blocks * reach / up)
@@ -195,12 +196,14 @@ class ContentCodec(Codec):
         return self.to_output(hidden)
 
     def predict_content(self, vectors: torch.Tensor) -> torch.Tensor:
-        """Standardised analysis features ``(B, C_in, T)`` predicted from code vectors alone."""
+        """Standardised analysis features ``(B, content_dim, T)`` predicted from code vectors alone."""
         return self.to_content(self.content(self.content_in(vectors)))
 
     def content_features(self, codes: torch.Tensor) -> torch.Tensor:
-        """Analysis features ``(B, C_in, T)`` (unstandardised) predicted from codes ``(B, T)``: ASR from codes."""
-        return self.predict_content(self.quantizer.dequantize(codes)) * self.analysis_std + self.analysis_mean
+        """Analysis features ``(B, content_dim, T)`` (unstandardised) predicted from codes ``(B, T)``: ASR from codes."""
+        kept = slice(0, self._content_dim)
+        standardised = self.predict_content(self.quantizer.dequantize(codes))
+        return standardised * self.analysis_std[kept] + self.analysis_mean[kept]
 
     def encode_tensor(self, analysis: torch.Tensor) -> torch.Tensor:
         return self.quantizer.quantize(self.latent(analysis))
@@ -224,7 +227,8 @@ class ContentCodec(Codec):
         gradient = _masked_mean(time_diff, frame_mask[:, 1:] * frame_mask[:, :-1]) + _masked_mean(
             freq_diff, frame_mask
         )
-        content_target = (batch.analysis - self.analysis_mean) / self.analysis_std
+        kept = slice(0, self._content_dim)
+        content_target = (batch.analysis[:, kept] - self.analysis_mean[kept]) / self.analysis_std[kept]
         stride = s.analysis_frames_per_code
         if stride > 1:
             content_target = F.avg_pool1d(content_target, stride, stride, ceil_mode=True)
@@ -251,6 +255,10 @@ class ContentCodec(Codec):
     def config(self) -> dict[str, Any]:
         settings = asdict(self.settings)
         settings["quantizer"] = self.quantizer.config()
+        if not settings["content_dim"]:
+            # Added after the first v2 model shipped: left out at its default so that model's
+            # config, and so its fingerprint and its .plt files, stay as they were.
+            del settings["content_dim"]
         return {"name": self.name, **settings}
 
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +69,12 @@ class Frontend(Part):
         """``analyze`` of many utterances; frontends that batch well override it (same results)."""
         speakers = speakers if speakers is not None else [None] * len(wavs)
         return [self.analyze(wav, speaker) for wav, speaker in zip(wavs, speakers, strict=False)]
+
+    def normalized(self, analysis: np.ndarray, speaker: np.ndarray, speaker_encoder: Any) -> np.ndarray:
+        """What the codec reads: ``analysis`` normalised by the speaker vector where this frontend asks."""
+        if self.normalize_by_speaker:
+            return speaker_encoder.normalize(analysis, speaker)
+        return analysis
 
     def to(self, device: str) -> Frontend:
         """Move to ``device`` (``"cpu"``/``"cuda"``); frontends that only run on the CPU ignore it."""

@@ -23,7 +23,7 @@ from plutok.api import Plutok
 from plutok.bpe import CodeBPE
 from plutok.errors import ModelError
 from plutok.hub import ModelParts
-from plutok.training.cache import FeatureCache
+from plutok.training.cache import AnalysisReader, FeatureCache
 
 __all__ = ["assemble_model", "load_trained_codec", "medoid_speaker"]
 
@@ -64,18 +64,22 @@ def assemble_model(
     cache = FeatureCache(cache_dir)
     codec = load_trained_codec(codec_dir)
     codec.round_to_half()
+    run_config = json.loads((Path(codec_dir) / "config.json").read_text(encoding="utf-8"))
+    frontend = registry.build("frontend", run_config.get("frontend", cache.config["frontend"]))
+    speaker = registry.build("speaker", cache.config["speaker"])
+    reader = AnalysisReader(cache, frontend, speaker)
     utterances = cache.utterances(split)
 
     def code_sequences():
         for utterance in tqdm(utterances, desc="codes", unit="utt", disable=not progress):
-            yield codec.encode(np.asarray(utterance.analysis, dtype=np.float32))
+            yield codec.encode(reader(utterance))
 
     bpe = CodeBPE.train(code_sequences(), codec.codebook_size, vocab_size=vocab_size, progress=progress)
     speakers = np.stack([u.speaker for u in utterances])
     default_speaker = medoid_speaker(speakers).astype(np.float16).astype(np.float32)
     parts = ModelParts(
-        frontend=registry.build("frontend", cache.config["frontend"]),
-        speaker=registry.build("speaker", cache.config["speaker"]),
+        frontend=frontend,
+        speaker=speaker,
         codec=codec,
         vocoder=registry.build("vocoder", vocoder or {"name": "hifigan-16k"}),
         bpe=bpe,

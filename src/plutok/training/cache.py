@@ -35,7 +35,7 @@ from plutok.frontends.base import Frontend
 from plutok.frontends.mel import LogMel
 from plutok.speaker.base import SpeakerEncoder
 
-__all__ = ["CachedUtterance", "FeatureCache", "fill_cache"]
+__all__ = ["AnalysisReader", "CachedUtterance", "FeatureCache", "fill_cache"]
 
 CONFIG_FILE = "cache.json"
 INDEX_FILE = "index.jsonl"
@@ -100,6 +100,65 @@ class FeatureCache:
             analysis=views["analysis"],
             mel=views["mel"],
         )
+
+
+class AnalysisReader:
+    """A frontend's analysis features of cached utterances, normalised as the codec reads them.
+
+    For the cache's own frontend these are the cached ``analysis`` frames. A
+    :class:`~plutok.frontends.stack.StackedFrontend` whose members are each the
+    cache's frontend or a ``log-mel`` frontend with the cached mel settings is
+    derived from the cached streams (no frontend runs again): training a codec on
+    Whisper + log-mel needs no second cache.
+    """
+
+    def __init__(self, cache: FeatureCache, frontend: Frontend, speaker: SpeakerEncoder) -> None:
+        from plutok.frontends.stack import StackedFrontend
+
+        self.frontend, self.speaker = frontend, speaker
+        cached = cache.config["frontend"]
+        if frontend.config() == cached:
+            self.streams = None
+            return
+        if not isinstance(frontend, StackedFrontend):
+            raise ModelError(
+                f"the cache at {cache.directory} holds {cached['name']} features, not {frontend.name}; "
+                "cache them with 'plutok cache --frontend'"
+            )
+        self.streams = []
+        for member in frontend.members:
+            config = member.config()
+            if config == cached and not member.normalize_by_speaker:
+                self.streams.append("analysis")
+            elif (
+                config.get("name") == "log-mel"
+                and {key: config.get(key) for key in cache.config["mel"]} == cache.config["mel"]
+            ):
+                self.streams.append("mel")
+            else:
+                raise ModelError(
+                    f"stack member {config} is neither the cache's frontend nor its log-mel; "
+                    "cache the stacked frontend itself"
+                )
+
+    def frames(self, utterance: CachedUtterance) -> int:
+        """Analysis frames of the whole utterance."""
+        if self.streams is None:
+            return utterance.analysis.shape[1]
+        stream = getattr(utterance, self.streams[0])
+        return -(-stream.shape[1] // self.frontend.factors[0])
+
+    def __call__(self, utterance: CachedUtterance, begin: int = 0, end: int | None = None) -> np.ndarray:
+        """float32 ``(C_in, <= end - begin)`` frames ``begin:end`` of ``utterance`` (to its end if ``None``)."""
+        end = self.frames(utterance) if end is None else min(end, self.frames(utterance))
+        if self.streams is None:
+            return np.asarray(utterance.analysis[:, begin:end], dtype=np.float32)
+        pieces = [
+            np.asarray(getattr(utterance, stream)[:, begin * factor : end * factor], dtype=np.float32)
+            for stream, factor in zip(self.streams, self.frontend.factors, strict=True)
+        ]
+        stacked = self.frontend.stack(pieces)[:, : end - begin]
+        return self.frontend.normalized(stacked, utterance.speaker, self.speaker)
 
 
 def _read_index(path: Path) -> list[dict[str, Any]]:
@@ -194,8 +253,7 @@ def fill_cache(
             analyses = frontend.analyze_batch(waves, speakers)
             for item, wav, vector, analysis in zip(batch, waves, speakers, analyses, strict=False):
                 mel = log_mel(wav)
-                if frontend.normalize_by_speaker:
-                    analysis = speaker.normalize(analysis, vector)
+                analysis = frontend.normalized(analysis, vector, speaker)
                 row = {
                     "id": _get(item, "id"),
                     "language": _get(item, "language"),

@@ -99,6 +99,14 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
         "-o", "--output", required=True, help="run folder: checkpoints/, codec/, history.json"
     )
     parser.add_argument("--codec", default="content", help="registered codec name (default: content)")
+    parser.add_argument(
+        "--frontend",
+        type=json.loads,
+        default=None,
+        metavar="JSON",
+        help="the model's frontend when it is not the cache's: a 'stack' of the cache's frontend and "
+        "its log-mel, derived from the cache (default: the cache's frontend)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT")
     parser.add_argument("--train-split", default="train")
     parser.add_argument("--dev-split", default="dev")
@@ -122,6 +130,7 @@ def run_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         train_split=args.train_split,
         dev_split=args.dev_split,
+        frontend_config=args.frontend,
     )
     print(json.dumps({"final": metrics, "codec": str(Path(args.output) / "codec")}))
     return 0

@@ -13,7 +13,7 @@ import torch
 from plutok import registry
 from plutok.codec.base import Codec
 from plutok.files import atomic_write_text
-from plutok.training.cache import FeatureCache
+from plutok.training.cache import AnalysisReader, FeatureCache
 from plutok.training.data import SegmentBatcher
 from plutok.training.trainer import Callback, Trainer, TrainerConfig
 
@@ -31,35 +31,39 @@ def train_codec(
     train_split: str = "train",
     dev_split: str = "dev",
     callback: Callback | None = None,
+    frontend_config: dict[str, Any] | None = None,
 ) -> tuple[Codec, dict[str, float]]:
     """Train the codec ``codec_config`` describes on a cache; writes ``out_dir/codec/`` when done.
 
     The codec's input standardisation is fixed from the training data first (a
     sample of frames and every speaker vector), so resumed runs and the saved
-    model use exactly the statistics of the start.
+    model use exactly the statistics of the start. ``frontend_config``: the model's
+    frontend when it is not the cache's own (a stack derived from the cache,
+    :class:`~plutok.training.cache.AnalysisReader`).
     Returns:
         the trained codec and the final metrics.
     """
     cache = FeatureCache(cache_dir)
     speaker = registry.build("speaker", cache.config["speaker"])
+    frontend_config = frontend_config or cache.config["frontend"]
+    reader = AnalysisReader(cache, registry.build("frontend", frontend_config), speaker)
     train = cache.utterances(train_split)
     dev = cache.utterances(dev_split)
     codec_config = dict(codec_config)
-    codec_config.setdefault("input_dim", cache.config["analysis_dim"])
+    codec_config.setdefault("input_dim", reader.frontend.feature_dim)
     codec_config.setdefault("output_dim", cache.config["mel_dim"])
     codec_config.setdefault("speaker_dim", speaker.speaker_dim)
     codec = registry.build("codec", codec_config)
     if hasattr(codec, "set_statistics"):
         rng = np.random.default_rng(trainer_config.seed)
         sample = rng.choice(len(train), size=min(len(train), 2000), replace=False)
-        frames = np.concatenate(
-            [np.asarray(train[int(i)].analysis, dtype=np.float32) for i in sample], axis=1
-        )
+        frames = np.concatenate([reader(train[int(i)]) for i in sample], axis=1)
         speakers = np.stack([u.speaker for u in train])
         codec.set_statistics(torch.from_numpy(frames), torch.from_numpy(speakers))
     a, s = codec.analysis_frames_per_code, codec.synthesis_frames_per_code
-    batches = SegmentBatcher(train, speaker, trainer_config.segment_codes, a, s, seed=trainer_config.seed)
-    dev_batches = SegmentBatcher(dev, speaker, trainer_config.segment_codes, a, s) if dev else None
+    segment = trainer_config.segment_codes
+    batches = SegmentBatcher(train, speaker, segment, a, s, seed=trainer_config.seed, reader=reader)
+    dev_batches = SegmentBatcher(dev, speaker, segment, a, s, reader=reader) if dev else None
     out = Path(out_dir)
     trainer = Trainer(codec, batches, dev_batches, trainer_config, out, callback=callback)
     trainer.setup(resume=resume)
@@ -72,7 +76,7 @@ def train_codec(
         config = {
             "codec": codec.config(),
             "speaker": cache.config["speaker"],
-            "frontend": cache.config["frontend"],
+            "frontend": frontend_config,
         }
         atomic_write_text(target / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
         atomic_write_text(out / "history.json", json.dumps(trainer.history, indent=1) + "\n")

@@ -9,7 +9,7 @@ import torch
 
 from plutok.codec.base import CodecBatch
 from plutok.speaker.base import SpeakerEncoder
-from plutok.training.cache import CachedUtterance
+from plutok.training.cache import AnalysisReader, CachedUtterance
 
 __all__ = ["SegmentBatcher"]
 
@@ -22,6 +22,8 @@ class SegmentBatcher:
     Utterances are drawn in proportion to their length, so every second of audio
     is equally likely to be seen. The draw is a function of ``seed`` and of the
     number of batches drawn (``state``), so a resumed run sees the same batches.
+    ``reader`` gives the analysis features when they are not the cached stream as is
+    (a stacked frontend derived from the cache).
     """
 
     def __init__(
@@ -32,6 +34,7 @@ class SegmentBatcher:
         analysis_frames_per_code: int,
         synthesis_frames_per_code: int,
         seed: int = 0,
+        reader: AnalysisReader | None = None,
     ) -> None:
         if not utterances:
             raise ValueError("no utterances to train on")
@@ -41,15 +44,25 @@ class SegmentBatcher:
         self.a = analysis_frames_per_code
         self.s = synthesis_frames_per_code
         self.seed = seed
+        self.reader = reader
         self.batches_drawn = 0
-        lengths = np.array([u.analysis.shape[1] / self.a for u in self.utterances], dtype=np.float64)
+        self._frames = [self._analysis_frames(u) for u in self.utterances]
+        lengths = np.array(self._frames, dtype=np.float64) / self.a
         self._probabilities = lengths / lengths.sum()
+
+    def _analysis_frames(self, utterance: CachedUtterance) -> int:
+        return utterance.analysis.shape[1] if self.reader is None else self.reader.frames(utterance)
+
+    def _analysis(self, utterance: CachedUtterance, begin: int, end: int) -> np.ndarray:
+        if self.reader is None:
+            return np.asarray(utterance.analysis[:, begin:end], dtype=np.float32)
+        return self.reader(utterance, begin, end)
 
     def _segment(self, utterance: CachedUtterance, start: int) -> tuple[np.ndarray, np.ndarray, int]:
         codes = self.segment_codes
-        analysis = np.zeros((utterance.analysis.shape[0], codes * self.a), dtype=np.float32)
+        piece = self._analysis(utterance, start * self.a, (start + codes) * self.a)
+        analysis = np.zeros((piece.shape[0], codes * self.a), dtype=np.float32)
         target = np.zeros((utterance.mel.shape[0], codes * self.s), dtype=np.float32)
-        piece = np.asarray(utterance.analysis[:, start * self.a : (start + codes) * self.a], dtype=np.float32)
         analysis[:, : piece.shape[1]] = piece
         mel = np.asarray(utterance.mel[:, start * self.s : (start + codes) * self.s], dtype=np.float32)
         target[:, : mel.shape[1]] = self.speaker.normalize(mel, utterance.speaker)
@@ -79,7 +92,7 @@ class SegmentBatcher:
         items = []
         for index in picks:
             utterance = self.utterances[int(index)]
-            codes = -(-utterance.analysis.shape[1] // self.a)
+            codes = -(-self._frames[int(index)] // self.a)
             items.append((utterance, int(rng.integers(0, max(1, codes - self.segment_codes + 1)))))
         return self._batch(items)
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,13 +57,11 @@ from plutok.files import atomic_path, atomic_write_text
 from plutok.quantizers.vq import kmeans
 from plutok.settings import warmup_cosine
 from plutok.training.state import load_state, save_state
-from plutok.vqvae import VQVAE, VectorQuantizer, VQVAEConfig, VQVAEOutput, encoded_length
+from plutok.vqvae import VQVAE, VectorQuantizer, VQVAEConfig, encoded_length
 
 __all__ = ["CodebookTrainer", "SegmentSampler", "TrainConfig", "kmeans", "train_vqvae"]
 
 LATEST_NAME = "latest.json"
-# Test hook: the process exits at once, as if killed, after this many steps (after any checkpoint).
-_EXIT_AFTER_STEPS_ENV = "PLUTOK_TEST_EXIT_AFTER_STEPS"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -424,34 +422,6 @@ def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | 
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-class _TrainForward(nn.Module):
-    """The training forward pass (what DistributedDataParallel wraps): mixed precision outside the quantizer.
-
-    Without autocast this is exactly ``model(batch)``. With it, the encoder and decoder
-    run in ``dtype`` and the quantizer (nearest-code search, codebook losses) in float32.
-    """
-
-    def __init__(self, model: VQVAE, dtype: torch.dtype | None) -> None:
-        super().__init__()
-        self.model = model
-        self.dtype = dtype
-
-    def forward(self, batch: torch.Tensor) -> VQVAEOutput:
-        model = self.model
-        if self.dtype is None:
-            return model(batch)
-        with torch.autocast(batch.device.type, dtype=self.dtype):
-            encoded = model.encode_tensor(batch)
-        encoded = encoded.float()
-        quantized, codes, aux = model.vq_layer(encoded)
-        with torch.autocast(batch.device.type, dtype=self.dtype):
-            decoded = model.decode_tensor(quantized)
-        reconstruction = decoded[..., : batch.shape[-1]].float()
-        return VQVAEOutput(
-            reconstruction=reconstruction, codes=codes, encoded=encoded, quantized=quantized, **aux
-        )
-
-
 def _parameter_groups(model: VQVAE, config: TrainConfig) -> list[dict[str, Any]]:
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
@@ -604,16 +574,6 @@ def _state_digest(model: VQVAE, codebook: CodebookTrainer) -> str:
     return digest.hexdigest()
 
 
-def _exit_if_asked(step: int) -> None:
-    limit = os.environ.get(_EXIT_AFTER_STEPS_ENV)
-    if limit and step >= int(limit):
-        import sys
-
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(17)
-
-
 def train_vqvae(
     train_features: Sequence[np.ndarray],
     dev_features: Sequence[np.ndarray],
@@ -622,6 +582,7 @@ def train_vqvae(
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
     progress: bool = True,
+    callback: Callable[[int, dict[str, float]], bool | None] | None = None,
 ) -> tuple[VQVAE, dict[str, Any]]:
     """Train a VQ-VAE on feature utterances.
 
@@ -639,6 +600,9 @@ def train_vqvae(
             go (written by rank 0 only); ``None`` writes nothing.
         resume: continue from the latest checkpoint in ``checkpoint_dir`` (fresh start if none).
         progress: show a tqdm bar with loss, perplexity and code usage (rank 0 only).
+        callback: ``callback(step, metrics)`` after every step (after its checkpoint, if one
+            was due); ``False`` stops training there, without the final evaluation and
+            model (every rank must return the same). Tests use it to kill a run.
     Returns:
         The trained model (eval mode, on the training device) and metrics: ``step``,
         ``train_loss``, ``train_reconstruction_loss``, ``perplexity``, ``usage`` (means over
@@ -699,7 +663,7 @@ def train_vqvae(
         codebook.initialize(distributed.all_gather_cat(vectors), config.kmeans_iterations)
         codebook.synchronize()
 
-    step_model: nn.Module = _TrainForward(model, autocast_dtype)
+    step_model: nn.Module = model
     if ctx.distributed:
         import inspect
 
@@ -721,6 +685,7 @@ def train_vqvae(
     last: dict[str, Any] = {}
     dev_metrics: dict[str, float] = {}
     saved_step = start_step if start_step > 0 else -1
+    stopped_at: int | None = None
     writer = ctx.is_writer
     bar = tqdm(
         total=config.steps,
@@ -733,7 +698,7 @@ def train_vqvae(
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate_at(step)
         batch = torch.from_numpy(sampler.batch(config.batch_size)).to(device)
-        output = step_model(batch)
+        output = step_model(batch, autocast_dtype)
         reconstruction = reconstruction_loss(output.reconstruction, batch)
         loss = reconstruction + config.commitment_weight * output.commitment_loss
         if not config.kmeans:
@@ -789,8 +754,15 @@ def train_vqvae(
             _checkpoint(directory, done, model, optimizer, codebook, sampler, config, scaler)
             saved_step = done
         bar.update(1)
-        _exit_if_asked(done)
+        if callback is not None and callback(done, values) is False:
+            stopped_at = done
+            break
     bar.close()
+    if stopped_at is not None:
+        if directory is not None and saved_step != stopped_at:
+            _checkpoint(directory, stopped_at, model, optimizer, codebook, sampler, config, scaler)
+        model.eval()
+        return model, {"step": stopped_at, "stopped": True, "world_size": ctx.world_size, "history": history}
     final_step = max(start_step, config.steps)
 
     if has_dev:

@@ -1,0 +1,99 @@
+"""Streaming decode: token ids in as they arrive, audio chunks out (``Plutok.decode_stream``).
+
+Each chunk of ``chunk_codes`` codes is decoded from a window holding the codec's
+and the vocoder's declared context on both sides, and yielded as soon as the codes
+after it (:func:`lookahead_codes`) have arrived; the rest comes when the ids end.
+So the concatenation equals one-pass decoding within float noise (< 1e-4, tested).
+Latency to first audio and per-chunk cost: docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from plutok.bpe import CodeBPE
+from plutok.errors import PlutokError, TokenError
+
+if TYPE_CHECKING:
+    from plutok.api import Plutok
+
+__all__ = ["decode_stream", "lookahead_codes"]
+
+
+def lookahead_codes(model: Plutok) -> int:
+    """Codes beyond a chunk that must have arrived before its audio is final (decoder + vocoder context).
+
+    Twice the vocoder's declared context: HiFi-GAN's declared 32 frames keep chunk seams
+    below ~1.1e-4, the doubled margin below 1e-4 (measured on the bundled sample).
+    """
+    frames_per_code = model.codec.synthesis_frames_per_code
+    return model.codec.decoder_context + -(-2 * model.vocoder.context_frames // frames_per_code)
+
+
+def decode_stream(
+    model: Plutok, ids: Iterable[int], speaker: np.ndarray, chunk_codes: int = 25
+) -> Iterator[np.ndarray]:
+    """Audio chunks (float32 ``(chunk_codes * samples_per_code,)``, the last shorter) of ``ids``.
+
+    Args:
+        model: the model whose ids these are.
+        ids: token ids, consumed lazily.
+        speaker: a checked speaker vector.
+        chunk_codes: codes per yielded chunk (latency vs. per-chunk overhead).
+    Raises:
+        PlutokError: ``chunk_codes`` < 1. TokenError: no ids, unknown ids, or over 24 h.
+    """
+    if chunk_codes < 1:
+        raise PlutokError(f"chunk_codes must be positive, got {chunk_codes}")
+    lookahead = lookahead_codes(model)
+    samples_per_code = model.codec.synthesis_frames_per_code * model.vocoder.hop_length
+    received: list[int] = []
+    pieces: list[np.ndarray] = []
+    codes = np.zeros(0, dtype=np.int64)
+    emitted = 0
+    # Our own BPE maps each id to fixed codes: convert id by id. The original release's
+    # tokenizer can end a token inside a code, so its ids are re-read in groups and the
+    # last code is never taken as final before the stream ends.
+    per_id = isinstance(model.bpe, CodeBPE)
+
+    def render(stop: int, available: int) -> np.ndarray:
+        begin = max(0, emitted - lookahead)
+        end = min(available, stop + lookahead)
+        with torch.inference_mode():
+            features = model.codec.decode(codes[begin:end], speaker)
+        features = model.speaker_encoder.denormalize(features, speaker)
+        wav = model.vocoder.synthesize(features, speaker, chunk_frames=None)
+        first = (emitted - begin) * samples_per_code
+        return wav[first : first + (stop - emitted) * samples_per_code]
+
+    for token_id in ids:
+        received.append(token_id)
+        if per_id:
+            pieces.append(model.ids_to_codes([token_id]))
+            if sum(len(piece) for piece in pieces) < chunk_codes:
+                continue
+            codes = np.concatenate([codes, *pieces])
+            pieces = []
+            available = len(codes)
+        else:
+            if len(received) % 8:
+                continue
+            codes = model.ids_to_codes(received)
+            available = len(codes) - 1
+        while available - emitted >= chunk_codes + lookahead:
+            chunk = render(emitted + chunk_codes, available)
+            emitted += chunk_codes
+            yield chunk
+    codes = model.ids_to_codes(received)
+    if codes.shape[0] == 0:
+        raise TokenError("no token ids to decode (empty token list)")
+    model._covered_samples(codes.shape[0])
+    while emitted < codes.shape[0]:
+        stop = min(codes.shape[0], emitted + chunk_codes)
+        chunk = render(stop, codes.shape[0])
+        emitted = stop
+        yield chunk
