@@ -42,6 +42,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
     },
     "vocoder": {
         "hifigan-16k": "plutok.vocoders.hifigan:PackagedHiFiGAN",
+        "istft-16k": "plutok.vocoders.istft:ISTFTVocoder",
     },
 }
 _REGISTERED: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}

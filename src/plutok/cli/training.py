@@ -1,4 +1,5 @@
-"""Training commands: ``extract``, ``train-vq``, ``train-bpe`` (v1) and ``cache``, ``train-codec`` (v2).
+"""Training commands: ``extract``, ``train-vq``, ``train-bpe`` (v1); ``cache``, ``train-codec`` (v2);
+``vocoder-teacher``, ``train-vocoder`` (the fast vocoder).
 
 The v2 stages live in :mod:`plutok.training.cli`; this module only registers them.
 """
@@ -132,6 +133,20 @@ def register(command: Command) -> None:
         "train-codec", "train a v2 codec (content features -> codes -> log-mel)", training_cli.run_train
     )
     training_cli.configure_train(sub)
+    add_threads_option(sub)
+    sub = command(
+        "vocoder-teacher",
+        "run the packaged HiFi-GAN over cached log-mels: targets for train-vocoder",
+        training_cli.run_vocoder_teacher,
+    )
+    training_cli.configure_vocoder_teacher(sub)
+    add_threads_option(sub)
+    sub = command(
+        "train-vocoder",
+        "train the fast iSTFT vocoder on a teacher set (and put it into a model with --model)",
+        training_cli.run_train_vocoder,
+    )
+    training_cli.configure_train_vocoder(sub)
     add_threads_option(sub)
 
 

@@ -34,6 +34,7 @@ from plutok import registry
 from plutok.codec.base import Codec, CodecBatch
 from plutok.digests import state_dict_sha256
 from plutok.errors import ModelError
+from plutok.layers import ConvNeXtStack
 from plutok.parts import settings_from_config
 from plutok.quantizers.base import Quantizer
 from plutok.settings import ContentCodecSettings
@@ -42,45 +43,6 @@ from plutok.weights import half_where_exact, round_to_half
 __all__ = ["ContentCodec", "ContentCodecSettings"]
 
 WEIGHTS_FILE = "codec.safetensors"
-
-
-class ConvNeXtBlock(nn.Module):
-    """Depthwise conv -> LayerNorm (+ FiLM from the speaker) -> pointwise MLP, residual."""
-
-    def __init__(self, channels: int, kernel_size: int, expansion: int, speaker_dim: int = 0) -> None:
-        super().__init__()
-        self.depthwise = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
-        self.norm = nn.LayerNorm(channels)
-        self.film = nn.Linear(speaker_dim, 2 * channels) if speaker_dim else None
-        if self.film is not None:
-            nn.init.zeros_(self.film.weight)
-            nn.init.zeros_(self.film.bias)
-        self.expand = nn.Linear(channels, expansion * channels)
-        self.project = nn.Linear(expansion * channels, channels)
-
-    def forward(self, x: torch.Tensor, speaker: torch.Tensor | None = None) -> torch.Tensor:
-        hidden = self.norm(self.depthwise(x).transpose(1, 2))  # (B, T, C)
-        if self.film is not None and speaker is not None:
-            scale, shift = self.film(speaker)[:, None].chunk(2, dim=-1)
-            hidden = hidden * (1 + scale) + shift
-        hidden = self.project(F.gelu(self.expand(hidden)))
-        return x + hidden.transpose(1, 2)
-
-
-class _Stack(nn.Module):
-    def __init__(
-        self, count: int, channels: int, settings: ContentCodecSettings, speaker_dim: int = 0
-    ) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(
-            ConvNeXtBlock(channels, settings.kernel_size, settings.expansion, speaker_dim)
-            for _ in range(count)
-        )
-
-    def forward(self, x: torch.Tensor, speaker: torch.Tensor | None = None) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x, speaker)
-        return x
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -113,20 +75,22 @@ class ContentCodec(Codec):
         self.register_buffer("speaker_std", torch.ones(s.speaker_dim))
         stride = s.analysis_frames_per_code
         self.encoder_in = nn.Conv1d(s.input_dim, s.channels, kernel_size=stride, stride=stride)
-        self.encoder = _Stack(s.encoder_blocks, s.channels, s)
+        self.encoder = ConvNeXtStack(s.encoder_blocks, s.channels, s.kernel_size, s.expansion)
         self.encoder_norm = nn.LayerNorm(s.channels)
         self.to_latent = nn.Conv1d(s.channels, dim, kernel_size=1)
         self.decoder_in = nn.Conv1d(dim, s.channels, kernel_size=3, padding=1)
-        self.decoder = _Stack(s.decoder_blocks, s.channels, s, s.speaker_dim)
+        self.decoder = ConvNeXtStack(s.decoder_blocks, s.channels, s.kernel_size, s.expansion, s.speaker_dim)
         up = s.synthesis_frames_per_code
         self.upsample = nn.ConvTranspose1d(
             s.channels, s.upsampled_channels, 2 * up, stride=up, padding=up // 2
         )
-        self.upsampled = _Stack(s.upsampled_blocks, s.upsampled_channels, s, s.speaker_dim)
+        self.upsampled = ConvNeXtStack(
+            s.upsampled_blocks, s.upsampled_channels, s.kernel_size, s.expansion, s.speaker_dim
+        )
         self.output_norm = nn.LayerNorm(s.upsampled_channels)
         self.to_output = nn.Conv1d(s.upsampled_channels, s.output_dim, kernel_size=1)
         self.content_in = nn.Conv1d(dim, s.content_channels, kernel_size=3, padding=1)
-        self.content = _Stack(2, s.content_channels, s)
+        self.content = ConvNeXtStack(2, s.content_channels, s.kernel_size, s.expansion)
         self._content_dim = s.content_dim or s.input_dim
         self.to_content = nn.Conv1d(s.content_channels, self._content_dim, kernel_size=1)
         reach = (s.kernel_size - 1) // 2

@@ -25,7 +25,7 @@ from plutok.errors import ModelError
 from plutok.hub import ModelParts
 from plutok.training.cache import AnalysisReader, FeatureCache
 
-__all__ = ["assemble_model", "load_trained_codec", "medoid_speaker"]
+__all__ = ["assemble_model", "load_trained_codec", "medoid_speaker", "replace_vocoder"]
 
 
 def load_trained_codec(codec_dir: str | os.PathLike) -> Any:
@@ -86,6 +86,34 @@ def assemble_model(
         metadata=dict(metadata or {}),
         default_speaker=[float(v) for v in default_speaker],
     )
+    model = Plutok(parts)
+    model.save(output)
+    return model
+
+
+def replace_vocoder(
+    model_dir: str | os.PathLike | None, vocoder_dir: str | os.PathLike, output: str | os.PathLike
+) -> Plutok:
+    """Save a copy of a v2 model whose vocoder is the one in ``vocoder_dir`` (``RUN/vocoder`` of train-vocoder).
+
+    The codes are unchanged, but the fingerprint covers the vocoder, so the copy is a
+    new model: ``.plt`` files of the original decode only with the original.
+    """
+    from plutok.hub import load_model_parts
+
+    parts = load_model_parts(model_dir)
+    if parts.legacy_backbone is not None:
+        raise ModelError("a v1 model's vocoder is part of its backbone and cannot be replaced")
+    directory = Path(vocoder_dir)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise ModelError(f"{directory}: no config.json; not a vocoder folder from 'plutok train-vocoder'")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    vocoder = registry.build("vocoder", config["vocoder"], directory)
+    if vocoder.feature_dim != parts.vocoder.feature_dim or vocoder.hop_length != parts.vocoder.hop_length:
+        raise ModelError("the new vocoder reads other features than the model's codec writes")
+    parts.vocoder = vocoder
+    parts.metadata = {**parts.metadata, "vocoder_trained": config.get("trainer", {})}
     model = Plutok(parts)
     model.save(output)
     return model

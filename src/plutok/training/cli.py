@@ -136,5 +136,71 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def configure_vocoder_teacher(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("cache", help="feature cache folder (plutok cache): its log-mels are the input")
+    parser.add_argument(
+        "-o", "--output", required=True, help="teacher set folder (reruns add what is missing)"
+    )
+    parser.add_argument("--real-hours", type=float, default=0.7, help="hours of real speech (default 0.7)")
+    parser.add_argument(
+        "--other-hours", type=float, default=0.3, help="hours of synthetic speech (default 0.3)"
+    )
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("-q", "--quiet", action="store_true")
+
+
+def run_vocoder_teacher(args: argparse.Namespace) -> int:
+    from plutok.training.vocoder import build_teacher_set
+
+    summary = build_teacher_set(
+        args.cache, args.output, args.real_hours, args.other_hours, args.split, args.seed, not args.quiet
+    )
+    print(json.dumps(summary))
+    return 0
+
+
+def configure_train_vocoder(parser: argparse.ArgumentParser) -> None:
+    from plutok.settings import TrainerConfig
+    from plutok.vocoders.istft import ISTFTVocoderSettings
+
+    parser.add_argument("teacher", help="teacher set folder (plutok vocoder-teacher)")
+    parser.add_argument(
+        "-o", "--output", required=True, help="run folder: checkpoints/, vocoder/, history.json"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT")
+    parser.add_argument(
+        "--model",
+        help="also save a copy of this model (a directory, or 'default') with the new vocoder to --model-output",
+    )
+    parser.add_argument("--model-output", help="where --model's copy goes")
+    group = parser.add_argument_group("vocoder settings")
+    add_dataclass_options(group, ISTFTVocoderSettings)
+    group = parser.add_argument_group("schedule (--segment-codes is the crop length in frames)")
+    add_dataclass_options(group, TrainerConfig)
+
+
+def run_train_vocoder(args: argparse.Namespace) -> int:
+    from plutok.errors import PlutokError
+    from plutok.settings import TrainerConfig
+    from plutok.training.vocoder import VOCODER_DIR, train_vocoder
+    from plutok.vocoders.istft import ISTFTVocoderSettings
+
+    if args.model and not args.model_output:
+        raise PlutokError("--model needs --model-output (where the model with the new vocoder goes)")
+    trainer = TrainerConfig(**dataclass_values(TrainerConfig, args))
+    settings = ISTFTVocoderSettings(**dataclass_values(ISTFTVocoderSettings, args))
+    _, metrics = train_vocoder(args.teacher, args.output, settings, trainer, resume=args.resume)
+    result: dict[str, Any] = {"final": metrics, "vocoder": str(Path(args.output) / VOCODER_DIR)}
+    if args.model:
+        from plutok.training.assemble import replace_vocoder
+
+        model_dir = None if args.model == "default" else args.model
+        model = replace_vocoder(model_dir, Path(args.output) / VOCODER_DIR, args.model_output)
+        result["model"] = {"path": args.model_output, "fingerprint": model.fingerprint}
+    print(json.dumps(result))
+    return 0
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:  # pragma: no cover - unused entry
     configure_train(parser)

@@ -1,8 +1,8 @@
-"""One training loop for every codec: setup, resume, step, evaluate, checkpoint.
+"""One training loop for every trained part (codecs, vocoders): setup, resume, step, evaluate, checkpoint.
 
-The codec owns its loss (:meth:`Codec.loss`) and its quantizer owns its upkeep
-(:meth:`Quantizer.initialize`, :meth:`Quantizer.upkeep`); the trainer only
-schedules. Checkpoints are ``checkpoints/step-NNNNNNN.safetensors`` (model and
+The model owns its loss (:meth:`Codec.loss`, ``loss(batch) -> (loss, metrics)``) and a
+codec's quantizer owns its upkeep (:meth:`Quantizer.initialize`,
+:meth:`Quantizer.upkeep`); the trainer only schedules. Checkpoints are ``checkpoints/step-NNNNNNN.safetensors`` (model and
 optimiser tensors) plus ``.json`` (step, sampler position, metrics, config): no
 pickles. ``--resume`` continues from the newest complete checkpoint and draws
 the same batches an uninterrupted run would have drawn.
@@ -15,13 +15,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
-from plutok.codec.base import Codec
 from plutok.files import atomic_path, atomic_write_text
 from plutok.settings import TrainerConfig
-from plutok.training.data import SegmentBatcher
 
 __all__ = ["Trainer", "TrainerConfig"]
 
@@ -33,20 +33,35 @@ CHECKPOINT_DIR = "checkpoints"
 Callback = Callable[[int, dict[str, float]], bool | None]
 
 
+class Batches(Protocol):
+    """What the trainer draws batches from (:class:`~plutok.training.data.SegmentBatcher` and the like)."""
+
+    batches_drawn: int
+
+    def sample(self, batch_size: int) -> Any:
+        """The next random batch (has ``.to(device)``); a function of the seed and ``batches_drawn``."""
+
+    def fixed_batches(self, batch_size: int, limit: int | None = None) -> list[Any]:
+        """A deterministic list of batches for evaluation."""
+
+
 class Trainer:
-    """Trains ``codec`` on batches from ``train`` and reports loss on ``dev`` (fixed batches)."""
+    """Trains ``model`` (a codec, or any module with ``loss(batch)`` and ``config()``) on ``train``.
+
+    Loss on ``dev`` is reported over a fixed list of its batches.
+    """
 
     def __init__(
         self,
-        codec: Codec,
-        train: SegmentBatcher,
-        dev: SegmentBatcher | None,
+        model: nn.Module,
+        train: Batches,
+        dev: Batches | None,
         config: TrainerConfig,
         out_dir: str | Path,
         callback: Callback | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
-        self.codec = codec.to(config.device)
+        self.model = model.to(config.device)
         self.train_data = train
         self.dev_batches = dev.fixed_batches(config.batch_size, limit=256) if dev is not None else []
         self.config = config
@@ -54,7 +69,7 @@ class Trainer:
         self.callback = callback
         # Flushed: a log redirected to a file must show progress while training runs.
         self.log = log or (lambda line: print(line, flush=True))
-        params = [p for p in codec.parameters() if p.requires_grad]
+        params = [p for p in model.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
         self.optimizer = torch.optim.AdamW(
@@ -75,13 +90,13 @@ class Trainer:
             self._load(self._latest_checkpoint())
             self.log(f"resumed at step {self.step_number}")
             return
-        quantizer = getattr(self.codec, "quantizer", None)
-        if quantizer is not None and hasattr(self.codec, "latent"):
+        quantizer = getattr(self.model, "quantizer", None)
+        if quantizer is not None and hasattr(self.model, "latent"):
             with torch.no_grad():
                 latents = []
                 for _ in range(self.config.init_batches):
                     batch = self.train_data.sample(self.config.batch_size).to(self.config.device)
-                    latent = self.codec.latent(batch.analysis)
+                    latent = self.model.latent(batch.analysis)
                     keep = batch.code_mask[:, : latent.shape[-1]].reshape(-1).bool()
                     latents.append(latent.transpose(1, 2).reshape(-1, latent.shape[1])[keep])
                 quantizer.initialize(torch.cat(latents))
@@ -89,20 +104,21 @@ class Trainer:
     # -- one step ---------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
         config = self.config
-        self.codec.train()
+        self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = config.learning_rate_at(self.step_number)
         batch = self.train_data.sample(config.batch_size).to(config.device)
-        loss, metrics = self.codec.loss(batch)
+        loss, metrics = self.model.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.codec.parameters(), config.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
         self.optimizer.step()
         result = {key: float(value.detach()) for key, value in metrics.items()}
         result.update(
             loss=float(loss.detach()), grad_norm=float(norm), lr=config.learning_rate_at(self.step_number)
         )
-        parts = self.codec.quantizer_parts()
+        upkeep = getattr(self.model, "quantizer_parts", None)
+        parts = upkeep() if upkeep is not None else (None,)
         if parts[0] is not None:
             result.update(parts[0].upkeep(*parts[1:]))
         self.step_number += 1
@@ -113,10 +129,10 @@ class Trainer:
         """Mean metrics over the fixed dev batches (empty when there is no dev set)."""
         if not self.dev_batches:
             return {}
-        self.codec.eval()
+        self.model.eval()
         totals: dict[str, float] = {}
         for batch in self.dev_batches:
-            loss, metrics = self.codec.loss(batch.to(self.config.device))
+            loss, metrics = self.model.loss(batch.to(self.config.device))
             for key, value in {"loss": loss, **metrics}.items():
                 totals[key] = totals.get(key, 0.0) + float(value)
         return {f"dev_{key}": value / len(self.dev_batches) for key, value in totals.items()}
@@ -168,8 +184,8 @@ class Trainer:
         directory = self._checkpoint_dir()
         directory.mkdir(parents=True, exist_ok=True)
         stem = directory / f"step-{self.step_number:07d}"
-        tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in self.codec.state_dict().items()}
-        quantizer = getattr(self.codec, "quantizer", None)
+        tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        quantizer = getattr(self.model, "quantizer", None)
         if quantizer is not None:
             for key, value in quantizer.upkeep_state().items():
                 tensors[f"upkeep/{key}"] = value.detach().cpu().contiguous()
@@ -183,7 +199,7 @@ class Trainer:
             "step": self.step_number,
             "batches_drawn": self.train_data.batches_drawn,
             "trainer": asdict(self.config),
-            "codec": self.codec.config(),
+            "model": self.model.config(),
             "history": self.history,
         }
         # The .json is written last: its presence marks the checkpoint complete.
@@ -198,7 +214,7 @@ class Trainer:
 
         tensors = load_file(str(stem.with_suffix(".safetensors")))
         meta = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
-        self.codec.load_state_dict(
+        self.model.load_state_dict(
             {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
         )
         state = self.optimizer.state_dict()
@@ -211,7 +227,7 @@ class Trainer:
         self.optimizer.load_state_dict(state)
         upkeep = {k[len("upkeep/") :]: v for k, v in tensors.items() if k.startswith("upkeep/")}
         if upkeep:
-            self.codec.quantizer.load_upkeep_state(upkeep)
+            self.model.quantizer.load_upkeep_state(upkeep)
         self.step_number = int(meta["step"])
         self.train_data.batches_drawn = int(meta["batches_drawn"])
         self.history = list(meta.get("history", []))

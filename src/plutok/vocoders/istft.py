@@ -1,0 +1,261 @@
+"""A project-trained fast vocoder: ConvNeXt over the log-mel, then an inverse STFT (Vocos-style).
+
+::
+
+    log-mel (80, T), standardised -> Conv1d k7 -> LayerNorm -> blocks x ConvNeXt -> LayerNorm
+      -> Linear -> log-magnitude and phase of n_fft // 2 + 1 bins per frame
+      -> inverse STFT (window n_fft, hop 160, "same" framing) -> (T * 160,) samples
+
+Nothing runs at the sample rate: the network works at 100 frames/s and the
+inverse FFT makes the waveform, which is why it is orders of magnitude cheaper
+than HiFi-GAN's transposed convolutions. The STFT frames are aligned with the
+log-mel's (frame ``t`` centred on sample ``t * hop + hop / 2``), so the network
+learns no shift. Trained by distillation from the packaged HiFi-GAN
+(:mod:`plutok.training.vocoder`): its waveforms are the targets, compared in the
+vocoder's own STFT domain (which, unlike real audio, makes phase a well-posed
+regression target) and by multi-resolution STFT losses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from plutok.chunking import chunked_apply
+from plutok.digests import state_dict_sha256
+from plutok.errors import ModelError
+from plutok.layers import ConvNeXtStack
+from plutok.parts import settings_from_config
+from plutok.vocoders.base import Vocoder
+
+__all__ = ["ISTFTNet", "ISTFTVocoder", "ISTFTVocoderSettings", "istft_same", "stft_same"]
+
+WEIGHTS_FILE = "vocoder.safetensors"
+# Log-magnitudes are clamped here before exp(): an untrained or out-of-range input
+# cannot produce inf samples.
+_MAX_LOG_MAGNITUDE = 7.0
+
+
+@dataclass(frozen=True)
+class ISTFTVocoderSettings:
+    """Architecture of :class:`ISTFTNet` (part of the model config)."""
+
+    sample_rate: int = 16000
+    hop_length: int = 160
+    n_fft: int = 640
+    n_mels: int = 80
+    channels: int = 256
+    blocks: int = 6
+    kernel_size: int = 7
+    expansion: int = 3
+
+    def __post_init__(self) -> None:
+        if (self.n_fft - self.hop_length) % 2 or self.n_fft < self.hop_length:
+            raise ModelError("need n_fft >= hop_length with an even difference")
+        if self.kernel_size % 2 != 1:
+            raise ModelError(f"kernel_size must be odd, got {self.kernel_size}")
+
+
+def stft_same(wave: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -> torch.Tensor:
+    """Complex STFT ``(B, n_fft // 2 + 1, N // hop)`` of ``(B, N)``, frame ``t`` centred on ``t * hop + hop / 2``."""
+    pad = (n_fft - hop) // 2
+    frames = wave.shape[-1] // hop
+    padded = F.pad(wave[..., : frames * hop], (pad, pad))
+    return torch.stft(padded, n_fft, hop, win_length=n_fft, window=window, center=False, return_complex=True)
+
+
+def istft_same(spectrum: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`stft_same` (weighted overlap-add): ``(B, F, T)`` complex -> ``(B, T * hop)``."""
+    pad = (n_fft - hop) // 2
+    frames = spectrum.shape[-1]
+    pieces = torch.fft.irfft(spectrum, n=n_fft, dim=1) * window[None, :, None]  # (B, n_fft, T)
+    length = (frames - 1) * hop + n_fft
+    fold = dict(output_size=(1, length), kernel_size=(1, n_fft), stride=(1, hop))
+    wave = F.fold(pieces, **fold)[:, 0, 0]
+    envelope = F.fold(window.square()[None, :, None].expand(1, n_fft, frames), **fold)[0, 0, 0]
+    wave = wave / envelope.clamp(min=1e-8)
+    return wave[:, pad : length - pad]
+
+
+class ISTFTNet(nn.Module):
+    """The network; see the module docstring. ``forward``: log-mel ``(B, n_mels, T)`` -> ``(B, T * hop)``."""
+
+    def __init__(self, settings: ISTFTVocoderSettings | None = None) -> None:
+        super().__init__()
+        s = self.settings = settings or ISTFTVocoderSettings()
+        self.register_buffer("mel_mean", torch.zeros(s.n_mels, 1))
+        self.register_buffer("mel_std", torch.ones(s.n_mels, 1))
+        self.register_buffer("window", torch.hann_window(s.n_fft), persistent=False)
+        self.embed = nn.Conv1d(s.n_mels, s.channels, s.kernel_size, padding=s.kernel_size // 2)
+        self.embed_norm = nn.LayerNorm(s.channels)
+        self.blocks = ConvNeXtStack(s.blocks, s.channels, s.kernel_size, s.expansion)
+        self.output_norm = nn.LayerNorm(s.channels)
+        self.bins = s.n_fft // 2 + 1
+        self.head = nn.Linear(s.channels, 2 * self.bins)
+
+    def config(self) -> dict[str, Any]:
+        return asdict(self.settings)
+
+    @property
+    def context_frames(self) -> int:
+        """Frames each side that change an output frame: the convolutions' reach + the window overlap."""
+        s = self.settings
+        reach = (s.kernel_size // 2) * (1 + s.blocks)
+        return reach + -(-s.n_fft // (2 * s.hop_length))
+
+    def set_statistics(self, log_mel: torch.Tensor) -> None:
+        """Fix the input standardisation from training frames ``(n_mels, N)``."""
+        with torch.no_grad():
+            self.mel_mean.copy_(log_mel.mean(dim=1, keepdim=True))
+            self.mel_std.copy_(log_mel.std(dim=1, keepdim=True).clamp(min=1e-3))
+
+    def spectrum(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """Complex STFT ``(B, n_fft // 2 + 1, T)`` of the waveform for log-mel ``(B, n_mels, T)``."""
+        hidden = self.embed((log_mel - self.mel_mean) / self.mel_std)
+        hidden = self.embed_norm(hidden.transpose(1, 2)).transpose(1, 2)
+        hidden = self.blocks(hidden)
+        output = self.head(self.output_norm(hidden.transpose(1, 2))).transpose(1, 2)
+        log_magnitude, phase = output.float().split(self.bins, dim=1)
+        magnitude = torch.exp(log_magnitude.clamp(max=_MAX_LOG_MAGNITUDE))
+        return torch.polar(magnitude, phase)
+
+    def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
+        s = self.settings
+        return istft_same(self.spectrum(log_mel), s.n_fft, s.hop_length, self.window)
+
+    def loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Distillation loss against the teacher's waveform (:class:`~plutok.training.vocoder.VocoderBatch`).
+
+        ``spectrum``: L1 between the predicted and the teacher's complex STFT (same
+        frames); ``log_magnitude``: L1 of their log-magnitudes (quiet frames count too);
+        ``multi_resolution``: spectral convergence + log-magnitude L1 of the synthesised
+        waveform at four other STFT sizes (what the ear hears, not only this framing).
+        """
+        s = self.settings
+        predicted = self.spectrum(batch.log_mel)
+        target = stft_same(batch.wave, s.n_fft, s.hop_length, self.window)
+        frames = min(predicted.shape[-1], target.shape[-1])
+        predicted, target = predicted[..., :frames], target[..., :frames]
+        spectrum = (torch.view_as_real(predicted) - torch.view_as_real(target)).abs().mean()
+        log_magnitude = (torch.log(predicted.abs() + 1e-5) - torch.log(target.abs() + 1e-5)).abs().mean()
+        wave = istft_same(predicted, s.n_fft, s.hop_length, self.window)
+        multi_resolution = multi_resolution_stft_loss(wave, batch.wave[..., : wave.shape[-1]])
+        total = spectrum + log_magnitude + multi_resolution
+        return total, {
+            "spectrum": spectrum,
+            "log_magnitude": log_magnitude,
+            "multi_resolution": multi_resolution,
+        }
+
+
+def multi_resolution_stft_loss(
+    predicted: torch.Tensor, target: torch.Tensor, sizes: tuple[int, ...] = (256, 512, 1024, 2048)
+) -> torch.Tensor:
+    """Mean over STFT sizes (hop = size / 4) of spectral convergence + log-magnitude L1, ``(B, N)`` waves."""
+    total = predicted.new_zeros(())
+    for size in sizes:
+        window = torch.hann_window(size, device=predicted.device)
+        spectra = [
+            torch.stft(wave, size, size // 4, window=window, return_complex=True).abs()
+            for wave in (predicted, target)
+        ]
+        convergence = torch.linalg.norm(spectra[1] - spectra[0]) / torch.linalg.norm(spectra[1]).clamp(
+            min=1e-7
+        )
+        log_l1 = (torch.log(spectra[0] + 1e-5) - torch.log(spectra[1] + 1e-5)).abs().mean()
+        total = total + convergence + log_l1
+    return total / len(sizes)
+
+
+class ISTFTVocoder(Vocoder):
+    """The :class:`ISTFTNet` as a model part: weights in ``vocoder.safetensors`` of the model directory."""
+
+    name = "istft-16k"
+
+    def __init__(self, settings: ISTFTVocoderSettings | None = None, net: ISTFTNet | None = None) -> None:
+        self.net = (net if net is not None else ISTFTNet(settings)).eval()
+        self.settings = self.net.settings
+        self.device = "cpu"
+
+    @property
+    def sample_rate(self) -> int:
+        return self.settings.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.settings.hop_length
+
+    @property
+    def feature_dim(self) -> int:
+        return self.settings.n_mels
+
+    @property
+    def context_frames(self) -> int:
+        return self.net.context_frames
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, **asdict(self.settings)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], directory: Path | None = None) -> ISTFTVocoder:
+        vocoder = cls(settings_from_config(ISTFTVocoderSettings, config, "istft vocoder"))
+        if directory is not None:
+            vocoder.load_weights(Path(directory) / WEIGHTS_FILE)
+        return vocoder
+
+    def weights_digest(self) -> str:
+        return state_dict_sha256(self.net.state_dict())
+
+    def save_weights(self, directory: Path) -> None:
+        from safetensors.torch import save_file
+
+        from plutok.files import atomic_path
+        from plutok.weights import half_where_exact
+
+        with atomic_path(Path(directory) / WEIGHTS_FILE) as temporary:
+            save_file(half_where_exact(self.net.state_dict()), str(temporary))
+
+    def load_weights(self, path: Path) -> None:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        if not path.is_file():
+            raise ModelError(f"vocoder weights not found: {path}")
+        try:
+            state = load_file(str(path))
+        except (OSError, SafetensorError) as error:
+            raise ModelError(f"cannot read {path}: {error}") from error
+        expected = self.net.state_dict()
+        if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
+            raise ModelError(f"{path} does not match the istft vocoder config")
+        self.net.load_state_dict({key: value.float() for key, value in state.items()})
+
+    def to(self, device: str) -> ISTFTVocoder:
+        self.device = device
+        self.net.to(device)
+        return self
+
+    def synthesize(
+        self, features: np.ndarray, speaker: np.ndarray | None = None, chunk_frames: int | None = None
+    ) -> np.ndarray:
+        """Waveform ``(frames * hop,)`` float32 of a log-mel ``(n_mels, frames)``; chunked with full context."""
+        log_mel = np.asarray(features, dtype=np.float32)
+        if log_mel.ndim != 2 or log_mel.shape[0] != self.feature_dim:
+            raise ModelError(f"expected log-mel of shape ({self.feature_dim}, frames), got {log_mel.shape}")
+        if log_mel.shape[1] == 0:
+            return np.zeros(0, dtype=np.float32)
+
+        def window(begin: int, end: int) -> np.ndarray:
+            with torch.inference_mode():
+                batch = torch.from_numpy(np.ascontiguousarray(log_mel[:, begin:end]))[None].to(self.device)
+                return self.net(batch)[0].float().cpu().numpy()
+
+        return chunked_apply(
+            window, log_mel.shape[1], chunk_frames, self.context_frames, outputs_per_step=self.hop_length
+        )
