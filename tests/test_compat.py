@@ -59,3 +59,24 @@ def test_a_v1_plt_is_refused_by_another_model(expected, tiny_model):
 
     with pytest.raises(ContainerError, match="another model|fingerprint"):
         tiny_model.load_plt(FIXTURES / "sample-1.5s.plt")
+
+
+@pytest.mark.slow
+def test_the_cli_decodes_a_plt_of_a_bundled_older_model_without_being_told(expected, tmp_path, capsys):
+    from plutok.cli import main
+
+    output = tmp_path / "decoded.wav"
+    assert main(["decode", str(FIXTURES / "sample-1.5s.plt"), "-o", str(output), "-q"]) == 0
+    assert "bundled model 'v1'" in capsys.readouterr().err
+    decoded, rate = sf.read(output, dtype="float32")
+    assert rate == 16000 and decoded.shape == expected["decoded"].shape
+    # Through a 16-bit WAV: within one quantisation step of the 0.1 decode.
+    np.testing.assert_allclose(decoded, expected["decoded"], rtol=0, atol=1.5 / 32768)
+    # Told which model, the CLI uses that one and refuses the file.
+    assert (
+        main(
+            ["decode", str(FIXTURES / "sample-1.5s.plt"), "-o", str(tmp_path / "x.wav"), "--model", "default"]
+        )
+        == 1
+    )
+    assert "another model" in capsys.readouterr().err

@@ -181,6 +181,31 @@ def profile_decode(tokenizer: Any, encoding: Any, output_rate: int = 48000) -> d
     }
 
 
+def compare_vocoders(
+    tokenizer: Any, encoding: Any, others: dict[str, Any], repeats: int = 3
+) -> dict[str, dict[str, float]]:
+    """Decode seconds (codec decoder + vocoder, best of ``repeats``) of one encoding with the model's
+    vocoder and with each of ``others`` (name -> vocoder), on the same synthesis features."""
+    codes = tokenizer.ids_to_codes(encoding.ids)
+    speaker = tokenizer.speaker_vector(encoding.speaker)
+    chunk = (
+        None
+        if tokenizer.chunk_codes is None
+        else tokenizer.chunk_codes * tokenizer.codec.synthesis_frames_per_code
+    )
+    codec_s = min(_timed(lambda: tokenizer.synthesis_features(codes, speaker))[1] for _ in range(repeats))
+    features = tokenizer.synthesis_features(codes, speaker)
+    result = {}
+    for name, vocoder in {tokenizer.vocoder.name: tokenizer.vocoder, **others}.items():
+        vocoder.synthesize(features[:, :200], speaker)  # warm-up
+        vocoder_s = min(
+            _timed(lambda v=vocoder: v.synthesize(features, speaker, chunk_frames=chunk))[1]
+            for _ in range(repeats)
+        )
+        result[name] = {"codec_decoder_s": codec_s, "vocoder_s": vocoder_s, "decode_s": codec_s + vocoder_s}
+    return result
+
+
 def _timed(function: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     value = function()
@@ -194,6 +219,7 @@ def benchmark(
     batch_seconds: float = 10.0,
     audio: np.ndarray | None = None,
     progress: bool = True,
+    compare: Callable[[Any], dict[str, dict[str, float]]] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark; returns a JSON-serialisable dict (see module docstring).
 
@@ -202,6 +228,8 @@ def benchmark(
         durations: input lengths in seconds for the RTF rows.
         batch_clips / batch_seconds: the batch-throughput workload.
         audio: float32 ``(samples,)`` at ``target.sample_rate`` to tile; None = :func:`speech_like`.
+        compare: ``compare(state)`` of the longest input -> per-vocoder decode seconds
+            (:func:`compare_vocoders`).
     """
     from tqdm import tqdm
 
@@ -250,6 +278,9 @@ def benchmark(
     if target.profile is not None:
         longest = make(max(durations))
         profile = {"seconds": max(durations), **target.profile(target.encode(longest))}
+    vocoders = None
+    if compare is not None:
+        vocoders = {"seconds": max(durations), "decode": compare(target.encode(make(max(durations))))}
     bpe = None
     if target.bpe_encode is not None and target.bpe_decode is not None and codes is not None and len(codes):
         stream = np.resize(codes, max(len(codes), 200_000)).astype(np.int64)
@@ -270,6 +301,7 @@ def benchmark(
         "batch": batch,
         "bpe": bpe,
         "decode_profile": profile,
+        "vocoder_comparison": vocoders,
         "peak_rss_mb": _peak_rss_mb(),
         "machine": machine_info(),
     }
@@ -306,6 +338,16 @@ def markdown_table(result: dict[str, Any]) -> str:
             for key, value in profile.items()
         )
         lines.append(f"Decode profile ({seconds:g} s of audio): {parts}.")
+    if result.get("vocoder_comparison"):
+        comparison = result["vocoder_comparison"]
+        rows = comparison["decode"]
+        first = next(iter(rows))
+        parts = ", ".join(
+            f"{name} {row['decode_s']:.2f} s (vocoder {row['vocoder_s']:.2f} s; "
+            f"{row['decode_s'] / rows[first]['decode_s']:.2f}x of {first})"
+            for name, row in rows.items()
+        )
+        lines.append(f"Decode of the same {comparison['seconds']:g} s of codes, best of 3: {parts}.")
     if result["bpe"]:
         bpe = result["bpe"]
         lines.append(
@@ -342,6 +384,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--audio", default=None, metavar="FILE", help="speech file to tile instead of generated audio"
     )
+    parser.add_argument(
+        "--compare-vocoder",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also time decoding the longest input with this registered vocoder (e.g. hifigan-16k); repeatable",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", default=None, metavar="FILE", help="also write the result as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -376,7 +425,15 @@ def run(args: argparse.Namespace) -> int:
             from plutok.audio import load_audio
 
             audio = load_audio(args.audio, target.sample_rate)[0]
-        result = benchmark(target, durations, args.batch, args.batch_seconds, audio, progress=not args.quiet)
+        compare = None
+        if args.compare_vocoder and not args.copy_synthesis:
+            from plutok import registry
+
+            others = {name: registry.build("vocoder", {"name": name}) for name in args.compare_vocoder}
+            compare = lambda encoding: compare_vocoders(tokenizer, encoding, others)  # noqa: E731
+        result = benchmark(
+            target, durations, args.batch, args.batch_seconds, audio, progress=not args.quiet, compare=compare
+        )
         result["command"] = " ".join(getattr(args, "argv", None) or sys.argv)
         if args.out:
             from plutok.files import atomic_write_text

@@ -41,3 +41,22 @@ def test_decode_profile_splits_the_decode_by_stage(tiny_model):
     assert set(profile) == {"seconds", "bpe_s", "codec_decoder_s", "vocoder_s", "resample_to_48000_s"}
     assert all(value >= 0 for value in profile.values())
     assert "Decode profile (0.5 s of audio): bpe" in bench.markdown_table(result)
+
+
+def test_vocoder_comparison_times_each_vocoder_on_the_same_codes(tiny_model):
+    from plutok.vocoders.istft import ISTFTVocoder, ISTFTVocoderSettings
+
+    other = ISTFTVocoder(ISTFTVocoderSettings(channels=8, blocks=1, expansion=2))
+    target = bench.BenchTarget.from_tokenizer(tiny_model, "tiny")
+    result = bench.benchmark(
+        target,
+        [0.5],
+        batch_clips=0,
+        progress=False,
+        compare=lambda encoding: bench.compare_vocoders(tiny_model, encoding, {"small": other}, repeats=1),
+    )
+    rows = result["vocoder_comparison"]["decode"]
+    assert list(rows) == [tiny_model.vocoder.name, "small"]
+    for row in rows.values():
+        assert row["decode_s"] == row["codec_decoder_s"] + row["vocoder_s"] > 0
+    assert "Decode of the same 0.5 s of codes, best of 3: " in bench.markdown_table(result)

@@ -143,6 +143,46 @@ def load_model(args: argparse.Namespace) -> Plutok:
     return tok.to(device) if device != "cpu" else tok
 
 
+class ModelForFiles:
+    """The model to decode each ``.plt`` file with.
+
+    With ``--model``, that model for every file. Without it, the bundled default, or,
+    for a file whose fingerprint is another bundled model's (an older default, v1),
+    that model: upgrading Plutok never strands files made with an earlier default.
+    """
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.default = load_model(args)
+        self._by_fingerprint: dict[bytes, Plutok | None] = {self.default.fingerprint_bytes: self.default}
+
+    def __call__(self, path: Path) -> Plutok:
+        if self.args.model is not None:
+            return self.default
+        from plutok.container import read_plt
+        from plutok.errors import ContainerError
+
+        try:
+            fingerprint = read_plt(path).fingerprint
+        except ContainerError:
+            return self.default  # its own load_plt reports what is wrong with the file
+        if fingerprint not in self._by_fingerprint:
+            self._by_fingerprint[fingerprint] = self._bundled(fingerprint)
+        return self._by_fingerprint[fingerprint] or self.default
+
+    def _bundled(self, fingerprint: bytes) -> Plutok | None:
+        from plutok.hub import BUNDLED_MODELS
+
+        for name in BUNDLED_MODELS:
+            if name == "default":
+                continue
+            model = load_model(argparse.Namespace(**{**vars(self.args), "model": name}))
+            if model.fingerprint_bytes == fingerprint:
+                warn(f"files made by the bundled model {name!r} are decoded with it")
+                return model
+        return None
+
+
 # -- inputs -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class InputFile:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plutok.cli.common import (
+    ModelForFiles,
     UsageError,
     add_model_options,
     collect_inputs,
@@ -312,7 +313,7 @@ def _decode_row(args: argparse.Namespace, corpus: Path, output: Path) -> int:
 def _decode_one_plt(args: argparse.Namespace, source: Path, output: Path) -> int:
     from plutok.io.outputs import write_audio_checked
 
-    tok = load_model(args)
+    tok = ModelForFiles(args)(source)
     encoding = tok.load_plt(source)
     wav, rate = tok.decode(encoding, sample_rate=args.sample_rate, speaker=_speaker(tok, args))
     _report(len(encoding.ids), write_audio_checked(output, wav, rate), args)
@@ -325,15 +326,18 @@ def _decode_many(args: argparse.Namespace, pairs: list[tuple[Path, Path]]) -> in
     from plutok.errors import PlutokError
     from plutok.io.outputs import write_audio_checked
 
-    tok = load_model(args)
-    speaker = _speaker(tok, args)
+    models = ModelForFiles(args)
+    speakers: dict[int, Any] = {}
     started = time.perf_counter()
     done = failed = 0
     seconds = 0.0
     for source, output in tqdm(pairs, desc="decoding", unit="file", disable=args.quiet):
         try:
+            tok = models(source)
+            if id(tok) not in speakers:
+                speakers[id(tok)] = _speaker(tok, args)
             encoding = tok.load_plt(source)
-            wav, rate = tok.decode(encoding, sample_rate=args.sample_rate, speaker=speaker)
+            wav, rate = tok.decode(encoding, sample_rate=args.sample_rate, speaker=speakers[id(tok)])
             written = write_audio_checked(output, wav, rate)
         except PlutokError as error:
             failed += 1
