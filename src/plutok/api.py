@@ -411,7 +411,9 @@ class Plutok:
         :meth:`decode_ids` of all ids within 1e-4. ``speaker`` as in :meth:`decode_ids`.
         Yields float32 ``(samples,)`` arrays at :attr:`sample_rate`; see :mod:`plutok.streaming`.
         """
-        return streaming.decode_stream(self, ids, self.speaker_vector(self._voice(speaker)), chunk_codes)
+        if chunk_codes < 1:
+            raise PlutokError(f"chunk_codes must be positive, got {chunk_codes}")
+        yield from streaming.decode_stream(self, ids, self.speaker_vector(self._voice(speaker)), chunk_codes)
 
     def _output_rate(self, sample_rate: int | None) -> int:
         output_rate = self.sample_rate if sample_rate is None else sample_rate

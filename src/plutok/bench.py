@@ -196,13 +196,20 @@ def compare_vocoders(
     codec_s = min(_timed(lambda: tokenizer.synthesis_features(codes, speaker))[1] for _ in range(repeats))
     features = tokenizer.synthesis_features(codes, speaker)
     result = {}
-    for name, vocoder in {tokenizer.vocoder.name: tokenizer.vocoder, **others}.items():
+    for name, vocoder in [(tokenizer.vocoder.name, tokenizer.vocoder), *others.items()]:
+        if name in result:
+            continue  # the model's own vocoder is timed once
         vocoder.synthesize(features[:, :200], speaker)  # warm-up
         vocoder_s = min(
             _timed(lambda v=vocoder: v.synthesize(features, speaker, chunk_frames=chunk))[1]
             for _ in range(repeats)
         )
-        result[name] = {"codec_decoder_s": codec_s, "vocoder_s": vocoder_s, "decode_s": codec_s + vocoder_s}
+        result[name] = {
+            "codec_decoder_s": codec_s,
+            "vocoder_s": vocoder_s,
+            "decode_s": codec_s + vocoder_s,
+            "best_of": repeats,
+        }
     return result
 
 
@@ -347,7 +354,9 @@ def markdown_table(result: dict[str, Any]) -> str:
             f"{row['decode_s'] / rows[first]['decode_s']:.2f}x of {first})"
             for name, row in rows.items()
         )
-        lines.append(f"Decode of the same {comparison['seconds']:g} s of codes, best of 3: {parts}.")
+        lines.append(
+            f"Decode of the same {comparison['seconds']:g} s of codes, best of {rows[first]['best_of']}: {parts}."
+        )
     if result["bpe"]:
         bpe = result["bpe"]
         lines.append(
@@ -426,10 +435,22 @@ def run(args: argparse.Namespace) -> int:
 
             audio = load_audio(args.audio, target.sample_rate)[0]
         compare = None
-        if args.compare_vocoder and not args.copy_synthesis:
+        if args.compare_vocoder and args.copy_synthesis:
+            raise PlutokError(
+                "--compare-vocoder times a model's decode; it does not apply to --copy-synthesis"
+            )
+        if args.compare_vocoder:
             from plutok import registry
 
             others = {name: registry.build("vocoder", {"name": name}) for name in args.compare_vocoder}
+            for name, vocoder in others.items():
+                if (vocoder.feature_dim, vocoder.hop_length) != (
+                    tokenizer.vocoder.feature_dim,
+                    tokenizer.vocoder.hop_length,
+                ):
+                    raise PlutokError(
+                        f"--compare-vocoder {name} reads other features than this model's codec writes"
+                    )
             compare = lambda encoding: compare_vocoders(tokenizer, encoding, others)  # noqa: E731
         result = benchmark(
             target, durations, args.batch, args.batch_seconds, audio, progress=not args.quiet, compare=compare

@@ -171,12 +171,16 @@ class ModelForFiles:
         return self._by_fingerprint[fingerprint] or self.default
 
     def _bundled(self, fingerprint: bytes) -> Plutok | None:
+        from plutok.errors import PlutokError
         from plutok.hub import BUNDLED_MODELS
 
         for name in BUNDLED_MODELS:
             if name == "default":
                 continue
-            model = load_model(argparse.Namespace(**{**vars(self.args), "model": name}))
+            try:
+                model = load_model(argparse.Namespace(**{**vars(self.args), "model": name}))
+            except PlutokError:
+                continue  # a bundled model that cannot load here cannot have made the file
             if model.fingerprint_bytes == fingerprint:
                 warn(f"files made by the bundled model {name!r} are decoded with it")
                 return model

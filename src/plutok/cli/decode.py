@@ -327,7 +327,9 @@ def _decode_many(args: argparse.Namespace, pairs: list[tuple[Path, Path]]) -> in
     from plutok.io.outputs import write_audio_checked
 
     models = ModelForFiles(args)
-    speakers: dict[int, Any] = {}
+    # A bad --speaker stops the run before any file (for the default model; a bundled
+    # older model reads the reference again when a file needs it).
+    speakers: dict[int, Any] = {id(models.default): _speaker(models.default, args)}
     started = time.perf_counter()
     done = failed = 0
     seconds = 0.0

@@ -4,7 +4,9 @@ The first member sets the frame rate ``R``. Every other member must run at a
 whole multiple ``k R`` and contributes ``k`` consecutive frames per output frame,
 folded into ``k C`` channels (row ``j C + c`` holds bin ``c`` of sub-frame ``j``),
 zero-padded or cut to exactly ``k`` frames per output frame (before speaker
-normalisation, the same way in training and at inference). Example, the 2nd v2 experiment: Whisper-base at 25 frames/s (512
+normalisation, the same way in training and at inference). The padding covers at
+most ``k - 1`` sub-frames at an utterance's very end; a model trained with it has
+learnt it, so changing the pad value would change that model's last token. Example, the 2nd v2 experiment: Whisper-base at 25 frames/s (512
 channels) + the speaker-normalised 100 frames/s log-mel (4 x 80 channels) = 832
 channels at 25 frames/s.
 

@@ -44,7 +44,12 @@ _CONFIG = "teacher.json"
 
 @dataclass
 class VocoderBatch:
-    """``log_mel`` ``(B, n_mels, T)`` and the teacher's ``wave`` ``(B, T * hop)`` (torch)."""
+    """``log_mel`` ``(B, n_mels, T)`` and the teacher's ``wave`` ``(B, T * hop + 2 * margin)`` (torch).
+
+    The wave has ``margin = (n_fft - hop) / 2`` real samples beyond the crop on each side
+    (zeros only at an utterance's ends), so the target spectrum of every frame, the
+    crop's first and last included, is that of the teacher's continuous signal.
+    """
 
     log_mel: torch.Tensor
     wave: torch.Tensor
@@ -82,6 +87,8 @@ def build_teacher_set(
         "other_hours": other_hours,
         "split": split,
         "seed": seed,
+        # The sample is drawn from these utterances: a grown cache would draw another one.
+        "cache_utterances": len(cache.utterances(split)),
     }
     config_path = out / _CONFIG
     if config_path.is_file() and json.loads(config_path.read_text(encoding="utf-8")) != config:
@@ -192,11 +199,13 @@ def _memmap(path: Path, dim: int) -> np.ndarray:
 class VocoderBatcher:
     """Random crops of ``segment_frames`` frames (or, for evaluation, fixed ones), a function of seed and count."""
 
-    def __init__(self, teacher: TeacherSet, rows: list[int], segment_frames: int, seed: int = 0) -> None:
+    def __init__(
+        self, teacher: TeacherSet, rows: list[int], segment_frames: int, margin: int, seed: int = 0
+    ) -> None:
         if not rows:
             raise ModelError("no teacher utterances to train on")
         self.teacher, self.rows = teacher, rows
-        self.segment_frames, self.seed = segment_frames, seed
+        self.segment_frames, self.margin, self.seed = segment_frames, margin, seed
         self.batches_drawn = 0
         lengths = np.array([teacher.rows[i]["mel"][1] for i in rows], dtype=np.float64)
         self._probabilities = lengths / lengths.sum()
@@ -204,11 +213,15 @@ class VocoderBatcher:
     def _crop(self, index: int, start: int) -> tuple[np.ndarray, np.ndarray]:
         frames, hop = self.segment_frames, self.teacher.hop
         mel = np.full((self.teacher._mel.shape[1], frames), np.log(1e-5), dtype=np.float32)
-        wave = np.zeros(frames * hop, dtype=np.float32)
+        margin = self.margin
+        wave = np.zeros(frames * hop + 2 * margin, dtype=np.float32)
         piece = np.asarray(self.teacher.mel(index)[:, start : start + frames], dtype=np.float32)
         mel[:, : piece.shape[1]] = piece
-        samples = np.asarray(self.teacher.wave(index)[start * hop : (start + frames) * hop], dtype=np.float32)
-        wave[: samples.shape[0]] = samples
+        source = self.teacher.wave(index)
+        begin, end = start * hop - margin, (start + frames) * hop + margin
+        samples = np.asarray(source[max(begin, 0) : min(end, source.shape[0])], dtype=np.float32)
+        offset = max(0, -begin)
+        wave[offset : offset + samples.shape[0]] = samples
         return mel, wave
 
     def _batch(self, items: list[tuple[int, int]]) -> VocoderBatch:
@@ -258,8 +271,9 @@ def train_vocoder(
     sample = np.concatenate([np.asarray(teacher.mel(i), dtype=np.float32) for i in train_rows[:500]], axis=1)
     net.set_statistics(torch.from_numpy(sample))
     segment = trainer_config.segment_codes
-    batches = VocoderBatcher(teacher, train_rows, segment, seed=trainer_config.seed)
-    dev = VocoderBatcher(teacher, dev_rows, segment)
+    margin = (settings.n_fft - settings.hop_length) // 2
+    batches = VocoderBatcher(teacher, train_rows, segment, margin, seed=trainer_config.seed)
+    dev = VocoderBatcher(teacher, dev_rows, segment, margin)
     out = Path(out_dir)
     trainer = Trainer(net, batches, dev, trainer_config, out, callback=callback)
     trainer.setup(resume=resume)

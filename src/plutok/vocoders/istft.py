@@ -133,19 +133,28 @@ class ISTFTNet(nn.Module):
         """Distillation loss against the teacher's waveform (:class:`~plutok.training.vocoder.VocoderBatch`).
 
         ``spectrum``: L1 between the predicted and the teacher's complex STFT (same
-        frames); ``log_magnitude``: L1 of their log-magnitudes (quiet frames count too);
-        ``multi_resolution``: spectral convergence + log-magnitude L1 of the synthesised
-        waveform at four other STFT sizes (what the ear hears, not only this framing).
+        frames; the batch's wave carries the ``(n_fft - hop) / 2`` samples of context
+        each side that the crop's edge frames need); ``log_magnitude``: L1 of their
+        log-magnitudes (quiet frames count too); ``multi_resolution``: spectral
+        convergence + log-magnitude L1 of the synthesised waveform at four other STFT
+        sizes (what the ear hears, not only this framing), away from the crop's edges.
         """
         s = self.settings
+        margin = (s.n_fft - s.hop_length) // 2
         predicted = self.spectrum(batch.log_mel)
-        target = stft_same(batch.wave, s.n_fft, s.hop_length, self.window)
+        target = torch.stft(
+            batch.wave, s.n_fft, s.hop_length, win_length=s.n_fft, window=self.window,
+            center=False, return_complex=True,
+        )  # fmt: skip
         frames = min(predicted.shape[-1], target.shape[-1])
         predicted, target = predicted[..., :frames], target[..., :frames]
         spectrum = (torch.view_as_real(predicted) - torch.view_as_real(target)).abs().mean()
         log_magnitude = (torch.log(predicted.abs() + 1e-5) - torch.log(target.abs() + 1e-5)).abs().mean()
         wave = istft_same(predicted, s.n_fft, s.hop_length, self.window)
-        multi_resolution = multi_resolution_stft_loss(wave, batch.wave[..., : wave.shape[-1]])
+        teacher = batch.wave[..., margin : margin + wave.shape[-1]]
+        # The synthesised wave lacks the overlap of frames beyond the crop in its first and
+        # last (n_fft - hop) / 2 samples: those are left out of the waveform loss.
+        multi_resolution = multi_resolution_stft_loss(wave[..., margin:-margin], teacher[..., margin:-margin])
         total = spectrum + log_magnitude + multi_resolution
         return total, {
             "spectrum": spectrum,
