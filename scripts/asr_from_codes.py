@@ -41,10 +41,13 @@ def main() -> None:
     per_clip = []
     for row in rows:
         wav, _ = load_audio(manifest.parent / row["path"], target_rate=tok.sample_rate)
-        features = tok.frontend.analyze(wav)
-        codes = tok.codec.encode(features)
+        speaker = tok.speaker_encoder.embed(wav)
+        analysis = tok.frontend.analyze(wav, speaker)
+        codes = tok.codec.encode(tok.frontend.normalized(analysis, speaker, tok.speaker_encoder))
         with torch.inference_mode():
             predicted = tok.codec.content_features(torch.from_numpy(codes)[None])[0].numpy()
+        # The content head predicts the Whisper channels, which come first in a stacked frontend.
+        features = analysis[: predicted.shape[0]]
         result = {"id": row["id"], "language": row["language"]}
         for name, frames in (("features", features), ("codes", predicted)):
             text = asr.transcribe_encoder_output(np.repeat(frames, 2, axis=1), row["language"])

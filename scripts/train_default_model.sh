@@ -8,12 +8,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-data}
-CODEBOOK=${CODEBOOK:-4096}
-CONTENT_WEIGHT=${CONTENT_WEIGHT:-2.0}
-STEPS=${STEPS:-3500}
+CODEBOOK=${CODEBOOK:-1024}
+CONTENT_WEIGHT=${CONTENT_WEIGHT:-1.0}
+STEPS=${STEPS:-4000}
 VOCAB=${VOCAB:-12000}
 THREADS=${THREADS:-2}
-run=${RUN:-$work/runs/v2-vq$CODEBOOK}
+run=${RUN:-$work/runs/v2-mel}
+# The codec reads Whisper-base features and the speaker-normalised log-mel, stacked at 25
+# frames/s; both come from the one cache below (the log-mel part is derived from it).
+FRONTEND='{"name": "stack", "members": [
+  {"name": "whisper-encoder", "compute_type": "int8", "context_seconds": 1.0, "pool": 2, "window_seconds": 10.0},
+  {"name": "log-mel", "normalize_by_speaker": true, "fmax": 8000.0, "fmin": 0.0, "hop_length": 160,
+   "n_fft": 1024, "n_mels": 80, "sample_rate": 16000, "win_length": 640}]}'
 
 # 1. Corpus (DESIGN §5 training sources only; manifest with a fixed dev split).
 [ -f "$work/corpus/manifest.jsonl" ] || plutok corpus build "$work/corpus"
@@ -34,12 +40,13 @@ plutok cache "$manifest" -o "$work/cache/whisper25" --threads "$THREADS" -q
 
 # 3. The codec (resumes from $run/checkpoints when interrupted).
 plutok train-codec "$work/cache/whisper25" -o "$run" --threads "$THREADS" \
+    --frontend "$FRONTEND" --content-dim 512 \
     --quantizer "{\"name\": \"vq\", \"codebook_size\": $CODEBOOK, \"dim\": 16}" --content-weight "$CONTENT_WEIGHT" \
     --steps "$STEPS" --batch-size 16 --segment-codes 100 --learning-rate 1e-3 --warmup-steps 300 \
     --eval-every 500 --log-every 50 --checkpoint-every 250 --seed 0 --resume
 
 # 4. Weights rounded to float16 values, BPE over the training codes, the model directory.
 python -m plutok.training.assemble "$work/cache/whisper25" "$run/codec" -o "$run/model" --vocab-size "$VOCAB" \
-    --description "Plutok default v2: Whisper-base encoder -> content codec (VQ $CODEBOOK, 25 codes/s) -> log-mel -> HiFi-GAN; BPE $VOCAB"
+    --description "Plutok default v2.1: Whisper-base encoder + log-mel -> content codec (VQ $CODEBOOK, 25 codes/s) -> log-mel -> HiFi-GAN; BPE $VOCAB"
 
 echo "model: $run/model  (bundle with: rm -rf src/plutok/assets/default && cp -r $run/model src/plutok/assets/default)"

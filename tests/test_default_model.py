@@ -23,7 +23,7 @@ def sample():
 
 
 def test_bundled_files_are_small_safetensors():
-    for name, weights in (("default", "codec.safetensors"), ("v1", "vqvae.safetensors")):
+    for name, weights in (("default", "codec.safetensors"), ("v2.0", "codec.safetensors"), ("v1", "vqvae.safetensors")):
         directory = bundled_model_path(name)
         assert sorted(path.name for path in directory.iterdir()) == sorted(
             ["config.json", "tokenizer.json", weights]
@@ -31,9 +31,10 @@ def test_bundled_files_are_small_safetensors():
         assert (directory / weights).stat().st_size < 8 * 2**20
 
 
-def test_default_is_v2_on_the_whisper_frontend(default_model):
+def test_default_is_v2_on_whisper_and_log_mel(default_model):
     facts = default_model.info()
-    assert facts["frontend"] == "whisper-encoder" and facts["codec"] == "content"
+    assert facts["frontend"] == "stack" and facts["codec"] == "content"
+    assert [member.name for member in default_model.frontend.members] == ["whisper-encoder", "log-mel"]
     assert facts["vocoder"] == "hifigan-16k" and facts["default_speaker"]
     # Total bitrate with the speaker vector on a 10 s utterance (DESIGN: <= 500 bits/s).
     assert default_model.bitrate(25.0, 10.0) <= 500

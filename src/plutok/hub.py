@@ -54,7 +54,7 @@ PART_KINDS = ("frontend", "speaker", "codec", "vocoder")
 
 
 #: Models bundled with the package, by the name ``from_pretrained`` / ``--model`` accept.
-BUNDLED_MODELS = {"default": "default", "v1": "v1"}
+BUNDLED_MODELS = {"default": "default", "v2.0": "v2.0", "v1": "v1"}
 
 
 def default_model_path() -> Path:
@@ -63,7 +63,8 @@ def default_model_path() -> Path:
 
 
 def bundled_model_path(name: str) -> Path:
-    """Directory of a bundled model: ``"default"`` (v2) or ``"v1"`` (the 0.1 default, for its ``.plt`` files)."""
+    """Directory of a bundled model: ``"default"`` (v2.1), ``"v2.0"`` (the 0.2.0 default) or ``"v1"``
+    (the 0.1 default); the older ones stay so that their ``.plt`` files keep decoding."""
     return Path(str(resources.files("plutok") / "assets" / BUNDLED_MODELS[name]))
 
 
