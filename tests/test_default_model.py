@@ -23,7 +23,11 @@ def sample():
 
 
 def test_bundled_files_are_small_safetensors():
-    for name, weights in (("default", "codec.safetensors"), ("v2.0", "codec.safetensors"), ("v1", "vqvae.safetensors")):
+    for name, weights in (
+        ("default", "codec.safetensors"),
+        ("v2.0", "codec.safetensors"),
+        ("v1", "vqvae.safetensors"),
+    ):
         directory = bundled_model_path(name)
         assert sorted(path.name for path in directory.iterdir()) == sorted(
             ["config.json", "tokenizer.json", weights]
@@ -54,3 +58,38 @@ def test_sample_token_rate_meets_the_target(default_model, sample):
     encoding = default_model.encode(*sample)
     assert encoding.tokens_per_second <= 27.0
     assert encoding.codes_per_second == pytest.approx(default_model.codes_per_second, rel=0.02)
+
+
+def test_the_fast_model_is_the_default_with_the_istft_vocoder(default_model, sample, tmp_path):
+    from plutok.container import read_plt
+    from plutok.errors import ContainerError
+
+    fast = Plutok.from_pretrained("fast")
+    assert fast.vocoder.name == "istft-16k" and fast.codec.config() == default_model.codec.config()
+    assert fast.fingerprint != default_model.fingerprint
+    assert (
+        bundled_model_path("default").parent / "vocoders" / "istft-16k" / "vocoder.safetensors"
+    ).stat().st_size < 4 * 2**20
+    wav, rate = sample
+    encoding = fast.encode(wav, rate)
+    # Same codes and ids as the default: a language model's ids decode with either.
+    assert encoding.ids == default_model.encode(wav, rate).ids
+    decoded, out_rate = fast.decode(encoding)
+    assert decoded.shape[0] == round(wav.shape[0] * out_rate / rate) and np.abs(decoded).max() > 0.01
+    # The fingerprint covers the vocoder: a .plt of one is refused by the other.
+    path = fast.save_plt(encoding, tmp_path / "fast.plt")
+    assert read_plt(path).fingerprint == fast.fingerprint_bytes
+    with pytest.raises(ContainerError, match="another model"):
+        default_model.load_plt(path)
+
+
+def test_fast_streaming_equals_one_pass(sample):
+    fast = Plutok.from_pretrained("fast")
+    wav, rate = sample
+    encoding = fast.encode(wav, rate)
+    whole, _ = fast.decode_ids(encoding.ids, speaker=encoding.speaker)
+    streamed = np.concatenate(
+        list(fast.decode_stream(iter(encoding.ids), speaker=encoding.speaker, chunk_codes=20))
+    )
+    assert streamed.shape == whole.shape
+    np.testing.assert_allclose(streamed, whole, rtol=0, atol=1e-4)

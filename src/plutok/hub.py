@@ -55,6 +55,10 @@ PART_KINDS = ("frontend", "speaker", "codec", "vocoder")
 
 #: Models bundled with the package, by the name ``from_pretrained`` / ``--model`` accept.
 BUNDLED_MODELS = {"default": "default", "v2.0": "v2.0", "v1": "v1"}
+#: Bundled models that are another bundled model with one part replaced, so its weights
+#: are not shipped twice: name -> (base model, part kind, folder under assets/ holding
+#: that part's config.json and weights). ``fast``: the default with the iSTFT vocoder.
+DERIVED_MODELS = {"fast": ("default", "vocoder", "vocoders/istft-16k")}
 
 
 def default_model_path() -> Path:
@@ -155,8 +159,31 @@ def parts_from_backbone(
     )
 
 
+def bundled_model_names() -> list[str]:
+    """Every name :func:`load_model_parts` accepts besides a folder."""
+    return [*BUNDLED_MODELS, *DERIVED_MODELS]
+
+
+def _derived_model_parts(name: str) -> ModelParts:
+    base, kind, folder = DERIVED_MODELS[name]
+    parts = load_model_parts(base)
+    directory = Path(str(resources.files("plutok") / "assets" / folder))
+    config_path = directory / CONFIG_FILE
+    if not config_path.is_file():
+        raise ModelError(f"the bundled {kind} of model {name!r} is missing ({directory}); reinstall plutok")
+    config = json.loads(config_path.read_text(encoding="utf-8"))[kind]
+    part = registry.build(kind, config, directory)
+    if config.get("weights_sha256") not in (None, part.weights_digest()):
+        raise ModelError(f"{config_path}: the {kind} weights differ from the recorded digest; reinstall plutok")
+    setattr(parts, kind, part)
+    parts.metadata = {**parts.metadata, "description": f"bundled {base!r} model with the {part.name} {kind}"}
+    return parts
+
+
 def load_model_parts(path: str | os.PathLike | None = None) -> ModelParts:
-    """Build every part of the model directory ``path``: a folder, a bundled name (``"v1"``), or None (default)."""
+    """Build every part of the model directory ``path``: a folder, a bundled name (``"v1"``, ``"fast"``), or None (default)."""
+    if isinstance(path, str) and path in DERIVED_MODELS and not Path(path).exists():
+        return _derived_model_parts(path)
     bundled = path is None or (isinstance(path, str) and path in BUNDLED_MODELS and not Path(path).exists())
     directory = bundled_model_path(path or "default") if bundled else Path(path)  # type: ignore[arg-type]
     config = _read_config(directory, bundled)

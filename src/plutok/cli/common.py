@@ -172,9 +172,9 @@ class ModelForFiles:
 
     def _bundled(self, fingerprint: bytes) -> Plutok | None:
         from plutok.errors import PlutokError
-        from plutok.hub import BUNDLED_MODELS
+        from plutok.hub import bundled_model_names
 
-        for name in BUNDLED_MODELS:
+        for name in bundled_model_names():
             if name == "default":
                 continue
             try:

@@ -10,7 +10,7 @@ Two stages, both resumable:
 2. ``train`` (:func:`train_vocoder`): the :class:`~plutok.training.trainer.Trainer`
    on random crops of that set; the net's loss is
    :meth:`plutok.vocoders.istft.ISTFTNet.loss`. Writes ``RUN/vocoder/`` (config +
-   weights), which :func:`plutok.training.assemble.replace_vocoder` puts into a model.
+   weights rounded to float16 values), which :func:`plutok.training.assemble.replace_vocoder` puts into a model.
 
 The targets are the teacher's output, not the recordings: the student learns the
 function HiFi-GAN computes (phase included), so copy-synthesis quality is bounded
@@ -34,6 +34,7 @@ from plutok.settings import TrainerConfig
 from plutok.training.cache import FeatureCache
 from plutok.training.trainer import Callback, Trainer
 from plutok.vocoders.istft import ISTFTNet, ISTFTVocoder, ISTFTVocoderSettings
+from plutok.weights import round_to_half
 
 __all__ = ["TeacherSet", "VocoderBatch", "VocoderBatcher", "build_teacher_set", "train_vocoder"]
 
@@ -280,6 +281,9 @@ def train_vocoder(
     metrics = trainer.run()
     vocoder = ISTFTVocoder(net=net.cpu())
     if trainer.step_number >= trainer_config.steps:
+        # Weights rounded to float16 values: the file is half the size, and what is
+        # evaluated and shipped is exactly what was saved.
+        round_to_half(vocoder.net)
         target = out / VOCODER_DIR
         target.mkdir(parents=True, exist_ok=True)
         vocoder.save_weights(target)
