@@ -24,7 +24,9 @@ from plutok.hub import default_model_path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="model directory or bundled name (default: the default)")
+    parser.add_argument(
+        "--model", default=None, help="model directory or bundled name (default: the default)"
+    )
     parser.add_argument("--seconds", type=float, default=14.2)
     parser.add_argument("--chunk-codes", type=int, default=25)
     args = parser.parse_args()
@@ -57,7 +59,9 @@ def main() -> None:
                 "first_chunk_compute_s": round(times[0], 3),
                 "per_chunk_compute_s": round(per_chunk, 3),
                 "compute_per_audio_second": round(per_chunk / chunk_seconds, 3),
-                "max_abs_difference_from_one_pass": float(np.abs(streamed - whole[: streamed.shape[0]]).max()),
+                "max_abs_difference_from_one_pass": float(
+                    np.abs(streamed - whole[: streamed.shape[0]]).max()
+                ),
                 "same_length": streamed.shape[0] == whole.shape[0],
             },
             indent=1,

@@ -174,7 +174,9 @@ def _derived_model_parts(name: str) -> ModelParts:
     config = json.loads(config_path.read_text(encoding="utf-8"))[kind]
     part = registry.build(kind, config, directory)
     if config.get("weights_sha256") not in (None, part.weights_digest()):
-        raise ModelError(f"{config_path}: the {kind} weights differ from the recorded digest; reinstall plutok")
+        raise ModelError(
+            f"{config_path}: the {kind} weights differ from the recorded digest; reinstall plutok"
+        )
     setattr(parts, kind, part)
     parts.metadata = {**parts.metadata, "description": f"bundled {base!r} model with the {part.name} {kind}"}
     return parts
