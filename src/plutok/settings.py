@@ -14,7 +14,7 @@ from typing import Any
 
 from plutok.errors import ModelError
 
-__all__ = ["ContentCodecSettings", "TrainerConfig", "VQVAEConfig", "warmup_cosine"]
+__all__ = ["ContentCodecSettings", "ISTFTVocoderSettings", "TrainerConfig", "VQVAEConfig", "warmup_cosine"]
 
 
 def warmup_cosine(
@@ -159,3 +159,23 @@ class TrainerConfig:
 
     def learning_rate_at(self, step: int) -> float:
         return warmup_cosine(step, self.steps, self.warmup_steps, self.learning_rate, self.min_lr_ratio)
+
+
+@dataclass(frozen=True)
+class ISTFTVocoderSettings:
+    """Architecture of :class:`ISTFTNet` (part of the model config)."""
+
+    sample_rate: int = 16000
+    hop_length: int = 160
+    n_fft: int = 640
+    n_mels: int = 80
+    channels: int = 256
+    blocks: int = 6
+    kernel_size: int = 7
+    expansion: int = 3
+
+    def __post_init__(self) -> None:
+        if (self.n_fft - self.hop_length) % 2 or self.n_fft < self.hop_length:
+            raise ModelError("need n_fft >= hop_length with an even difference")
+        if self.kernel_size % 2 != 1:
+            raise ModelError(f"kernel_size must be odd, got {self.kernel_size}")

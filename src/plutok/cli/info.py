@@ -8,7 +8,12 @@ from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", nargs="?", metavar="MODEL_DIR|FILE.plt", help="default: the bundled model")
+    parser.add_argument(
+        "path",
+        nargs="?",
+        metavar="MODEL_DIR|NAME|FILE.plt",
+        help="a model folder, a bundled model (v1, v2.0, fast) or a .plt file; default: the bundled default",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -35,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         from plutok.api import Plutok
 
-        tok = Plutok.from_pretrained(target)
+        tok = Plutok.from_pretrained(args.path)  # a folder, or a bundled name such as v1 or fast
         facts = tok.info()
-        facts["model"] = str(target) if target else "bundled default"
+        facts["model"] = args.path or "bundled default"
     if args.json:
         print(json.dumps(facts, indent=2))
     else:

@@ -67,7 +67,7 @@ class FeatureCache:
         if not config_path.is_file():
             raise ModelError(f"{self.directory}: not a feature cache (no {CONFIG_FILE})")
         self.config = json.loads(config_path.read_text(encoding="utf-8"))
-        self.rows = _read_index(self.directory / INDEX_FILE)
+        self.rows = read_index(self.directory / INDEX_FILE)
         self._maps = {}
         for stream in STREAMS:
             path = self.directory / f"{stream}.f16"
@@ -161,7 +161,8 @@ class AnalysisReader:
         return self.frontend.normalized(stacked, utterance.speaker, self.speaker)
 
 
-def _read_index(path: Path) -> list[dict[str, Any]]:
+def read_index(path: Path) -> list[dict[str, Any]]:
+    """The JSON rows of an append-only index; a last line cut by a kill ends the list."""
     rows = []
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -215,7 +216,7 @@ def fill_cache(
             raise PlutokError(f"{directory}: cache was made with other settings; use another directory")
     else:
         atomic_write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
-    rows = _read_index(directory / INDEX_FILE)
+    rows = read_index(directory / INDEX_FILE)
     done = {row["id"] for row in rows}
     ends = {stream: 0 for stream in STREAMS}
     for row in rows:

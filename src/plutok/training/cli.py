@@ -161,8 +161,7 @@ def run_vocoder_teacher(args: argparse.Namespace) -> int:
 
 
 def configure_train_vocoder(parser: argparse.ArgumentParser) -> None:
-    from plutok.settings import TrainerConfig
-    from plutok.vocoders.istft import ISTFTVocoderSettings
+    from plutok.settings import ISTFTVocoderSettings, TrainerConfig
 
     parser.add_argument("teacher", help="teacher set folder (plutok vocoder-teacher)")
     parser.add_argument(
@@ -182,9 +181,8 @@ def configure_train_vocoder(parser: argparse.ArgumentParser) -> None:
 
 def run_train_vocoder(args: argparse.Namespace) -> int:
     from plutok.errors import PlutokError
-    from plutok.settings import TrainerConfig
+    from plutok.settings import ISTFTVocoderSettings, TrainerConfig
     from plutok.training.vocoder import VOCODER_DIR, train_vocoder
-    from plutok.vocoders.istft import ISTFTVocoderSettings
 
     if args.model and not args.model_output:
         raise PlutokError("--model needs --model-output (where the model with the new vocoder goes)")

@@ -31,7 +31,7 @@ import torch
 from plutok.errors import ModelError
 from plutok.files import atomic_write_text
 from plutok.settings import TrainerConfig
-from plutok.training.cache import FeatureCache
+from plutok.training.cache import FeatureCache, read_index
 from plutok.training.trainer import Callback, Trainer
 from plutok.vocoders.istft import ISTFTNet, ISTFTVocoder, ISTFTVocoderSettings
 from plutok.weights import round_to_half
@@ -96,7 +96,7 @@ def build_teacher_set(
         raise ModelError(f"{out}: teacher set was made with other settings; use another directory")
     atomic_write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
     chosen = _choose(cache.utterances(split), real_hours, other_hours, seed)
-    rows = _read_rows(out / _INDEX)
+    rows = read_index(out / _INDEX)
     done = {row["id"] for row in rows}
     hop = int(cache.config["mel"]["hop_length"])
     ends = {"mel": 0, "wave": 0}
@@ -150,17 +150,6 @@ def _choose(utterances: list[Any], real_hours: float, other_hours: float, seed: 
     return chosen
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # cut by a kill: redone
-    return rows
-
-
 class TeacherSet:
     """Read side of a teacher set: per utterance a log-mel ``(n_mels, T)`` and a wave ``(T * hop,)`` view."""
 
@@ -170,7 +159,7 @@ class TeacherSet:
             raise ModelError(f"{self.directory}: not a teacher set (no {_CONFIG}); build one first")
         self.config = json.loads((self.directory / _CONFIG).read_text(encoding="utf-8"))
         self.hop = int(self.config["mel"]["hop_length"])
-        self.rows = _read_rows(self.directory / _INDEX)
+        self.rows = read_index(self.directory / _INDEX)
         n_mels = int(self.config["mel"]["n_mels"])
         self._mel = _memmap(self.directory / "mel.f16", n_mels)
         self._wave = _memmap(self.directory / "wave.f16", 1)[:, 0]

@@ -18,7 +18,7 @@ regression target) and by multi-resolution STFT losses.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from plutok.digests import state_dict_sha256
 from plutok.errors import ModelError
 from plutok.layers import ConvNeXtStack
 from plutok.parts import settings_from_config
+from plutok.settings import ISTFTVocoderSettings
 from plutok.vocoders.base import Vocoder
 
 __all__ = ["ISTFTNet", "ISTFTVocoder", "ISTFTVocoderSettings", "istft_same", "stft_same"]
@@ -40,26 +41,6 @@ WEIGHTS_FILE = "vocoder.safetensors"
 # Log-magnitudes are clamped here before exp(): an untrained or out-of-range input
 # cannot produce inf samples.
 _MAX_LOG_MAGNITUDE = 7.0
-
-
-@dataclass(frozen=True)
-class ISTFTVocoderSettings:
-    """Architecture of :class:`ISTFTNet` (part of the model config)."""
-
-    sample_rate: int = 16000
-    hop_length: int = 160
-    n_fft: int = 640
-    n_mels: int = 80
-    channels: int = 256
-    blocks: int = 6
-    kernel_size: int = 7
-    expansion: int = 3
-
-    def __post_init__(self) -> None:
-        if (self.n_fft - self.hop_length) % 2 or self.n_fft < self.hop_length:
-            raise ModelError("need n_fft >= hop_length with an even difference")
-        if self.kernel_size % 2 != 1:
-            raise ModelError(f"kernel_size must be odd, got {self.kernel_size}")
 
 
 def stft_same(wave: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -> torch.Tensor:
