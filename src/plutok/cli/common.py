@@ -89,7 +89,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--model",
         metavar="DIR",
         default=None,
-        help="model directory or bundled model name (default: the bundled default model)",
+        help="model directory or bundled model name: default, fast, v2.0, v1 (default: the bundled "
+        "default model; decoding .plt files without --model uses the bundled model that made each file)",
     )
     group.add_argument(
         "--chunk-seconds",
