@@ -29,6 +29,36 @@ def speech_like_fixture():
     return speech_like
 
 
+def small_cache(root: Path, clips: list[dict], frontend: dict, speaker: dict) -> Path:
+    """A feature cache at ``root/cache`` of :func:`speech_like` clips.
+
+    ``clips``: one dict per clip with ``seconds`` and ``seed`` and optionally ``split``
+    (default train) and ``kind``; ``frontend``/``speaker``: part configs.
+    """
+    import soundfile as sf
+
+    from plutok import registry
+    from plutok.training.cache import fill_cache
+
+    rows = []
+    for index, clip in enumerate(clips):
+        path = root / f"u{index}.flac"
+        sf.write(path, speech_like(clip["seconds"], seed=clip["seed"]), 16000)
+        row = {"id": f"u{index}", "path": str(path), "split": clip.get("split", "train")}
+        if "kind" in clip:
+            row["kind"] = clip["kind"]
+        rows.append(row)
+    built = registry.build("frontend", frontend), registry.build("speaker", speaker)
+    fill_cache(root / "cache", rows, *built, progress=False)
+    return root / "cache"
+
+
+@pytest.fixture(name="small_cache", scope="session")
+def small_cache_fixture():
+    """The :func:`small_cache` builder, for test modules."""
+    return small_cache
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A complete saved model: mel backbone, tiny random VQ-VAE (32 codes), BPE trained on its codes."""

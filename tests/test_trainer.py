@@ -6,10 +6,7 @@ import json
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
-
-from plutok import registry
 
 CODEC = {
     "name": "content",
@@ -25,19 +22,15 @@ CODEC = {
 
 
 @pytest.fixture(scope="module")
-def mel_cache(tmp_path_factory, speech_like):
-    from plutok.training.cache import fill_cache
-
-    root = tmp_path_factory.mktemp("trainer")
-    rows = []
-    for index in range(5):
-        path = root / f"u{index}.flac"
-        sf.write(path, speech_like(1.0 + 0.3 * index, seed=10 + index), 16000)
-        rows.append({"id": f"u{index}", "path": str(path), "split": "train" if index < 4 else "dev"})
-    frontend = registry.build("frontend", {"name": "log-mel", "normalize_by_speaker": True})
-    speaker = registry.build("speaker", {"name": "mel-statistics", "coefficients": 4})
-    fill_cache(root / "cache", rows, frontend, speaker, progress=False)
-    return root / "cache"
+def mel_cache(tmp_path_factory, small_cache):
+    clips = [
+        {"seconds": 1.0 + 0.3 * index, "seed": 10 + index, "split": "train" if index < 4 else "dev"}
+        for index in range(5)
+    ]
+    frontend = {"name": "log-mel", "normalize_by_speaker": True}
+    return small_cache(
+        tmp_path_factory.mktemp("trainer"), clips, frontend, {"name": "mel-statistics", "coefficients": 4}
+    )
 
 
 def _schedule(**changes):

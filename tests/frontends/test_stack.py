@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from plutok import registry
 from plutok.errors import ModelError
@@ -68,19 +67,11 @@ def test_members_must_share_a_sample_rate_and_whole_rate_ratios():
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory, speech_like):
+def cache(tmp_path_factory, small_cache):
     """A cache of the slow log-mel (its 'analysis') and the 100 frames/s log-mel: two utterances."""
-    from plutok.training.cache import fill_cache
-
     root = tmp_path_factory.mktemp("stack-cache")
-    rows = []
-    for index in range(2):
-        path = root / f"u{index}.flac"
-        sf.write(path, speech_like(1.1 + 0.37 * index, seed=20 + index), 16000)
-        rows.append({"id": f"u{index}", "path": str(path), "split": "train"})
-    frontend = registry.build("frontend", SLOW_MEL)
-    fill_cache(root / "cache", rows, frontend, registry.build("speaker", SPEAKER), progress=False)
-    return root / "cache", [root / f"u{index}.flac" for index in range(2)]
+    clips = [{"seconds": 1.1 + 0.37 * index, "seed": 20 + index} for index in range(2)]
+    return small_cache(root, clips, SLOW_MEL, SPEAKER), [root / f"u{index}.flac" for index in range(2)]
 
 
 def test_a_stack_of_cached_streams_is_derived_without_running_a_frontend(cache):

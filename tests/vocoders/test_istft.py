@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from plutok import registry
@@ -51,21 +50,15 @@ def test_weights_save_load_and_the_digest_follows_them(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def teacher_set(tmp_path_factory, speech_like):
-    from plutok.training.cache import fill_cache
+def teacher_set(tmp_path_factory, small_cache):
     from plutok.training.vocoder import build_teacher_set
 
     root = tmp_path_factory.mktemp("vocoder")
-    rows = []
-    for index in range(6):
-        path = root / f"u{index}.flac"
-        sf.write(path, speech_like(0.6 + 0.1 * index, seed=30 + index), 16000)
-        kind = "real" if index % 2 else "formant"
-        rows.append({"id": f"u{index}", "path": str(path), "split": "train", "kind": kind})
-    frontend = registry.build("frontend", {"name": "log-mel", "normalize_by_speaker": False})
-    fill_cache(
-        root / "cache", rows, frontend, registry.build("speaker", {"name": "mel-statistics"}), progress=False
-    )
+    clips = [
+        {"seconds": 0.6 + 0.1 * index, "seed": 30 + index, "kind": "real" if index % 2 else "formant"}
+        for index in range(6)
+    ]
+    small_cache(root, clips, {"name": "log-mel", "normalize_by_speaker": False}, {"name": "mel-statistics"})
     summary = build_teacher_set(root / "cache", root / "teacher", 1.0, 1.0, progress=False)
     assert summary["utterances"] == 6 and summary["added"] == 6
     # Rerunning adds nothing (resumable), other settings are refused.
