@@ -193,8 +193,9 @@ def compare_vocoders(
         if tokenizer.chunk_codes is None
         else tokenizer.chunk_codes * tokenizer.codec.synthesis_frames_per_code
     )
-    codec_s = min(_timed(lambda: tokenizer.synthesis_features(codes, speaker))[1] for _ in range(repeats))
-    features = tokenizer.synthesis_features(codes, speaker)
+    runs = [_timed(lambda: tokenizer.synthesis_features(codes, speaker)) for _ in range(repeats)]
+    features = runs[0][0]
+    codec_s = min(seconds for _, seconds in runs)
     result = {}
     for name, vocoder in [(tokenizer.vocoder.name, tokenizer.vocoder), *others.items()]:
         if name in result:
@@ -281,13 +282,13 @@ def benchmark(
         "audio_hours_per_compute_hour": batch_clips * batch_seconds / batch_wall,
         "peak_rss_mb": _peak_rss_mb(),
     }
-    profile = None
-    if target.profile is not None:
-        longest = make(max(durations))
-        profile = {"seconds": max(durations), **target.profile(target.encode(longest))}
-    vocoders = None
-    if compare is not None:
-        vocoders = {"seconds": max(durations), "decode": compare(target.encode(make(max(durations))))}
+    profile = vocoders = None
+    if target.profile is not None or compare is not None:
+        longest = target.encode(make(max(durations)))
+        if target.profile is not None:
+            profile = {"seconds": max(durations), **target.profile(longest)}
+        if compare is not None:
+            vocoders = {"seconds": max(durations), "decode": compare(longest)}
     bpe = None
     if target.bpe_encode is not None and target.bpe_decode is not None and codes is not None and len(codes):
         stream = np.resize(codes, max(len(codes), 200_000)).astype(np.int64)

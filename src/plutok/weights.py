@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["half_where_exact", "round_to_half"]
+__all__ = ["half_where_exact", "load_module_weights", "round_to_half", "save_module_weights"]
 
 
 @torch.no_grad()
@@ -38,3 +39,42 @@ def half_where_exact(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
             value = value.half()
         tensors[key] = value
     return tensors
+
+
+def save_module_weights(module: nn.Module, path: Path) -> None:
+    """Write ``module``'s state dict to a safetensors file, atomically, float16 where exact."""
+    from safetensors.torch import save_file
+
+    from plutok.files import atomic_path
+
+    with atomic_path(path) as temporary:
+        save_file(half_where_exact(module.state_dict()), str(temporary))
+
+
+def load_module_weights(module: nn.Module, path: Path, what: str) -> None:
+    """Load a safetensors file into ``module`` (as float32); it must hold exactly the module's tensors.
+
+    Raises:
+        ModelError: no such file, not readable, or keys/shapes that do not match ``what``'s config.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from plutok.errors import ModelError
+
+    if not path.is_file():
+        raise ModelError(f"{what} weights not found: {path}")
+    try:
+        state = load_file(str(path))
+    except (OSError, SafetensorError) as error:
+        raise ModelError(f"cannot read {path}: {error}") from error
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or shapes:
+        raise ModelError(
+            f"{path} does not match the {what} config (missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"wrong shapes {shapes[:5]})"
+        )
+    module.load_state_dict({key: value.float() for key, value in state.items()})

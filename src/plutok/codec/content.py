@@ -38,7 +38,7 @@ from plutok.layers import ConvNeXtStack
 from plutok.parts import settings_from_config
 from plutok.quantizers.base import Quantizer
 from plutok.settings import ContentCodecSettings
-from plutok.weights import half_where_exact, round_to_half
+from plutok.weights import load_module_weights, round_to_half, save_module_weights
 
 __all__ = ["ContentCodec", "ContentCodecSettings"]
 
@@ -237,34 +237,10 @@ class ContentCodec(Codec):
         return state_dict_sha256(self.state_dict())
 
     def save_weights(self, directory: Path) -> None:
-        from safetensors.torch import save_file
-
-        from plutok.files import atomic_path
-
-        tensors = half_where_exact(self.state_dict())
-        with atomic_path(Path(directory) / WEIGHTS_FILE) as temporary:
-            save_file(tensors, str(temporary))
+        save_module_weights(self, Path(directory) / WEIGHTS_FILE)
 
     def load_weights(self, path: Path) -> None:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        if not path.is_file():
-            raise ModelError(f"codec weights not found: {path}")
-        try:
-            state = load_file(str(path))
-        except (OSError, SafetensorError) as error:
-            raise ModelError(f"cannot read {path}: {error}") from error
-        expected = self.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        shapes = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-        if missing or unexpected or shapes:
-            raise ModelError(
-                f"{path} does not match the codec config (missing {missing[:5]}, unexpected {unexpected[:5]}, "
-                f"wrong shapes {shapes[:5]})"
-            )
-        self.load_state_dict({k: v.float() for k, v in state.items()})
+        load_module_weights(self, path, "codec")
 
     def round_to_half(self) -> ContentCodec:
         """Round every weight to the nearest float16 value (kept as float32), so it saves at half size."""

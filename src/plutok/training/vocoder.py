@@ -159,9 +159,9 @@ class TeacherSet:
             raise ModelError(f"{self.directory}: not a teacher set (no {_CONFIG}); build one first")
         self.config = json.loads((self.directory / _CONFIG).read_text(encoding="utf-8"))
         self.hop = int(self.config["mel"]["hop_length"])
+        self.n_mels = int(self.config["mel"]["n_mels"])
         self.rows = read_index(self.directory / _INDEX)
-        n_mels = int(self.config["mel"]["n_mels"])
-        self._mel = _memmap(self.directory / "mel.f16", n_mels)
+        self._mel = _memmap(self.directory / "mel.f16", self.n_mels)
         self._wave = _memmap(self.directory / "wave.f16", 1)[:, 0]
 
     def __len__(self) -> int:
@@ -202,7 +202,7 @@ class VocoderBatcher:
 
     def _crop(self, index: int, start: int) -> tuple[np.ndarray, np.ndarray]:
         frames, hop = self.segment_frames, self.teacher.hop
-        mel = np.full((self.teacher._mel.shape[1], frames), np.log(1e-5), dtype=np.float32)
+        mel = np.full((self.teacher.n_mels, frames), np.log(1e-5), dtype=np.float32)
         margin = self.margin
         wave = np.zeros(frames * hop + 2 * margin, dtype=np.float32)
         piece = np.asarray(self.teacher.mel(index)[:, start : start + frames], dtype=np.float32)

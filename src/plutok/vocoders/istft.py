@@ -34,6 +34,7 @@ from plutok.layers import ConvNeXtStack
 from plutok.parts import settings_from_config
 from plutok.settings import ISTFTVocoderSettings
 from plutok.vocoders.base import Vocoder
+from plutok.weights import load_module_weights, save_module_weights
 
 __all__ = ["ISTFTNet", "ISTFTVocoder", "ISTFTVocoderSettings", "istft_same", "stft_same"]
 
@@ -203,28 +204,10 @@ class ISTFTVocoder(Vocoder):
         return state_dict_sha256(self.net.state_dict())
 
     def save_weights(self, directory: Path) -> None:
-        from safetensors.torch import save_file
-
-        from plutok.files import atomic_path
-        from plutok.weights import half_where_exact
-
-        with atomic_path(Path(directory) / WEIGHTS_FILE) as temporary:
-            save_file(half_where_exact(self.net.state_dict()), str(temporary))
+        save_module_weights(self.net, Path(directory) / WEIGHTS_FILE)
 
     def load_weights(self, path: Path) -> None:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        if not path.is_file():
-            raise ModelError(f"vocoder weights not found: {path}")
-        try:
-            state = load_file(str(path))
-        except (OSError, SafetensorError) as error:
-            raise ModelError(f"cannot read {path}: {error}") from error
-        expected = self.net.state_dict()
-        if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
-            raise ModelError(f"{path} does not match the istft vocoder config")
-        self.net.load_state_dict({key: value.float() for key, value in state.items()})
+        load_module_weights(self.net, path, "istft vocoder")
 
     def to(self, device: str) -> ISTFTVocoder:
         self.device = device
