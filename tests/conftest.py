@@ -33,7 +33,7 @@ def small_cache(root: Path, clips: list[dict], frontend: dict, speaker: dict) ->
     """A feature cache at ``root/cache`` of :func:`speech_like` clips.
 
     ``clips``: one dict per clip with ``seconds`` and ``seed`` and optionally ``split``
-    (default train) and ``kind``; ``frontend``/``speaker``: part configs.
+    (default train), ``kind``, ``text`` and ``language``; ``frontend``/``speaker``: part configs.
     """
     import soundfile as sf
 
@@ -45,8 +45,7 @@ def small_cache(root: Path, clips: list[dict], frontend: dict, speaker: dict) ->
         path = root / f"u{index}.flac"
         sf.write(path, speech_like(clip["seconds"], seed=clip["seed"]), 16000)
         row = {"id": f"u{index}", "path": str(path), "split": clip.get("split", "train")}
-        if "kind" in clip:
-            row["kind"] = clip["kind"]
+        row.update({key: clip[key] for key in ("kind", "text", "language") if key in clip})
         rows.append(row)
     built = registry.build("frontend", frontend), registry.build("speaker", speaker)
     fill_cache(root / "cache", rows, *built, progress=False)

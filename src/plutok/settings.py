@@ -125,8 +125,16 @@ class ContentCodecSettings:
     content_dim: int = 0
     gradient_weight: float = 1.0
     quantizer: dict[str, Any] = field(default_factory=lambda: {"name": "fsq", "levels": [8, 5, 5, 5]})
+    #: Weight of the CTC phoneme objective on the code vectors (0: no CTC head).
+    ctc_weight: float = 0.0
+    #: The CTC head's phoneme inventory (class ``i + 1`` is ``phoneme_symbols[i]``, 0 the
+    #: blank); set by training from the labels (:mod:`plutok.training.phonemes`).
+    phoneme_symbols: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "phoneme_symbols", tuple(self.phoneme_symbols))
+        if self.ctc_weight < 0:
+            raise ModelError(f"ctc_weight must be >= 0, got {self.ctc_weight}")
         if self.kernel_size % 2 != 1:
             raise ModelError(f"kernel_size must be odd, got {self.kernel_size}")
         if self.analysis_frames_per_code < 1 or self.synthesis_frames_per_code < 1:

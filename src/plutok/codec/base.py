@@ -12,7 +12,7 @@ chunks equal to one pass (an attention or flow decoder must declare its own).
 from __future__ import annotations
 
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from fractions import Fraction
 
 import numpy as np
@@ -35,16 +35,24 @@ class CodecBatch:
         target: ``(B, C_out, T_out)`` synthesis features to predict.
         speaker: ``(B, speaker_dim)`` speaker vectors.
         code_mask: ``(B, codes)`` 1 for real codes, 0 for padding.
+        phonemes: ``(B, L)`` int64 phoneme class ids (1-based, 0-padded) of the rows whose
+            segment is a whole utterance, for a CTC content objective; ``None`` without labels.
+        phoneme_lengths: ``(B,)`` int64 number of ids per row (0: no labels for that row).
     """
 
     analysis: torch.Tensor
     target: torch.Tensor
     speaker: torch.Tensor
     code_mask: torch.Tensor
+    phonemes: torch.Tensor | None = None
+    phoneme_lengths: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> CodecBatch:
         return CodecBatch(
-            *(getattr(self, name).to(device) for name in ("analysis", "target", "speaker", "code_mask"))
+            *(
+                None if value is None else value.to(device)
+                for value in (getattr(self, field.name) for field in fields(self))
+            )
         )
 
 

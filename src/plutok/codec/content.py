@@ -16,7 +16,11 @@ vocoder turns into buzz), plus ``content_weight * (1 - cos)`` between the conten
 head's prediction and the standardised analysis features (the quantised latent
 must keep what the ASR encoder saw), plus the quantizer's own loss. The content
 head also gives "ASR from codes": its output, unstandardised, is what Whisper's
-decoder would read.
+decoder would read. With ``ctc_weight`` > 0 a second head (2 ConvNeXt blocks, two
+frames per code) reads the utterance's espeak-ng phonemes from the code vectors under
+a CTC loss (:mod:`plutok.training.phonemes`): the codes must carry which sounds were
+said, not only features that average well; :meth:`ContentCodec.phonemes_from_codes`
+reads them back.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from plutok.weights import load_module_weights, round_to_half, save_module_weigh
 __all__ = ["ContentCodec", "ContentCodecSettings"]
 
 WEIGHTS_FILE = "codec.safetensors"
+PHONEME_FRAMES_PER_CODE = 2
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -93,6 +98,13 @@ class ContentCodec(Codec):
         self.content = ConvNeXtStack(2, s.content_channels, s.kernel_size, s.expansion)
         self._content_dim = s.content_dim or s.input_dim
         self.to_content = nn.Conv1d(s.content_channels, self._content_dim, kernel_size=1)
+        if s.phoneme_symbols:
+            # Two CTC frames per code: phonemes come at up to ~15/s in fast speech, and CTC
+            # needs a frame per label plus one between repeats, more than 25 codes/s give.
+            classes = len(s.phoneme_symbols) + 1
+            self.phoneme_in = nn.Conv1d(dim, s.content_channels, kernel_size=3, padding=1)
+            self.phoneme = ConvNeXtStack(2, s.content_channels, s.kernel_size, s.expansion)
+            self.to_phonemes = nn.Conv1d(s.content_channels, PHONEME_FRAMES_PER_CODE * classes, kernel_size=1)
         reach = (s.kernel_size - 1) // 2
         self._encoder_context = stride * (s.encoder_blocks * reach + 1)
         self._decoder_context = 1 + s.decoder_blocks * reach + 2 + math.ceil(s.upsampled_blocks * reach / up)
@@ -163,6 +175,25 @@ class ContentCodec(Codec):
         """Standardised analysis features ``(B, content_dim, T)`` predicted from code vectors alone."""
         return self.to_content(self.content(self.content_in(vectors)))
 
+    def phoneme_log_probs(self, vectors: torch.Tensor) -> torch.Tensor:
+        """CTC log-probabilities ``(B, classes, 2 T)`` (class 0: blank) of code vectors ``(B, D, T)``."""
+        if not self.settings.phoneme_symbols:
+            raise ModelError("this codec has no phoneme head (trained without ctc_weight)")
+        logits = self.to_phonemes(self.phoneme(self.phoneme_in(vectors)))
+        batch, _, frames = logits.shape
+        logits = logits.view(batch, PHONEME_FRAMES_PER_CODE, -1, frames).permute(0, 2, 3, 1)
+        return logits.reshape(batch, -1, frames * PHONEME_FRAMES_PER_CODE).log_softmax(dim=1)
+
+    def phonemes_from_codes(self, codes: torch.Tensor) -> list[list[str]]:
+        """Greedy CTC reading of codes ``(B, T)``: the phonemes the codes carry, per row."""
+        best = self.phoneme_log_probs(self.quantizer.dequantize(codes)).argmax(dim=1)
+        symbols = self.settings.phoneme_symbols
+        readings = []
+        for row in best.tolist():
+            collapsed = [c for i, c in enumerate(row) if c != 0 and (i == 0 or row[i - 1] != c)]
+            readings.append([symbols[c - 1] for c in collapsed])
+        return readings
+
     def content_features(self, codes: torch.Tensor) -> torch.Tensor:
         """Analysis features ``(B, content_dim, T)`` (unstandardised) predicted from codes ``(B, T)``: ASR from codes."""
         kept = slice(0, self._content_dim)
@@ -200,7 +231,7 @@ class ContentCodec(Codec):
         cosine = F.cosine_similarity(self.predict_content(quantized.quantized), content_target, dim=1)
         content = ((1 - cosine) * codes_mask).sum() / codes_mask.sum().clamp(min=1)
         total = mel_l1 + s.gradient_weight * gradient + s.content_weight * content + quantized.loss
-        return total, {
+        metrics = {
             "mel_l1": mel_l1,
             "gradient": gradient,
             "content": content,
@@ -208,6 +239,33 @@ class ContentCodec(Codec):
             "perplexity": quantized.perplexity,
             "usage": quantized.usage,
         }
+        if s.ctc_weight > 0 and s.phoneme_symbols and batch.phoneme_lengths is not None:
+            ctc = self._ctc_loss(quantized.quantized, codes_mask, batch.phonemes, batch.phoneme_lengths)
+            if ctc is not None:
+                total = total + s.ctc_weight * ctc
+                metrics["ctc"] = ctc
+        return total, metrics
+
+    def _ctc_loss(
+        self, vectors: torch.Tensor, codes_mask: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Mean CTC loss per phoneme over the rows with labels (``None`` when no row has any)."""
+        rows = lengths > 0
+        if not bool(rows.any()):
+            return None
+        log_probs = self.phoneme_log_probs(vectors[rows]).float()
+        frames = (codes_mask[rows].sum(dim=1) * PHONEME_FRAMES_PER_CODE).long()
+        lengths = lengths[rows]
+        loss = F.ctc_loss(
+            log_probs.permute(2, 0, 1),
+            labels[rows],
+            frames,
+            lengths,
+            blank=0,
+            reduction="sum",
+            zero_infinity=True,  # a transcript too long for its audio must not give inf
+        )
+        return loss / lengths.sum()
 
     def quantizer_parts(self):
         if self._last is None:
@@ -219,10 +277,12 @@ class ContentCodec(Codec):
     def config(self) -> dict[str, Any]:
         settings = asdict(self.settings)
         settings["quantizer"] = self.quantizer.config()
-        if not settings["content_dim"]:
-            # Added after the first v2 model shipped: left out at its default so that model's
-            # config, and so its fingerprint and its .plt files, stay as they were.
-            del settings["content_dim"]
+        settings["phoneme_symbols"] = list(settings["phoneme_symbols"])
+        for key in ("content_dim", "ctc_weight", "phoneme_symbols"):
+            # Added after the first v2 model shipped: left out at their defaults so that
+            # model's config, and so its fingerprint and its .plt files, stay as they were.
+            if not settings[key]:
+                del settings[key]
         return {"name": self.name, **settings}
 
     @classmethod

@@ -111,7 +111,9 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-split", default="train")
     parser.add_argument("--dev-split", default="dev")
     group = parser.add_argument_group("codec settings")
-    add_dataclass_options(group, ContentCodecSettings, skip=("input_dim", "output_dim", "speaker_dim"))
+    add_dataclass_options(
+        group, ContentCodecSettings, skip=("input_dim", "output_dim", "speaker_dim", "phoneme_symbols")
+    )
     group = parser.add_argument_group("schedule")
     add_dataclass_options(group, TrainerConfig)
 

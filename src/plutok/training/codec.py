@@ -12,9 +12,11 @@ import torch
 
 from plutok import registry
 from plutok.codec.base import Codec
+from plutok.errors import ModelError
 from plutok.files import atomic_write_text
-from plutok.training.cache import AnalysisReader, FeatureCache
+from plutok.training.cache import AnalysisReader, CachedUtterance, FeatureCache
 from plutok.training.data import SegmentBatcher
+from plutok.training.phonemes import PhonemeInventory, phoneme_labels
 from plutok.training.trainer import Callback, Trainer, TrainerConfig
 
 __all__ = ["train_codec", "CODEC_DIR"]
@@ -53,6 +55,9 @@ def train_codec(
     codec_config.setdefault("input_dim", reader.frontend.feature_dim)
     codec_config.setdefault("output_dim", cache.config["mel_dim"])
     codec_config.setdefault("speaker_dim", speaker.speaker_dim)
+    labels = None
+    if codec_config.get("ctc_weight", 0) > 0:
+        labels = _phoneme_ids(cache, train, dev, codec_config)
     codec = registry.build("codec", codec_config)
     if hasattr(codec, "set_statistics"):
         rng = np.random.default_rng(trainer_config.seed)
@@ -62,8 +67,10 @@ def train_codec(
         codec.set_statistics(torch.from_numpy(frames), torch.from_numpy(speakers))
     a, s = codec.analysis_frames_per_code, codec.synthesis_frames_per_code
     segment = trainer_config.segment_codes
-    batches = SegmentBatcher(train, speaker, segment, a, s, seed=trainer_config.seed, reader=reader)
-    dev_batches = SegmentBatcher(dev, speaker, segment, a, s, reader=reader) if dev else None
+    batches = SegmentBatcher(
+        train, speaker, segment, a, s, seed=trainer_config.seed, reader=reader, phonemes=labels
+    )
+    dev_batches = SegmentBatcher(dev, speaker, segment, a, s, reader=reader, phonemes=labels) if dev else None
     out = Path(out_dir)
     trainer = Trainer(codec, batches, dev_batches, trainer_config, out, callback=callback)
     trainer.setup(resume=resume)
@@ -81,3 +88,26 @@ def train_codec(
         atomic_write_text(target / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
         atomic_write_text(out / "history.json", json.dumps(trainer.history, indent=1) + "\n")
     return codec, metrics
+
+
+def _phoneme_ids(
+    cache: FeatureCache,
+    train: list[CachedUtterance],
+    dev: list[CachedUtterance],
+    codec_config: dict[str, Any],
+) -> dict[str, list[int]]:
+    """CTC labels of every utterance; the inventory (the training set's phonemes) goes into ``codec_config``.
+
+    The inventory is a function of the training texts, so a resumed run rebuilds the same one;
+    an inventory already in ``codec_config`` is kept.
+    """
+    everything = [*train, *dev]
+    phonemes = phoneme_labels([(u.id, u.text, u.language) for u in everything], cache.directory)
+    if codec_config.get("phoneme_symbols"):
+        inventory = PhonemeInventory(codec_config["phoneme_symbols"])
+    else:
+        inventory = PhonemeInventory.from_sequences(phonemes[u.id] for u in train if u.id in phonemes)
+        codec_config["phoneme_symbols"] = list(inventory.symbols)
+    if not len(inventory):
+        raise ModelError("ctc_weight > 0 but no training utterance has phoneme labels (no text?)")
+    return {key: inventory.encode(value) for key, value in phonemes.items()}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +23,9 @@ class SegmentBatcher:
     is equally likely to be seen. The draw is a function of ``seed`` and of the
     number of batches drawn (``state``), so a resumed run sees the same batches.
     ``reader`` gives the analysis features when they are not the cached stream as is
-    (a stacked frontend derived from the cache).
+    (a stacked frontend derived from the cache). ``phonemes`` (utterance id → class ids)
+    adds CTC labels to the rows whose segment holds the whole utterance: a crop of a
+    longer one has no known alignment with its transcript, so it gets none.
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class SegmentBatcher:
         synthesis_frames_per_code: int,
         seed: int = 0,
         reader: AnalysisReader | None = None,
+        phonemes: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         if not utterances:
             raise ValueError("no utterances to train on")
@@ -46,7 +49,11 @@ class SegmentBatcher:
         self.seed = seed
         self.reader = reader
         self.batches_drawn = 0
+        self.phonemes = phonemes
         self._frames = [self._analysis_frames(u) for u in self.utterances]
+        self._codes = {
+            u.id: -(-frames // self.a) for u, frames in zip(self.utterances, self._frames, strict=True)
+        }
         lengths = np.array(self._frames, dtype=np.float64) / self.a
         self._probabilities = lengths / lengths.sum()
 
@@ -82,7 +89,22 @@ class SegmentBatcher:
             torch.from_numpy(np.stack(targets)),
             torch.from_numpy(np.stack(speakers).astype(np.float32)),
             torch.from_numpy(mask),
+            *self._labels(items),
         )
+
+    def _labels(self, items: list[tuple[CachedUtterance, int]]) -> tuple[torch.Tensor | None, ...]:
+        if self.phonemes is None:
+            return None, None
+        rows = [
+            list(self.phonemes.get(u.id, ()))
+            if start == 0 and self._codes[u.id] <= self.segment_codes
+            else []
+            for u, start in items
+        ]
+        labels = torch.zeros(len(rows), max(1, max(len(r) for r in rows)), dtype=torch.long)
+        for row, ids in enumerate(rows):
+            labels[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return labels, torch.tensor([len(r) for r in rows], dtype=torch.long)
 
     def sample(self, batch_size: int) -> CodecBatch:
         """The next random batch."""
