@@ -15,24 +15,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from plutok import streaming
-from plutok.audio import load_audio_stream, prepare_waveform, resample
-from plutok.container import read_plt, write_plt
-from plutok.encoding import SPEAKER_BITS_PER_VALUE, Encoding, check_duration, check_ids
-from plutok.errors import AudioError, ContainerError, ModelError, PlutokError, TokenError
-from plutok.hub import ModelParts, fingerprint, load_model_parts, parts_from_backbone, save_model_parts
+from plutok import encoder, streaming, synthesis
+from plutok.audio import load_audio_stream, prepare_waveform
+from plutok.container import write_plt
+from plutok.devices import resolve_device
+from plutok.encoding import (
+    SPEAKER_BITS_PER_VALUE,
+    Encoding,
+    bits_per_token,
+    check_ids,
+    read_encoding,
+)
+from plutok.errors import ModelError, PlutokError, TokenError
+from plutok.hub import (
+    ModelParts,
+    check_parts,
+    fingerprint,
+    load_model_parts,
+    parts_from_backbone,
+    parts_from_openvoice,
+    save_model_parts,
+)
 
 __all__ = ["DEFAULT_CHUNK_SECONDS", "Plutok"]
 
 # Long audio is processed in chunks of this many seconds (codec and vocoder), each with
 # the context the part declares on both sides, so the result equals a single pass.
 DEFAULT_CHUNK_SECONDS = 30.0
-# Peak level below which an input counts as silent (-80 dBFS); silent input still encodes.
-_SILENCE_PEAK = 1e-4
-# Output rates decode() accepts.
-_MAX_OUTPUT_RATE = 384_000
 
 
 class Plutok:
@@ -47,19 +57,7 @@ class Plutok:
     """
 
     def __init__(self, parts: ModelParts, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS) -> None:
-        if parts.codec.input_dim != parts.frontend.feature_dim:
-            raise ModelError(
-                f"the codec reads {parts.codec.input_dim} feature channels but the {parts.frontend.name} "
-                f"frontend gives {parts.frontend.feature_dim}"
-            )
-        if parts.codec.output_dim != parts.vocoder.feature_dim:
-            raise ModelError(
-                f"the codec writes {parts.codec.output_dim} channels but the vocoder reads {parts.vocoder.feature_dim}"
-            )
-        if parts.bpe.codebook_size != parts.codec.codebook_size:
-            raise ModelError(
-                f"tokenizer was trained for {parts.bpe.codebook_size} codes, the codec has {parts.codec.codebook_size}"
-            )
+        check_parts(parts)
         if chunk_seconds is not None and not chunk_seconds > 0:
             raise ModelError(f"chunk_seconds must be positive or None, got {chunk_seconds!r}")
         self.parts = parts
@@ -82,7 +80,7 @@ class Plutok:
     @property
     def samples_per_code(self) -> int:
         """Input samples (at ``sample_rate``) one code stands for."""
-        return round(self.sample_rate / self.codes_per_second)
+        return encoder.samples_per_code(self.parts)
 
     @property
     def codebook_size(self) -> int:
@@ -178,18 +176,7 @@ class Plutok:
         cls, checkpoint: str | os.PathLike, vqvae: str | os.PathLike, tokenizer: str | os.PathLike
     ) -> Plutok:
         """Load the original release: OpenVoice converter dir, VQ-VAE ``model.pth``, ``tokenizer.json``."""
-        from plutok.backbones.openvoice import OpenVoiceBackbone
-        from plutok.bpe import load_original_tokenizer
-        from plutok.vqvae import VQVAE
-
-        checkpoint = Path(checkpoint)
-        converter = checkpoint / "converter" if (checkpoint / "converter").is_dir() else checkpoint
-        backbone = OpenVoiceBackbone.from_checkpoint(converter)
-        model = VQVAE.from_original(vqvae)
-        bpe = load_original_tokenizer(tokenizer, codebook_size=model.codebook_size)
-        return cls.from_backbone(
-            backbone, model, bpe, metadata={"description": "original Plutok release (OpenVoice)"}
-        )
+        return cls(parts_from_openvoice(checkpoint, vqvae, tokenizer))
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the model directory (see :mod:`plutok.hub`); atomic, never replaces a non-model directory."""
@@ -204,28 +191,12 @@ class Plutok:
         return self
 
     # -- encoding -------------------------------------------------------------------------
-    def _check_length(self, waveform: np.ndarray) -> np.ndarray:
-        if waveform.shape[0] < self.samples_per_code:
-            raise AudioError(
-                f"audio is too short: {waveform.shape[0] / self.sample_rate * 1000:.1f} ms; "
-                f"at least {self.samples_per_code / self.sample_rate * 1000:.0f} ms (one code) is needed"
-            )
-        check_duration(waveform.shape[0] / self.sample_rate, AudioError, "audio is too long:")
-        return waveform
-
-    def _codes(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        speaker = self.speaker_encoder.embed(waveform)
-        analysis = self.frontend.analyze(waveform, speaker)
-        return self._codes_of_analysis(analysis, speaker), speaker
-
-    def _codes_of_analysis(self, analysis: np.ndarray, speaker: np.ndarray) -> np.ndarray:
-        analysis = self.frontend.normalized(analysis, speaker, self.speaker_encoder)
-        with torch.inference_mode():
-            return self.codec.encode_long(analysis, self.chunk_codes)
-
     def encode_codes(self, wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
         """Codes ``(codes,)`` int64 and speaker vector ``(speaker_dim,)`` (no BPE)."""
-        return self._codes(self._check_length(prepare_waveform(wav, sample_rate, self.sample_rate)))
+        waveform = prepare_waveform(wav, sample_rate, self.sample_rate)
+        return encoder.codes_of_waveform(
+            self.parts, encoder.check_length(self.parts, waveform), self.chunk_codes
+        )
 
     def encode(self, wav: np.ndarray, sample_rate: int) -> Encoding:
         """Tokenize one utterance.
@@ -239,24 +210,11 @@ class Plutok:
         Raises:
             AudioError: empty, too short (under one code), too long (over 24 h), NaN/inf, bad shape.
         """
-        waveform = self._check_length(prepare_waveform(wav, sample_rate, self.sample_rate))
+        waveform = prepare_waveform(wav, sample_rate, self.sample_rate)
         array = np.asarray(wav)
         num_samples = int(array.shape[0] if array.ndim == 1 else max(array.shape))
-        codes, speaker = self._codes(waveform)
-        return self._encoding(codes, speaker, waveform, int(sample_rate), num_samples)
-
-    def _encoding(
-        self, codes: np.ndarray, speaker: np.ndarray, waveform: np.ndarray, sample_rate: int, num_samples: int
-    ) -> Encoding:
-        return Encoding(
-            ids=self.bpe.encode(codes),
-            # Rounded to what a .plt file stores, so decoding from memory and from a file agree.
-            speaker=np.asarray(speaker, dtype=np.float16).astype(np.float32),
-            sample_rate=sample_rate,
-            num_samples=num_samples,
-            num_codes=int(codes.shape[0]),
-            silent=bool(np.max(np.abs(waveform)) < _SILENCE_PEAK),
-            fingerprint=self.fingerprint_bytes,
+        return encoder.encode_waveform(
+            self.parts, waveform, int(sample_rate), num_samples, self.chunk_codes, self.fingerprint_bytes
         )
 
     def encode_file(self, path: str | os.PathLike) -> Encoding:
@@ -284,38 +242,9 @@ class Plutok:
 
         paths = [Path(path) for path in paths]
         with tqdm(total=len(paths), desc="encoding", unit="file", disable=not progress) as bar:
-            yield from self._encode_batches(paths, batch_size, raise_errors, bar)
-
-    def _encode_batches(
-        self, paths: list[Path], batch_size: int, raise_errors: bool, bar: Any
-    ) -> Iterator[tuple[Path, Encoding | PlutokError]]:
-        for first in range(0, len(paths), batch_size):
-            loaded: list[tuple[Path, np.ndarray, int, int] | tuple[Path, PlutokError]] = []
-            for path in paths[first : first + batch_size]:
-                try:
-                    waveform, source_rate, num_samples = load_audio_stream(path, target_rate=self.sample_rate)
-                    try:
-                        self._check_length(waveform)
-                    except AudioError as error:
-                        raise AudioError(f"{path}: {error}") from None
-                    loaded.append((path, waveform, source_rate, num_samples))
-                except PlutokError as error:
-                    if raise_errors:
-                        raise
-                    loaded.append((path, error))
-            good = [item for item in loaded if len(item) == 4]
-            speakers = [self.speaker_encoder.embed(item[1]) for item in good]
-            analyses = iter(self.frontend.analyze_batch([item[1] for item in good], speakers))
-            speaker_iter = iter(speakers)
-            for item in loaded:
-                if len(item) == 2:
-                    yield item  # type: ignore[misc]
-                else:
-                    path, waveform, source_rate, num_samples = item  # type: ignore[misc]
-                    speaker = next(speaker_iter)
-                    codes = self._codes_of_analysis(next(analyses), speaker)
-                    yield path, self._encoding(codes, speaker, waveform, source_rate, num_samples)
-                bar.update(1)
+            yield from encoder.encode_paths(
+                self.parts, paths, batch_size, raise_errors, self.chunk_codes, self.fingerprint_bytes, bar
+            )
 
     def ids_to_codes(self, ids: Iterable[int]) -> np.ndarray:
         """Codes int64 ``(codes,)`` behind token ids; raises :class:`TokenError` for unknown ids."""
@@ -332,9 +261,8 @@ class Plutok:
                 speaker = self.load_plt(path).speaker
             else:
                 wav, _, _ = load_audio_stream(path, target_rate=self.sample_rate)
-                speaker = np.asarray(self.speaker_encoder.embed(self._check_length(wav)), np.float16).astype(
-                    np.float32
-                )
+                embedded = self.speaker_encoder.embed(encoder.check_length(self.parts, wav))
+                speaker = np.asarray(embedded, np.float16).astype(np.float32)
         return self.speaker_encoder.check(speaker)
 
     def decode(
@@ -354,19 +282,17 @@ class Plutok:
             AudioError: an output sample rate outside 1..384000 Hz.
         """
         encoding.check()
-        output_rate = self._output_rate(sample_rate)
+        output_rate = synthesis.output_rate(sample_rate, self.sample_rate)
         codes = self.ids_to_codes(encoding.ids)
-        target = int(round(int(encoding.num_samples) * self.sample_rate / int(encoding.sample_rate)))
-        covered = self._covered_samples(codes.shape[0])
+        covered = synthesis.covered_samples(self.parts, codes.shape[0])
         # encode() gives ceil(frames / frames_per_code) codes: the stated length must be
         # within about one code of what they cover (twice that, for other frontends).
-        if abs(covered - target) > 2 * (self.samples_per_code + self.vocoder.hop_length):
-            raise TokenError(
-                f"the encoding claims {target / self.sample_rate:.2f} s of audio but its "
-                f"{codes.shape[0]} codes cover {covered / self.sample_rate:.2f} s"
-            )
+        tolerance = 2 * (self.samples_per_code + self.vocoder.hop_length)
+        target = encoding.check_covered(codes.shape[0], covered, self.sample_rate, tolerance)
         vector = self.speaker_vector(encoding.speaker if speaker is None else speaker)
-        return self._synthesize(codes, vector, target, output_rate), output_rate
+        return synthesis.synthesize(
+            self.parts, codes, vector, target, output_rate, self.chunk_codes
+        ), output_rate
 
     def decode_ids(
         self, ids: Iterable[int], speaker: Any = None, sample_rate: int | None = None
@@ -383,9 +309,11 @@ class Plutok:
         if codes.shape[0] == 0:
             raise TokenError("no token ids to decode (empty token list)")
         vector = self.speaker_vector(self._voice(speaker))
-        output_rate = self._output_rate(sample_rate)
-        covered = self._covered_samples(codes.shape[0])
-        return self._synthesize(codes, vector, covered, output_rate), output_rate
+        output_rate = synthesis.output_rate(sample_rate, self.sample_rate)
+        covered = synthesis.covered_samples(self.parts, codes.shape[0])
+        return synthesis.synthesize(
+            self.parts, codes, vector, covered, output_rate, self.chunk_codes
+        ), output_rate
 
     def _voice(self, speaker: Any) -> Any:
         """``speaker``, or the model's default voice when it is None."""
@@ -415,36 +343,9 @@ class Plutok:
             raise PlutokError(f"chunk_codes must be positive, got {chunk_codes}")
         yield from streaming.decode_stream(self, ids, self.speaker_vector(self._voice(speaker)), chunk_codes)
 
-    def _output_rate(self, sample_rate: int | None) -> int:
-        output_rate = self.sample_rate if sample_rate is None else sample_rate
-        if not isinstance(output_rate, (int, np.integer)) or not 0 < output_rate <= _MAX_OUTPUT_RATE:
-            raise AudioError(f"output sample rate must be in 1..{_MAX_OUTPUT_RATE} Hz, got {sample_rate}")
-        return int(output_rate)
-
-    def _covered_samples(self, num_codes: int) -> int:
-        covered = num_codes * self.codec.synthesis_frames_per_code * self.vocoder.hop_length
-        check_duration(covered / self.sample_rate, TokenError, "the tokens stand for")
-        return covered
-
     def synthesis_features(self, codes: np.ndarray, speaker: np.ndarray) -> np.ndarray:
         """What the vocoder reads ``(C_out, frames)`` for codes ``(N,)`` and a speaker vector."""
-        with torch.inference_mode():
-            features = self.codec.decode_long(codes, speaker, self.chunk_codes)
-        return self.speaker_encoder.denormalize(features, speaker)
-
-    def _synthesize(
-        self, codes: np.ndarray, speaker: np.ndarray, length: int, output_rate: int
-    ) -> np.ndarray:
-        features = self.synthesis_features(codes, speaker)
-        chunk = None if self.chunk_codes is None else self.chunk_codes * self.codec.synthesis_frames_per_code
-        wav = self.vocoder.synthesize(features, speaker, chunk_frames=chunk)
-        del features
-        wav = wav[:length] if wav.shape[0] >= length else np.pad(wav, (0, length - wav.shape[0]))
-        if not np.all(np.isfinite(wav)):
-            raise TokenError("decoding gave NaN or infinite samples: the speaker vector is out of range")
-        if output_rate != self.sample_rate:
-            wav = resample(wav, self.sample_rate, output_rate)
-        return wav
+        return synthesis.synthesis_features(self.parts, codes, speaker, self.chunk_codes)
 
     # -- .plt files -----------------------------------------------------------------------
     def save_plt(self, encoding: Encoding, path: str | os.PathLike) -> Path:
@@ -460,44 +361,4 @@ class Plutok:
                 than 24 h of audio.
             TokenError: token ids outside this model's vocabulary.
         """
-        plt = read_plt(path, expected_fingerprint=self.fingerprint_bytes)
-        check_duration(plt.num_samples / plt.sample_rate, ContainerError, f"{path}: header claims")
-        if plt.speaker.shape[0] != self.speaker_encoder.speaker_dim:
-            raise ContainerError(
-                f"{path}: speaker vector has {plt.speaker.shape[0]} values; this model uses "
-                f"{self.speaker_encoder.speaker_dim}"
-            )
-        try:
-            codes = self.bpe.decode(plt.ids)
-        except TokenError as error:
-            raise TokenError(f"{path}: {error}") from None
-        return Encoding(
-            ids=plt.ids,
-            speaker=plt.speaker,
-            sample_rate=plt.sample_rate,
-            num_samples=plt.num_samples,
-            num_codes=int(codes.shape[0]),
-            fingerprint=plt.fingerprint,
-        )
-
-
-def bits_per_token(vocab_size: int) -> int:
-    """Bits of a fixed-width token id for a vocabulary: ``ceil(log2(vocab_size))``."""
-    return max(1, int(np.ceil(np.log2(vocab_size))))
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; other names are checked."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise PlutokError(f"unknown device {device!r}; use auto, cpu or cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PlutokError(f"--device {device}: no CUDA GPU is visible to torch")
-    if device.startswith("cuda:"):
-        index = device.split(":", 1)[1]
-        if not index.isdigit() or int(index) >= torch.cuda.device_count():
-            raise PlutokError(
-                f"--device {device}: torch sees {torch.cuda.device_count()} GPU(s) (cuda:0 ...)"
-            )
-    return device
+        return read_encoding(path, self.fingerprint_bytes, self.speaker_encoder.speaker_dim, self.bpe.decode)

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from plutok.container import PltFile
-from plutok.errors import TokenError
+from plutok.container import PltFile, read_plt
+from plutok.errors import ContainerError, TokenError
 
-__all__ = ["MAX_DURATION_SECONDS", "SPEAKER_BITS_PER_VALUE", "Encoding", "check_duration", "check_ids"]
+__all__ = [
+    "MAX_DURATION_SECONDS",
+    "SPEAKER_BITS_PER_VALUE",
+    "Encoding",
+    "bits_per_token",
+    "check_duration",
+    "check_ids",
+    "read_encoding",
+]
 
 # Longest audio an Encoding or .plt file may describe (and that encode accepts).
 # Decoding allocates the output waveform up front, so a hostile header must not be
@@ -25,6 +35,11 @@ def check_duration(seconds: float, error: type[Exception], what: str) -> None:
         raise error(
             f"{what} {seconds / 3600:.1f} h of audio; at most {MAX_DURATION_SECONDS // 3600} h per encoding (split it)"
         )
+
+
+def bits_per_token(vocab_size: int) -> int:
+    """Bits of a fixed-width token id for a vocabulary: ``ceil(log2(vocab_size))``."""
+    return max(1, int(np.ceil(np.log2(vocab_size))))
 
 
 def check_ids(ids: object) -> list[int]:
@@ -84,3 +99,53 @@ class Encoding:
         if not isinstance(self.num_samples, (int, np.integer)) or self.num_samples < 0:
             raise TokenError(f"encoding has a bad length {self.num_samples!r}")
         check_duration(self.num_samples / self.sample_rate, TokenError, "the encoding claims")
+
+    def check_covered(
+        self, num_codes: int, covered_samples: int, model_rate: int, tolerance_samples: int
+    ) -> int:
+        """The stated length at ``model_rate`` Hz; :class:`TokenError` when the codes cover other than that.
+
+        ``covered_samples``: what the ``num_codes`` codes behind the ids decode to at
+        ``model_rate``; the stated length must be within ``tolerance_samples`` of it.
+        """
+        target = int(round(int(self.num_samples) * model_rate / int(self.sample_rate)))
+        if abs(covered_samples - target) > tolerance_samples:
+            raise TokenError(
+                f"the encoding claims {target / model_rate:.2f} s of audio but its "
+                f"{num_codes} codes cover {covered_samples / model_rate:.2f} s"
+            )
+        return target
+
+
+def read_encoding(
+    path: str | os.PathLike,
+    fingerprint: bytes,
+    speaker_dim: int,
+    codes_of: Callable[[Sequence[int]], np.ndarray],
+) -> Encoding:
+    """An :class:`Encoding` from a ``.plt`` file made by the model with ``fingerprint``.
+
+    ``codes_of``: the model's BPE decoding (ids -> codes), which also rejects unknown ids.
+    Raises:
+        ContainerError: missing, truncated or corrupt file, a file from another model, a
+            speaker vector of the wrong size, or a header claiming more than 24 h of audio.
+        TokenError: token ids outside the model's vocabulary.
+    """
+    plt = read_plt(path, expected_fingerprint=fingerprint)
+    check_duration(plt.num_samples / plt.sample_rate, ContainerError, f"{path}: header claims")
+    if plt.speaker.shape[0] != speaker_dim:
+        raise ContainerError(
+            f"{path}: speaker vector has {plt.speaker.shape[0]} values; this model uses {speaker_dim}"
+        )
+    try:
+        codes = codes_of(plt.ids)
+    except TokenError as error:
+        raise TokenError(f"{path}: {error}") from None
+    return Encoding(
+        ids=plt.ids,
+        speaker=plt.speaker,
+        sample_rate=plt.sample_rate,
+        num_samples=plt.num_samples,
+        num_codes=int(codes.shape[0]),
+        fingerprint=plt.fingerprint,
+    )

@@ -39,9 +39,12 @@ __all__ = [
     "MODEL_FORMAT",
     "MODEL_FORMAT_VERSION",
     "ModelParts",
+    "check_parts",
     "default_model_path",
     "fingerprint",
     "load_model_parts",
+    "parts_from_backbone",
+    "parts_from_openvoice",
     "save_model_parts",
 ]
 
@@ -157,6 +160,41 @@ def parts_from_backbone(
     return ModelParts(
         frontend, speaker, VQVAECodec(vqvae), vocoder, bpe, dict(metadata or {}), legacy_backbone=backbone
     )
+
+
+def parts_from_openvoice(
+    checkpoint: str | os.PathLike, vqvae: str | os.PathLike, tokenizer: str | os.PathLike
+) -> ModelParts:
+    """The original release: OpenVoice converter dir, VQ-VAE ``model.pth``, ``tokenizer.json``."""
+    from plutok.backbones.openvoice import OpenVoiceBackbone
+    from plutok.bpe import load_original_tokenizer
+    from plutok.vqvae import VQVAE
+
+    checkpoint = Path(checkpoint)
+    converter = checkpoint / "converter" if (checkpoint / "converter").is_dir() else checkpoint
+    backbone = OpenVoiceBackbone.from_checkpoint(converter)
+    model = VQVAE.from_original(vqvae)
+    bpe = load_original_tokenizer(tokenizer, codebook_size=model.codebook_size)
+    return parts_from_backbone(
+        backbone, model, bpe, metadata={"description": "original Plutok release (OpenVoice)"}
+    )
+
+
+def check_parts(parts: ModelParts) -> None:
+    """:class:`ModelError` when the parts do not fit together (channels, codebook size)."""
+    if parts.codec.input_dim != parts.frontend.feature_dim:
+        raise ModelError(
+            f"the codec reads {parts.codec.input_dim} feature channels but the {parts.frontend.name} "
+            f"frontend gives {parts.frontend.feature_dim}"
+        )
+    if parts.codec.output_dim != parts.vocoder.feature_dim:
+        raise ModelError(
+            f"the codec writes {parts.codec.output_dim} channels but the vocoder reads {parts.vocoder.feature_dim}"
+        )
+    if parts.bpe.codebook_size != parts.codec.codebook_size:
+        raise ModelError(
+            f"tokenizer was trained for {parts.bpe.codebook_size} codes, the codec has {parts.codec.codebook_size}"
+        )
 
 
 def bundled_model_names() -> list[str]:

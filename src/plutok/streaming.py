@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from plutok import synthesis
 from plutok.bpe import CodeBPE
 from plutok.errors import PlutokError, TokenError
 
@@ -91,7 +92,7 @@ def decode_stream(
     codes = model.ids_to_codes(received)
     if codes.shape[0] == 0:
         raise TokenError("no token ids to decode (empty token list)")
-    model._covered_samples(codes.shape[0])
+    synthesis.covered_samples(model.parts, codes.shape[0])
     while emitted < codes.shape[0]:
         stop = min(codes.shape[0], emitted + chunk_codes)
         chunk = render(stop, codes.shape[0])

@@ -130,7 +130,8 @@ def set_threads(args: argparse.Namespace) -> None:
 def load_model(args: argparse.Namespace) -> Plutok:
     """The model the options name, moved to ``--device``."""
     from plutok import distributed
-    from plutok.api import DEFAULT_CHUNK_SECONDS, Plutok, resolve_device
+    from plutok.api import DEFAULT_CHUNK_SECONDS, Plutok
+    from plutok.devices import resolve_device
     from plutok.errors import PlutokError
 
     chunk = getattr(args, "chunk_seconds", None)

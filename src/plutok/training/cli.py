@@ -81,7 +81,7 @@ def configure_cache(parser: argparse.ArgumentParser) -> None:
 
 def run_cache(args: argparse.Namespace) -> int:
     from plutok import registry
-    from plutok.api import resolve_device
+    from plutok.devices import resolve_device
     from plutok.training.cache import fill_cache, iter_manifest
 
     frontend = registry.build("frontend", args.frontend).to(resolve_device(args.device))
