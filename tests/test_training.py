@@ -162,15 +162,12 @@ def test_checkpoints_and_final_model_are_written(tmp_path):
         tmp_path,
         progress=False,
     )
-    latest = json.loads((tmp_path / "latest.json").read_text())
-    assert latest["step"] == 12
-    # The two newest checkpoints: weights + training state (safetensors + JSON, no pickles).
-    assert sorted(p.name for p in tmp_path.glob("step-*")) == [
-        f"step-{step:08d}{suffix}"
-        for step in (8, 12)
-        for suffix in (".safetensors", ".state.json", ".state.safetensors")
+    # The two newest checkpoints: tensors + state (safetensors + JSON, no pickles).
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        f"step-{step:07d}{suffix}" for step in (8, 12) for suffix in (".json", ".safetensors")
     ]
-    assert not list(tmp_path.glob("*.part"))
+    assert json.loads((tmp_path / "checkpoints" / "step-0000012.json").read_text())["step"] == 12
+    assert not list(tmp_path.rglob("*.part"))
     loaded = VQVAE.load(tmp_path)
     np.testing.assert_array_equal(loaded.encode(train[0]), model.encode(train[0]))
 
@@ -194,7 +191,8 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         train_vqvae(train, [], MODEL, config, tmp_path / "resumed", progress=False)
     monkeypatch.setattr(CodebookTrainer, "update", original_update)
-    assert json.loads((tmp_path / "resumed" / "latest.json").read_text())["step"] == 10
+    newest = sorted((tmp_path / "resumed" / "checkpoints").glob("*.json"))[-1]
+    assert json.loads(newest.read_text())["step"] == 10
 
     resumed, metrics = train_vqvae(
         train, [], MODEL, config, tmp_path / "resumed", resume=True, progress=False

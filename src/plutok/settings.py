@@ -145,6 +145,10 @@ class ContentCodecSettings:
             )
 
 
+#: Training precisions (:attr:`TrainerConfig.precision`).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
 @dataclass(frozen=True)
 class TrainerConfig:
     """Optimisation schedule (AdamW, linear warm-up then cosine decay)."""
@@ -164,6 +168,19 @@ class TrainerConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     device: str = "cpu"
+    #: ``auto`` (bf16 autocast on CUDA where supported, else fp16 with loss scaling;
+    #: float32 on CPU), ``fp32``, ``bf16`` or ``fp16`` (CUDA only).
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name in ("steps", "batch_size", "log_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ModelError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("eval_every", "checkpoint_every", "warmup_steps", "init_batches"):
+            if getattr(self, name) < 0:
+                raise ModelError(f"{name} must not be negative, got {getattr(self, name)}")
 
     def learning_rate_at(self, step: int) -> float:
         return warmup_cosine(step, self.steps, self.warmup_steps, self.learning_rate, self.min_lr_ratio)

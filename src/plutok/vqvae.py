@@ -181,6 +181,11 @@ class VectorQuantizer(nn.Module):
             codes, unweighted), ``perplexity`` and ``usage`` (fraction of codes used in
             this batch), all scalars.
         """
+        # Nearest-code search and codebook losses in float32, also under autocast.
+        with torch.autocast(encoded.device.type, enabled=False):
+            return self._forward(encoded.float())
+
+    def _forward(self, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         batch, dim, frames = encoded.shape
         flat = encoded.transpose(1, 2).reshape(-1, dim)
         codebook = self.effective_codebook()

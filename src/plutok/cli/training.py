@@ -272,13 +272,12 @@ def run_train_vq(args: argparse.Namespace) -> int:
             dev,
             model_config,
             train_config,
-            checkpoint_dir=Path(args.output) / "checkpoints",
+            checkpoint_dir=args.output,
             resume=args.resume,
             progress=not args.quiet,
         )
         if not ctx.is_writer:
             return 0
-    model.save(args.output)
     metrics["codes_per_second"] = store.config["frames_per_second"] / model_config.downsample
     atomic_write_text(Path(args.output) / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     summary = {key: value for key, value in metrics.items() if key != "history"}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from plutok import distributed
 from plutok.parts import Part
 
 __all__ = ["Quantizer", "QuantizerOutput", "code_statistics"]
@@ -90,3 +91,22 @@ class Quantizer(nn.Module, Part):
 
     def load_upkeep_state(self, state: dict[str, torch.Tensor]) -> None:  # noqa: B027 - optional hook
         """Restore :meth:`upkeep_state` (a resumed run then replaces the same dead codes)."""
+
+    @torch.no_grad()
+    def synchronize(self) -> None:
+        """Give every rank rank 0's tensors and upkeep state (no-op in a single process).
+
+        The ranks compute the same upkeep from the same gathered inputs; broadcasting
+        removes what float non-determinism (CUDA atomics) could still make differ.
+        """
+        if not distributed.is_initialized():
+            return
+        tensors = list(self.state_dict().values())
+        device = tensors[0].device if tensors else torch.device("cpu")
+        for tensor in tensors:
+            distributed.broadcast_(tensor)
+        state = self.upkeep_state()
+        if state:
+            # Through this rank's device: NCCL broadcasts only CUDA tensors (the generator is on the CPU).
+            moved = {key: distributed.broadcast_(value.to(device)) for key, value in state.items()}
+            self.load_upkeep_state({key: value.to(state[key].device) for key, value in moved.items()})

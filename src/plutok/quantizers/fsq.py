@@ -75,6 +75,11 @@ class FiniteScalarQuantizer(Quantizer):
         return (digits.round().long() * self._radix[None, :, None]).sum(dim=1)
 
     def forward(self, latent: torch.Tensor, mask: torch.Tensor | None = None) -> QuantizerOutput:
+        # Rounding to the levels in float32, also under autocast.
+        with torch.autocast(latent.device.type, enabled=False):
+            return self._forward(latent.float(), mask)
+
+    def _forward(self, latent: torch.Tensor, mask: torch.Tensor | None) -> QuantizerOutput:
         digits = self._digits(latent)
         codes = self._codes(digits.detach())
         perplexity, usage = code_statistics(codes, self.codebook_size, mask)

@@ -145,6 +145,11 @@ class VectorQuantizer(Quantizer):
         return F.normalize(self.codebook, dim=1) if self.settings["normalize"] else self.codebook
 
     def forward(self, latent: torch.Tensor, mask: torch.Tensor | None = None) -> QuantizerOutput:
+        # Nearest-code search and codebook losses in float32, also under autocast.
+        with torch.autocast(latent.device.type, enabled=False):
+            return self._forward(latent.float(), mask)
+
+    def _forward(self, latent: torch.Tensor, mask: torch.Tensor | None) -> QuantizerOutput:
         batch, _, frames = latent.shape
         flat = self._prepare(latent)
         vectors = self.vectors()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -11,10 +12,36 @@ from plutok.codec.base import CodecBatch
 from plutok.speaker.base import SpeakerEncoder
 from plutok.training.cache import AnalysisReader, CachedUtterance
 
-__all__ = ["SegmentBatcher"]
+__all__ = ["SeededDraws", "SegmentBatcher"]
 
 
-class SegmentBatcher:
+class SeededDraws:
+    """A random stream that is a function of seed words and the number of batches drawn.
+
+    What :class:`~plutok.training.trainer.Trainer` saves and restores of a batcher:
+    batch ``n`` is drawn with ``numpy.random.default_rng([*seed_words, n])``.
+    """
+
+    seed_words: list[int]
+    batches_drawn: int
+
+    def _next_rng(self) -> np.random.Generator:
+        rng = np.random.default_rng([*self.seed_words, self.batches_drawn])
+        self.batches_drawn += 1
+        return rng
+
+    def state(self) -> dict[str, Any]:
+        return {"seed_words": list(self.seed_words), "batches_drawn": self.batches_drawn}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.seed_words = [int(word) for word in state.get("seed_words", self.seed_words)]
+        self.batches_drawn = int(state["batches_drawn"])
+
+    def restart(self, seed: list[int]) -> None:
+        self.seed_words, self.batches_drawn = [int(word) for word in seed], 0
+
+
+class SegmentBatcher(SeededDraws):
     """Random (or, for evaluation, fixed) segments of ``segment_codes`` codes, zero-padded with a mask.
 
     The target is the cached log-mel normalised by the utterance's speaker vector
@@ -46,7 +73,7 @@ class SegmentBatcher:
         self.segment_codes = segment_codes
         self.a = analysis_frames_per_code
         self.s = synthesis_frames_per_code
-        self.seed = seed
+        self.seed_words = [seed]
         self.reader = reader
         self.batches_drawn = 0
         self.phonemes = phonemes
@@ -108,8 +135,7 @@ class SegmentBatcher:
 
     def sample(self, batch_size: int) -> CodecBatch:
         """The next random batch."""
-        rng = np.random.default_rng([self.seed, self.batches_drawn])
-        self.batches_drawn += 1
+        rng = self._next_rng()
         picks = rng.choice(len(self.utterances), size=batch_size, p=self._probabilities)
         items = []
         for index in picks:

@@ -32,6 +32,7 @@ from plutok.errors import ModelError
 from plutok.files import atomic_write_text
 from plutok.settings import TrainerConfig
 from plutok.training.cache import FeatureCache, read_index
+from plutok.training.data import SeededDraws
 from plutok.training.trainer import Callback, Trainer
 from plutok.vocoders.istft import ISTFTNet, ISTFTVocoder, ISTFTVocoderSettings
 from plutok.weights import round_to_half
@@ -186,7 +187,7 @@ def _memmap(path: Path, dim: int) -> np.ndarray:
     return np.memmap(path, dtype=np.float16, mode="r").reshape(-1, dim)
 
 
-class VocoderBatcher:
+class VocoderBatcher(SeededDraws):
     """Random crops of ``segment_frames`` frames (or, for evaluation, fixed ones), a function of seed and count."""
 
     def __init__(
@@ -195,7 +196,7 @@ class VocoderBatcher:
         if not rows:
             raise ModelError("no teacher utterances to train on")
         self.teacher, self.rows = teacher, rows
-        self.segment_frames, self.margin, self.seed = segment_frames, margin, seed
+        self.segment_frames, self.margin, self.seed_words = segment_frames, margin, [seed]
         self.batches_drawn = 0
         lengths = np.array([teacher.rows[i]["mel"][1] for i in rows], dtype=np.float64)
         self._probabilities = lengths / lengths.sum()
@@ -219,8 +220,7 @@ class VocoderBatcher:
         return VocoderBatch(torch.from_numpy(np.stack(mels)), torch.from_numpy(np.stack(waves)))
 
     def sample(self, batch_size: int) -> VocoderBatch:
-        rng = np.random.default_rng([self.seed, self.batches_drawn])
-        self.batches_drawn += 1
+        rng = self._next_rng()
         picks = rng.choice(len(self.rows), size=batch_size, p=self._probabilities)
         items = []
         for pick in picks:

@@ -1,21 +1,16 @@
 """Training the VQ-VAE on backbone features (the ``train-vq`` stage).
 
-One process by default; under ``torchrun`` (a process group joined with
-:func:`plutok.distributed.init` before calling :func:`train_vqvae`) every rank runs the
-same loop on its own part of the data:
-
-* the forward/backward pass goes through ``DistributedDataParallel`` (gradients are
-  averaged over ranks; ``batch_size`` is per rank, the global batch is
-  ``batch_size * world_size``);
-* each rank crops with its own sampler seed (``seed + rank``);
-* codebook maintenance sees the encoder outputs and codes of *all* ranks
-  (all-gathered), uses the same random generator everywhere, and rank 0's codebook
-  and EMA statistics are broadcast after every update, so the codebook is the same on
-  every rank, bit for bit (the run ends by comparing a digest of every rank's state);
-* only rank 0 writes checkpoints and the final model, with barriers around;
-  checkpoints hold every rank's sampler state, so a resumed run continues exactly;
-* on CUDA the forward pass runs under ``torch.autocast`` (bf16, or fp16 with loss
-  scaling) except the quantizer, whose nearest-code search stays in float32.
+The loop is the shared :class:`~plutok.training.trainer.Trainer`: this module adds the
+v1 model's loss (:class:`VQVAETraining`), its crops (:class:`SegmentSampler`), its
+codebook upkeep (:class:`CodebookTrainer`, behind the trainer's quantizer hooks) and
+its dev loss over whole utterances (:func:`evaluate`). Under ``torchrun`` every rank
+runs on its own part of the data as the trainer describes (gradients averaged over
+ranks, ``batch_size`` per rank, each rank crops with seed ``seed + rank``, codebook
+upkeep on all ranks' encoder outputs with one random generator and rank 0's codebook
+broadcast after every update, so the replicas are equal bit for bit; the run ends by
+comparing a digest of every rank's state). On CUDA the loss runs under
+``torch.autocast`` (bf16, or fp16 with loss scaling) except the quantizer, whose
+nearest-code search stays in float32.
 
 Codebook training keeps every code in use:
 
@@ -39,9 +34,8 @@ identity-initialised affine transform), so a trained model loads like an origina
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,17 +46,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from plutok import distributed
-from plutok.errors import AudioError, ModelError, PlutokError
-from plutok.files import atomic_path, atomic_write_text
+from plutok.codec.base import CodecBatch
+from plutok.errors import AudioError, ModelError
 from plutok.quantizers.vq import kmeans
-from plutok.settings import warmup_cosine
-from plutok.training.state import load_state, save_state
+from plutok.settings import PRECISIONS, TrainerConfig, warmup_cosine
+from plutok.training.trainer import Callback, Trainer, state_digest, training_device
 from plutok.vqvae import VQVAE, VectorQuantizer, VQVAEConfig, encoded_length
 
 __all__ = ["CodebookTrainer", "SegmentSampler", "TrainConfig", "kmeans", "train_vqvae"]
-
-LATEST_NAME = "latest.json"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -406,172 +397,125 @@ def evaluate(model: VQVAE, utterances: Sequence[np.ndarray], device: torch.devic
     }
 
 
-def _is_writer() -> bool:
-    return distributed.context().is_writer
+class SampledCrops:
+    """:class:`SegmentSampler` crops as trainer batches (input and target are the same features)."""
+
+    def __init__(self, sampler: SegmentSampler, downsample: int) -> None:
+        self.sampler = sampler
+        self.codes = encoded_length(sampler.segment_frames, downsample)
+
+    def sample(self, batch_size: int) -> CodecBatch:
+        crops = torch.from_numpy(self.sampler.batch(batch_size))
+        return CodecBatch(crops, crops, torch.zeros(batch_size, 0), torch.ones(batch_size, self.codes))
+
+    def fixed_batches(self, batch_size: int, limit: int | None = None) -> list[CodecBatch]:
+        return []  # the dev loss is over whole utterances (:func:`evaluate`)
+
+    def state(self) -> dict[str, Any]:
+        return self.sampler.state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.sampler.set_state(state)
+
+    def restart(self, seed: list[int]) -> None:
+        self.sampler.rng = np.random.default_rng(seed)
 
 
-def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of the forward pass (``None``: plain float32)."""
-    precision = config.precision
-    if precision == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision == "fp16" and device.type != "cuda":
-        raise PlutokError("precision fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+class CodebookUpkeep:
+    """The trainer's quantizer hooks for the v1 codebook (:class:`CodebookTrainer`)."""
+
+    _COUNTERS = ("replay_filled", "replay_position", "total_resets")
+
+    def __init__(self, codebook: CodebookTrainer, config: TrainConfig) -> None:
+        self.codebook = codebook
+        self.config = config
+
+    def initialize(self, latents: torch.Tensor) -> None:
+        """k-means of (up to ``kmeans_init_vectors``) encoder outputs ``(N, D)``, all ranks' together."""
+        self.codebook.initialize(latents[: self.config.kmeans_init_vectors], self.config.kmeans_iterations)
+
+    def upkeep(
+        self, latent: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> dict[str, float]:
+        return self.codebook.update(latent, codes)
+
+    def synchronize(self) -> None:
+        self.codebook.synchronize()
+
+    def upkeep_state(self) -> dict[str, torch.Tensor]:
+        state = self.codebook.state_dict()
+        tensors = {
+            key: state[key] for key in ("unused_steps", "replay", "ema_counts", "ema_sums", "generator")
+        }
+        tensors["counters"] = torch.tensor([state[key] for key in self._COUNTERS], dtype=torch.long)
+        return tensors
+
+    def load_upkeep_state(self, state: dict[str, torch.Tensor]) -> None:
+        counters = dict(zip(self._COUNTERS, (int(v) for v in state["counters"]), strict=True))
+        self.codebook.load_state_dict({**state, **counters, "generator": state["generator"].to(torch.uint8)})
 
 
-def _parameter_groups(model: VQVAE, config: TrainConfig) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        if name.startswith("vq_layer.") or parameter.ndim < 2:
-            no_decay.append(parameter)
-        else:
-            decay.append(parameter)
-    return [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+class VQVAETraining(nn.Module):
+    """A :class:`VQVAE` with its training loss, for :class:`~plutok.training.trainer.Trainer`.
 
-
-def _sample_encoder_vectors(
-    model: VQVAE, sampler: SegmentSampler, config: TrainConfig, device: torch.device, wanted: int
-) -> torch.Tensor:
-    parts, collected = [], 0
-    with torch.no_grad():
-        while collected < wanted:
-            batch = torch.from_numpy(sampler.batch(config.batch_size)).to(device)
-            encoded = model.encode_tensor(batch)
-            flat = encoded.transpose(1, 2).reshape(-1, encoded.shape[1])
-            parts.append(flat)
-            collected += flat.shape[0]
-    return torch.cat(parts)[:wanted]
-
-
-def _checkpoint_names(step: int) -> tuple[str, str]:
-    """Weights file and the stem of the training state (``.state.safetensors`` + ``.state.json``)."""
-    return f"step-{step:08d}.safetensors", f"step-{step:08d}.state"
-
-
-def _save_checkpoint(
-    directory: Path,
-    step: int,
-    model: VQVAE,
-    optimizer: torch.optim.Optimizer,
-    codebook: CodebookTrainer,
-    sampler_states: Sequence[Mapping[str, Any]],
-    train_config: TrainConfig,
-    scaler: torch.amp.GradScaler | None = None,
-) -> None:
-    from safetensors.torch import save_file
-
-    weights_name, state_name = _checkpoint_names(step)
-    tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    with atomic_path(directory / weights_name) as temporary:
-        save_file(tensors, str(temporary))
-    state = {
-        "step": step,
-        "model_config": model.config.to_dict(),
-        "train_config": train_config.to_dict(),
-        "optimizer": optimizer.state_dict(),
-        "codebook": codebook.state_dict(),
-        "sampler": sampler_states[0],
-        "samplers": list(sampler_states),  # one per rank
-    }
-    if scaler is not None:
-        state["scaler"] = scaler.state_dict()
-    save_state(directory / state_name, state)
-    # Written last: a kill before this line leaves the previous checkpoint as the latest.
-    latest = {"step": step, "weights": weights_name, "state": state_name}
-    atomic_write_text(directory / LATEST_NAME, json.dumps(latest, indent=2) + "\n")
-    kept = sorted(directory.glob("step-*.state.json"))[: -train_config.keep_checkpoints]
-    for old_state in kept:
-        old_step = int(old_state.name.split("-")[1].split(".")[0])
-        weights, stem = _checkpoint_names(old_step)
-        for name in (weights, f"{stem}.safetensors", f"{stem}.json"):
-            (directory / name).unlink(missing_ok=True)
-
-
-def _checkpoint(
-    directory: Path,
-    step: int,
-    model: VQVAE,
-    optimizer: torch.optim.Optimizer,
-    codebook: CodebookTrainer,
-    sampler: SegmentSampler,
-    train_config: TrainConfig,
-    scaler: torch.amp.GradScaler | None,
-) -> None:
-    """Every rank calls this: the sampler states are gathered, rank 0 writes, all wait for it."""
-    states = distributed.all_gather_objects(sampler.state())
-    if _is_writer():
-        _save_checkpoint(directory, step, model, optimizer, codebook, states, train_config, scaler)
-    distributed.barrier()
-
-
-def _load_checkpoint(
-    directory: Path,
-    model: VQVAE,
-    optimizer: torch.optim.Optimizer,
-    codebook: CodebookTrainer,
-    sampler: SegmentSampler,
-    scaler: torch.amp.GradScaler | None = None,
-) -> int:
-    """Restore the latest checkpoint in ``directory``; returns its step (0 when there is none).
-
-    Each rank takes its own sampler state; a checkpoint written with another number of
-    ranks restarts the samplers from a seed derived from (seed, rank, step) instead.
+    Loss: L1 + L2 reconstruction + ``commitment_weight`` × commitment, plus the codebook
+    loss unless the codebook is EMA k-means (``TrainConfig.kmeans``).
     """
-    from safetensors.torch import load_file
 
-    latest_file = directory / LATEST_NAME
-    if not latest_file.is_file():
-        return 0
-    try:
-        latest = json.loads(latest_file.read_text(encoding="utf-8"))
-        state = load_state(directory / latest["state"])
-        weights = load_file(str(directory / latest["weights"]))
-    except (OSError, KeyError, ValueError, RuntimeError) as error:
-        raise ModelError(f"cannot resume from {directory}: {error}") from error
-    if state["model_config"] != model.config.to_dict():
-        raise ModelError(
-            f"checkpoint in {directory} is for VQ-VAE {state['model_config']}, not {model.config.to_dict()}"
-        )
-    model.load_weights(weights, source=str(directory / latest["weights"]))
-    try:
-        optimizer.load_state_dict(state["optimizer"])
-        codebook.load_state_dict(state["codebook"])
-        ctx = distributed.context()
-        samplers = state.get("samplers") or [state["sampler"]]
-        if len(samplers) == ctx.world_size:
-            sampler.set_state(samplers[ctx.rank])
-        else:
-            seed = int(state["train_config"].get("seed", 0))
-            sampler.rng = np.random.default_rng([seed, ctx.rank, int(state["step"])])
-        if scaler is not None and "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-    except (KeyError, ValueError, RuntimeError) as error:
-        raise ModelError(
-            f"cannot resume from {directory}: the checkpoint was written with other training settings ({error})"
-        ) from error
-    return int(state["step"])
+    #: The codebook and its affine transform are never weight-decayed.
+    no_weight_decay = ("vqvae.vq_layer.",)
+
+    def __init__(self, vqvae: VQVAE, codebook: CodebookTrainer, config: TrainConfig) -> None:
+        super().__init__()
+        self.vqvae = vqvae
+        self.train_config = config
+        self.quantizer = CodebookUpkeep(codebook, config)  # not a module: its state is the upkeep's
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def latent(self, features: torch.Tensor) -> torch.Tensor:
+        return self.vqvae.encode_tensor(features)
+
+    def loss(self, batch: CodecBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        output = self.vqvae(batch.analysis)
+        reconstruction = reconstruction_loss(output.reconstruction, batch.target)
+        loss = reconstruction + self.train_config.commitment_weight * output.commitment_loss
+        if not self.train_config.kmeans:
+            loss = loss + output.codebook_loss
+        self._last = (output.encoded.detach(), output.codes)
+        return loss, {
+            "reconstruction": reconstruction,
+            "perplexity": output.perplexity,
+            "usage": output.usage,
+        }
+
+    def quantizer_parts(self):
+        if self._last is None:
+            return None, None, None, None
+        return self.quantizer, *self._last, None
+
+    def config(self) -> dict[str, Any]:
+        return {"name": "vqvae-v1", "vqvae": self.vqvae.config.to_dict()}
 
 
-def _state_digest(model: VQVAE, codebook: CodebookTrainer) -> str:
-    """SHA-256 over the model weights and codebook-maintenance state (equal on every rank)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    tensors = dict(model.state_dict())
-    for key in ("unused_steps", "replay", "ema_counts", "ema_sums"):
-        tensors[f"codebook_trainer.{key}"] = getattr(codebook, key)
-    for key in sorted(tensors):
-        digest.update(key.encode())
-        digest.update(tensors[key].detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+def _trainer_config(config: TrainConfig, code_frames: int, world_size: int) -> TrainerConfig:
+    per_rank = -(-config.kmeans_init_vectors // world_size)
+    return TrainerConfig(
+        steps=config.steps,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_steps,
+        min_lr_ratio=config.min_lr_ratio,
+        weight_decay=config.weight_decay,
+        grad_clip=config.grad_clip,
+        init_batches=-(-per_rank // (config.batch_size * code_frames)) if config.kmeans_init else 0,
+        eval_every=config.eval_interval,
+        checkpoint_every=config.checkpoint_interval,
+        log_every=config.log_interval,
+        keep_checkpoints=config.keep_checkpoints,
+        seed=config.seed,
+        device=config.device,
+        precision=config.precision,
+    )
 
 
 def train_vqvae(
@@ -582,9 +526,9 @@ def train_vqvae(
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
     progress: bool = True,
-    callback: Callable[[int, dict[str, float]], bool | None] | None = None,
+    callback: Callback | None = None,
 ) -> tuple[VQVAE, dict[str, Any]]:
-    """Train a VQ-VAE on feature utterances.
+    """Train a VQ-VAE on feature utterances, on the shared :class:`~plutok.training.trainer.Trainer`.
 
     In a ``torch.distributed`` process group (see :mod:`plutok.distributed`) every rank
     calls this with its own part of the training and dev utterances; see the module
@@ -595,14 +539,14 @@ def train_vqvae(
         dev_features: held-out utterances (may be empty) for the dev loss.
         model_config: architecture; ``feature_dim`` must match the features.
         train_config: see :class:`TrainConfig`.
-        checkpoint_dir: where step checkpoints (``step-N.safetensors`` + ``step-N.state.safetensors``/``.json``,
-            ``latest.json``) and the final model (``vqvae.safetensors`` + ``vqvae.json``)
-            go (written by rank 0 only); ``None`` writes nothing.
-        resume: continue from the latest checkpoint in ``checkpoint_dir`` (fresh start if none).
-        progress: show a tqdm bar with loss, perplexity and code usage (rank 0 only).
+        checkpoint_dir: the run folder: step checkpoints go to ``checkpoints/`` in it
+            (safetensors + JSON), the final model (``vqvae.safetensors`` + ``vqvae.json``)
+            into it (rank 0 only); ``None`` writes nothing.
+        resume: continue from the newest checkpoint in ``checkpoint_dir`` (fresh start if none).
+        progress: show a tqdm bar and the logged metrics (rank 0 only).
         callback: ``callback(step, metrics)`` after every step (after its checkpoint, if one
-            was due); ``False`` stops training there, without the final evaluation and
-            model (every rank must return the same). Tests use it to kill a run.
+            was due); ``False`` stops training there, with a checkpoint and without the
+            final model (every rank must return the same). Tests use it to kill a run.
     Returns:
         The trained model (eval mode, on the training device) and metrics: ``step``,
         ``train_loss``, ``train_reconstruction_loss``, ``perplexity``, ``usage`` (means over
@@ -611,18 +555,8 @@ def train_vqvae(
         ``state_digests`` (one per rank; all equal unless the ranks diverged) and
         ``history`` (one dict per log/eval point).
     """
-    from tqdm.auto import tqdm
-
     config = train_config
     ctx = distributed.context()
-    try:
-        device = torch.device(config.device)
-    except RuntimeError as error:
-        raise PlutokError(f"unknown device {config.device!r} ({error})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PlutokError(f"device {config.device!r} asked for, but no CUDA GPU is available")
-    if device.type == "cuda" and device.index is None and ctx.distributed:
-        device = torch.device("cuda", ctx.local_rank)
     train = _check_features(train_features, model_config.feature_dim, "training")
     dev = _check_features(dev_features, model_config.feature_dim, "dev")
     if not train:
@@ -630,8 +564,7 @@ def train_vqvae(
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if resume and directory is None:
         raise ValueError("resume=True needs a checkpoint_dir")
-    autocast_dtype = _autocast_dtype(config, device)
-    scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
+    device = training_device(config.device)
     # Whether any rank has dev data decides the (collective) evaluations.
     has_dev = bool(distributed.all_reduce_sum(torch.tensor([len(dev)], device=device)).item())
 
@@ -640,148 +573,55 @@ def train_vqvae(
         model = VQVAE(model_config)
     model.to(device)
     sampler = SegmentSampler(train, config.segment_frames, seed=config.seed + ctx.rank)
-    generator = torch.Generator().manual_seed(config.seed + 1)  # the same on every rank
     code_frames = encoded_length(config.segment_frames, model_config.downsample)
     codebook = CodebookTrainer(
         model.vq_layer,
         ema=config.kmeans,
         vectors_per_step=config.batch_size * code_frames * ctx.world_size,
-        generator=generator,
+        generator=torch.Generator().manual_seed(config.seed + 1),  # the same on every rank
         ema_decay=config.ema_decay,
         dead_code_steps=config.dead_code_steps,
         replay_size=config.replay_size,
     )
-    optimizer = torch.optim.AdamW(_parameter_groups(model, config), lr=config.learning_rate)
-    trainable = [p for group in optimizer.param_groups for p in group["params"]]
-
-    start_step = 0
-    if resume and directory is not None:
-        start_step = _load_checkpoint(directory, model, optimizer, codebook, sampler, scaler)
-    if start_step == 0 and config.kmeans_init:
-        wanted = -(-config.kmeans_init_vectors // ctx.world_size)
-        vectors = _sample_encoder_vectors(model, sampler, config, device, wanted)
-        codebook.initialize(distributed.all_gather_cat(vectors), config.kmeans_iterations)
-        codebook.synchronize()
-
-    step_model: nn.Module = model
-    if ctx.distributed:
-        import inspect
-
-        from torch.nn.parallel import DistributedDataParallel
-
-        # Buffers (code-use counts) are kept equal by the gathered updates: no per-step broadcast.
-        no_buffer_sync = (
-            {"forward_sync_buffers": False}
-            if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-            else {"broadcast_buffers": False}
-        )
-        step_model = DistributedDataParallel(
-            step_model, device_ids=[device.index] if device.type == "cuda" else None, **no_buffer_sync
-        )
-    model.train()
-    history: list[dict[str, Any]] = []
-    window: dict[str, float] = {}
-    window_steps = 0
-    last: dict[str, Any] = {}
-    dev_metrics: dict[str, float] = {}
-    saved_step = start_step if start_step > 0 else -1
-    stopped_at: int | None = None
-    writer = ctx.is_writer
-    bar = tqdm(
-        total=config.steps,
-        initial=start_step,
-        disable=not (progress and writer),
-        desc="train-vq" if not ctx.distributed else f"train-vq ({ctx.world_size} ranks)",
-        unit="step",
+    trainee = VQVAETraining(model, codebook, config)
+    trainer = Trainer(
+        trainee,
+        SampledCrops(sampler, model_config.downsample),
+        None,
+        _trainer_config(config, code_frames, ctx.world_size),
+        directory,
+        callback=callback,
+        log=None if progress else (lambda line: None),
+        evaluate=(lambda: evaluate(model, dev, device)) if has_dev else (lambda: {}),
+        progress=progress,
     )
-    for step in range(start_step, config.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate_at(step)
-        batch = torch.from_numpy(sampler.batch(config.batch_size)).to(device)
-        output = step_model(batch, autocast_dtype)
-        reconstruction = reconstruction_loss(output.reconstruction, batch)
-        loss = reconstruction + config.commitment_weight * output.commitment_loss
-        if not config.kmeans:
-            loss = loss + output.codebook_loss
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(trainable, config.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        codebook_stats = codebook.update(
-            distributed.all_gather_cat(output.encoded.detach()), distributed.all_gather_cat(output.codes)
-        )
-        codebook.synchronize()
-
-        values = {
-            "loss": float(loss.detach()),
-            "reconstruction": float(reconstruction.detach()),
-            "perplexity": float(output.perplexity),
-            "usage": float(output.usage),
+    trainer.setup(resume=resume)
+    trainer.run()
+    model.eval()
+    history = trainer.history
+    if trainer.step_number < config.steps:
+        return model, {
+            "step": trainer.step_number,
+            "stopped": True,
+            "world_size": ctx.world_size,
+            "history": history,
         }
-        for key, value in values.items():
-            window[key] = window.get(key, 0.0) + value
-        window_steps += 1
-        done = step + 1
-        if done % config.log_interval == 0 or done == config.steps:
-            keys = sorted(window)
-            sums = torch.tensor([window[key] for key in keys], dtype=torch.float64, device=device)
-            sums = distributed.all_reduce_sum(sums) / ctx.world_size
-            last = {key: float(value) / window_steps for key, value in zip(keys, sums.tolist(), strict=True)}
-            last["active"] = codebook_stats["active"]
-            history.append({"step": done, **last})
-            bar.set_postfix(
-                loss=f"{last['loss']:.4f}",
-                ppl=f"{last['perplexity']:.1f}",
-                usage=f"{last['usage']:.2f}",
-                active=f"{last['active']:.2f}",
-            )
-            window, window_steps = {}, 0
-        if has_dev and config.eval_interval and done % config.eval_interval == 0 and done != config.steps:
-            dev_metrics = evaluate(model, dev, device)
-            history.append({"step": done, **dev_metrics})
-            if writer and progress:
-                bar.write(f"step {done}: dev loss {dev_metrics.get('dev_loss', float('nan')):.4f}")
-        if directory is not None and config.checkpoint_interval and done % config.checkpoint_interval == 0:
-            _checkpoint(directory, done, model, optimizer, codebook, sampler, config, scaler)
-            saved_step = done
-        bar.update(1)
-        if callback is not None and callback(done, values) is False:
-            stopped_at = done
-            break
-    bar.close()
-    if stopped_at is not None:
-        if directory is not None and saved_step != stopped_at:
-            _checkpoint(directory, stopped_at, model, optimizer, codebook, sampler, config, scaler)
-        model.eval()
-        return model, {"step": stopped_at, "stopped": True, "world_size": ctx.world_size, "history": history}
-    final_step = max(start_step, config.steps)
-
-    if has_dev:
-        dev_metrics = evaluate(model, dev, device)
-        history.append({"step": final_step, **dev_metrics})
     if directory is not None:
-        if saved_step != final_step:
-            _checkpoint(directory, final_step, model, optimizer, codebook, sampler, config, scaler)
-        if writer:
+        if ctx.is_writer:
             model.save(directory)
         distributed.barrier()
-    digests = distributed.all_gather_objects(_state_digest(model, codebook))
-    if len(set(digests)) > 1 and writer:
+    extra = {
+        f"codebook_trainer.{k}": v for k, v in trainee.quantizer.upkeep_state().items() if k != "generator"
+    }
+    digests = distributed.all_gather_objects(state_digest(model, extra))
+    if len(set(digests)) > 1 and ctx.is_writer:
         import warnings
 
         warnings.warn(f"the ranks' models differ after training (digests {digests})", stacklevel=2)
-    model.eval()
+    last = next((entry for entry in reversed(history) if "loss" in entry), {})
+    dev_metrics = next((entry for entry in reversed(history) if "dev_loss" in entry), {})
     metrics: dict[str, Any] = {
-        "step": final_step,
+        "step": trainer.step_number,
         "train_loss": last.get("loss"),
         "train_reconstruction_loss": last.get("reconstruction"),
         "perplexity": last.get("perplexity"),
