@@ -82,3 +82,28 @@ def test_train_codec_cli_defaults_come_from_the_dataclasses(capsys):
     text = capsys.readouterr().out
     assert f"(default: {TrainerConfig().learning_rate})" in text
     assert f"(default: {ContentCodecSettings().channels})" in text and "--quantizer JSON" in text
+
+
+def test_bf16_autocast_trains_and_keeps_the_quantizer_in_float32(mel_cache, tmp_path):
+    from plutok.training.codec import train_codec
+
+    torch.manual_seed(0)
+    codec, metrics = train_codec(mel_cache, tmp_path / "bf16", CODEC, _schedule(steps=4, precision="bf16"))
+    assert np.isfinite(metrics["dev_loss"]) and np.isfinite(metrics["loss"])
+    latent = torch.randn(2, 4, 6, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = codec.quantizer(latent)
+    assert output.quantized.dtype == torch.float32
+
+
+def test_precision_and_schedule_are_checked():
+    from plutok.errors import ModelError, PlutokError
+    from plutok.training.trainer import autocast_dtype
+
+    with pytest.raises(ModelError, match="precision"):
+        _schedule(precision="fp8")
+    with pytest.raises(ModelError, match="log_every"):
+        _schedule(log_every=0)
+    with pytest.raises(PlutokError, match="CUDA"):
+        autocast_dtype("fp16", torch.device("cpu"))
+    assert autocast_dtype("auto", torch.device("cpu")) is None

@@ -170,7 +170,7 @@ class TrainerConfig:
     device: str = "cpu"
     #: ``auto`` (bf16 autocast on CUDA where supported, else fp16 with loss scaling;
     #: float32 on CPU), ``fp32``, ``bf16`` or ``fp16`` (CUDA only).
-    precision: str = "fp32"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

@@ -258,16 +258,9 @@ class CodebookTrainer:
 
     @torch.no_grad()
     def synchronize(self) -> None:
-        """Give every rank rank 0's code vectors and EMA statistics (no-op in a single process).
-
-        The ranks compute the same update from the same gathered inputs; broadcasting
-        removes what float non-determinism (CUDA atomics) could still make differ.
-        """
-        if not distributed.is_initialized():
-            return
-        distributed.broadcast_(self.quantizer.codebook.weight.data)
-        distributed.broadcast_(self.ema_counts)
-        distributed.broadcast_(self.ema_sums)
+        """Give every rank rank 0's code vectors and EMA statistics (see :meth:`Quantizer.synchronize`)."""
+        for tensor in (self.quantizer.codebook.weight.data, self.ema_counts, self.ema_sums):
+            distributed.broadcast_(tensor)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -498,23 +491,15 @@ class VQVAETraining(nn.Module):
 
 
 def _trainer_config(config: TrainConfig, code_frames: int, world_size: int) -> TrainerConfig:
+    """The shared trainer's schedule for a v1 run (same names, except the intervals)."""
+    shared = {field.name for field in dataclasses.fields(TrainerConfig)} & set(config.to_dict())
     per_rank = -(-config.kmeans_init_vectors // world_size)
     return TrainerConfig(
-        steps=config.steps,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_steps,
-        min_lr_ratio=config.min_lr_ratio,
-        weight_decay=config.weight_decay,
-        grad_clip=config.grad_clip,
+        **{name: getattr(config, name) for name in shared},
         init_batches=-(-per_rank // (config.batch_size * code_frames)) if config.kmeans_init else 0,
         eval_every=config.eval_interval,
         checkpoint_every=config.checkpoint_interval,
         log_every=config.log_interval,
-        keep_checkpoints=config.keep_checkpoints,
-        seed=config.seed,
-        device=config.device,
-        precision=config.precision,
     )
 
 
