@@ -7,6 +7,9 @@ pooled to 25 frames/s (the frontend's features, the ceiling), and (b) the codec'
 prediction from the codes (``ContentCodec.content_features``), both repeated to the 50
 frames/s Whisper's decoder expects. WER/CER with the evaluation's normalisation and
 per-clip cap (plutok.evaluation.metrics.error_counts); prints one JSON summary.
+For a codec with a CTC phoneme head (``ctc_weight``) also (c) the phoneme error rate
+of its greedy reading of the codes (``ContentCodec.phonemes_from_codes``) against
+espeak-ng's phonemes of the transcript (the training labels), capped per clip too.
 """
 
 from __future__ import annotations
@@ -24,6 +27,34 @@ from plutok.evaluation.asr import Transcriber
 from plutok.evaluation.metrics import error_counts
 
 
+def _phoneme_reader(codec):
+    """``(codes, text, language) -> (reference phonemes, phonemes read from the codes)``, or None."""
+    symbols = getattr(getattr(codec, "settings", None), "phoneme_symbols", ())
+    if not symbols:
+        return None
+    from plutok.training.phonemes import PhonemeInventory, Phonemizer
+
+    phonemizer, inventory = Phonemizer(), PhonemeInventory(symbols)
+
+    def read(codes, text, language):
+        reference = inventory.decode(inventory.encode(phonemizer.phonemes(text, language)))
+        with torch.inference_mode():
+            return reference, codec.phonemes_from_codes(torch.from_numpy(codes)[None])[0]
+
+    return read
+
+
+def _edit_distance(reference: list[str], hypothesis: list[str]) -> int:
+    """Substitutions + deletions + insertions between two symbol sequences."""
+    import jiwer
+
+    if not hypothesis:
+        return len(reference)
+    # jiwer counts over space-separated words: one word per phoneme symbol.
+    out = jiwer.process_words(" ".join(reference), " ".join(hypothesis))
+    return out.substitutions + out.deletions + out.insertions
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
@@ -38,6 +69,8 @@ def main() -> None:
     rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = [r for r in rows if r.get("split") == args.split and r.get("kind") == args.kind and r.get("text")]
     totals = {name: [0, 0, 0, 0] for name in ("features", "codes")}
+    phonemes = _phoneme_reader(tok.codec)
+    phoneme_totals = [0, 0]
     per_clip = []
     for row in rows:
         wav, _ = load_audio(manifest.parent / row["path"], target_rate=tok.sample_rate)
@@ -57,11 +90,22 @@ def main() -> None:
                 (counts.word_errors, counts.words, counts.char_errors, counts.chars)
             ):
                 totals[name][index] += value or 0
+        if phonemes is not None:
+            reference, read = phonemes(codes, row["text"], row["language"])
+            errors = _edit_distance(reference, read)
+            phoneme_totals[0] += min(errors, len(reference))
+            phoneme_totals[1] += len(reference)
+            result["phonemes"] = " ".join(read)
         per_clip.append(result)
     summary = {
         name: {"wer": t[0] / max(1, t[1]), "cer": t[2] / max(1, t[3]), "clips": len(rows)}
         for name, t in totals.items()
     }
+    if phonemes is not None:
+        summary["phonemes_from_codes"] = {
+            "per": phoneme_totals[0] / max(1, phoneme_totals[1]),
+            "clips": len(rows),
+        }
     print(json.dumps(summary, indent=1))
     if args.out:
         Path(args.out).write_text(
