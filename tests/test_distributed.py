@@ -197,3 +197,30 @@ def test_feature_parts_are_disjoint_and_complete(features):
     assert all(parts)
     halves = store.load_features(dtype=np.float16)
     assert halves[0].dtype == np.float16
+
+
+@pytest.mark.slow
+def test_two_process_codec_training_keeps_replicas_equal(tmp_path, small_cache):
+    clips = [
+        {"seconds": 1.0 + 0.2 * i, "seed": 40 + i, "split": "dev" if i == 5 else "train"} for i in range(6)
+    ]
+    cache = small_cache(
+        tmp_path,
+        clips,
+        {"name": "log-mel", "normalize_by_speaker": True},
+        {"name": "mel-statistics", "coefficients": 4},
+    )
+    run = torchrun(
+        "train-codec", str(cache), "-o", str(tmp_path / "run"), "--analysis-frames-per-code", "4",
+        "--channels", "16", "--encoder-blocks", "1", "--decoder-blocks", "1", "--upsampled-channels", "8",
+        "--upsampled-blocks", "1", "--content-channels", "8",
+        "--quantizer", '{"name": "vq", "codebook_size": 16, "dim": 4, "dead_code_steps": 2}',
+        "--steps", "6", "--batch-size", "2", "--segment-codes", "12", "--log-every", "2", "--eval-every", "3",
+        "--checkpoint-every", "3", "--warmup-steps", "1", "--init-batches", "1",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    finals = [json.loads(line) for line in run.stdout.splitlines() if line.startswith('{"final"')]
+    assert len(finals) == 1  # rank 0 alone reports and writes
+    # Each rank drew its own crops, yet weights, codebook and upkeep state are equal everywhere.
+    assert finals[0]["final"]["replicas_equal"] == 1.0
+    assert (tmp_path / "run" / "codec" / "config.json").is_file()

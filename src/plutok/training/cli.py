@@ -119,22 +119,26 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from plutok import distributed
     from plutok.settings import ContentCodecSettings, TrainerConfig
     from plutok.training.codec import train_codec
 
     trainer = TrainerConfig(**dataclass_values(TrainerConfig, args))
     codec_config = {"name": args.codec, **dataclass_values(ContentCodecSettings, args)}
-    _, metrics = train_codec(
-        args.cache,
-        args.output,
-        codec_config,
-        trainer,
-        resume=args.resume,
-        train_split=args.train_split,
-        dev_split=args.dev_split,
-        frontend_config=args.frontend,
-    )
-    print(json.dumps({"final": metrics, "codec": str(Path(args.output) / "codec")}))
+    # Under torchrun: one process group for the run (gloo on CPU, NCCL with --device cuda).
+    with distributed.process_group(trainer.device) as ctx:
+        _, metrics = train_codec(
+            args.cache,
+            args.output,
+            codec_config,
+            trainer,
+            resume=args.resume,
+            train_split=args.train_split,
+            dev_split=args.dev_split,
+            frontend_config=args.frontend,
+        )
+    if ctx.is_writer:
+        print(json.dumps({"final": metrics, "codec": str(Path(args.output) / "codec")}))
     return 0
 
 

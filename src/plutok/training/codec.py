@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from plutok import registry
+from plutok import distributed, registry
 from plutok.codec.base import Codec
 from plutok.errors import ModelError
 from plutok.files import atomic_write_text
@@ -42,6 +42,8 @@ def train_codec(
     model use exactly the statistics of the start. ``frontend_config``: the model's
     frontend when it is not the cache's own (a stack derived from the cache,
     :class:`~plutok.training.cache.AnalysisReader`).
+    Under ``torchrun`` (a process group joined first) every rank trains on its own crops
+    and rank 0 writes (see :mod:`plutok.training.trainer`).
     Returns:
         the trained codec and the final metrics.
     """
@@ -67,15 +69,20 @@ def train_codec(
         codec.set_statistics(torch.from_numpy(frames), torch.from_numpy(speakers))
     a, s = codec.analysis_frames_per_code, codec.synthesis_frames_per_code
     segment = trainer_config.segment_codes
+    # Under torchrun each rank draws its own crops (the dev set is the same everywhere).
+    rank = distributed.context().rank
     batches = SegmentBatcher(
-        train, speaker, segment, a, s, seed=trainer_config.seed, reader=reader, phonemes=labels
+        train, speaker, segment, a, s, seed=trainer_config.seed + rank, reader=reader, phonemes=labels
     )
     dev_batches = SegmentBatcher(dev, speaker, segment, a, s, reader=reader, phonemes=labels) if dev else None
     out = Path(out_dir)
     trainer = Trainer(codec, batches, dev_batches, trainer_config, out, callback=callback)
     trainer.setup(resume=resume)
     metrics = trainer.run()
-    if trainer.step_number >= trainer_config.steps:
+    digests = trainer.replica_digests()
+    if distributed.context().distributed:
+        metrics = {**metrics, "replicas_equal": float(len(set(digests)) == 1)}
+    if trainer.step_number >= trainer_config.steps and distributed.context().is_writer:
         codec = codec.cpu()
         target = out / CODEC_DIR
         target.mkdir(parents=True, exist_ok=True)

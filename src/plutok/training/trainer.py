@@ -169,7 +169,14 @@ class Trainer:
 
     # -- setup and resume -----------------------------------------------------------------
     def setup(self, resume: bool = False) -> None:
-        """Resume from the newest checkpoint, or initialise the quantizer from encoder outputs."""
+        """Resume from the newest checkpoint, or initialise the quantizer from encoder outputs.
+
+        Under torchrun every rank starts from rank 0's initial weights.
+        """
+        if self.context.distributed:
+            with torch.no_grad():
+                for tensor in self.model.state_dict().values():
+                    distributed.broadcast_(tensor)
         latest = self._latest_checkpoint() if resume else None
         if latest is not None:
             self._load(latest)
@@ -285,6 +292,12 @@ class Trainer:
                 yield self.step_number
                 bar.update(1)
         self._bar = None
+
+    def replica_digests(self) -> list[str]:
+        """:func:`state_digest` of every rank's model and upkeep state (all equal unless they diverged)."""
+        quantizer = getattr(self.model, "quantizer", None)
+        extra = {} if quantizer is None else {f"upkeep.{k}": v for k, v in quantizer.upkeep_state().items()}
+        return distributed.all_gather_objects(state_digest(self.model, extra))
 
     def run(self) -> dict[str, float]:
         """Train to ``config.steps``; returns the last logged metrics (with dev metrics when due)."""
