@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the bundled default model (v2) from nothing but Debian/PyPI packages.
+# Rebuild the bundled default model (v2.2) from nothing but Debian/PyPI packages.
 # Every step is resumable: rerun the script after an interruption.
 #
 #   bash scripts/train_default_model.sh [WORK_DIR]      (default WORK_DIR: data/)
@@ -11,6 +11,7 @@ work=${1:-data}
 CODEBOOK=${CODEBOOK:-1024}
 CONTENT_WEIGHT=${CONTENT_WEIGHT:-1.0}
 STEPS=${STEPS:-4000}
+LONG_STEPS=${LONG_STEPS:-8000}
 VOCAB=${VOCAB:-12000}
 THREADS=${THREADS:-2}
 run=${RUN:-$work/runs/v2-mel}
@@ -38,15 +39,19 @@ PY
 #    float16, memory-mapped; reruns add only what is missing.
 plutok cache "$manifest" -o "$work/cache/whisper25" --threads "$THREADS" -q
 
-# 3. The codec (resumes from $run/checkpoints when interrupted).
-plutok train-codec "$work/cache/whisper25" -o "$run" --threads "$THREADS" \
-    --frontend "$FRONTEND" --content-dim 512 \
-    --quantizer "{\"name\": \"vq\", \"codebook_size\": $CODEBOOK, \"dim\": 16}" --content-weight "$CONTENT_WEIGHT" \
-    --steps "$STEPS" --batch-size 16 --segment-codes 100 --learning-rate 1e-3 --warmup-steps 300 \
-    --eval-every 500 --log-every 50 --checkpoint-every 250 --seed 0 --resume
+# 3. The codec (resumes from $run/checkpoints when interrupted), in two phases as the
+#    bundled v2.2 was: 4,000 steps (= v2.1), then resumed with an 8,000-step schedule
+#    (the learning rate restarts at the cosine's midpoint and decays again).
+for steps in "$STEPS" "$LONG_STEPS"; do
+  plutok train-codec "$work/cache/whisper25" -o "$run" --threads "$THREADS" \
+      --frontend "$FRONTEND" --content-dim 512 \
+      --quantizer "{\"name\": \"vq\", \"codebook_size\": $CODEBOOK, \"dim\": 16}" --content-weight "$CONTENT_WEIGHT" \
+      --steps "$steps" --batch-size 16 --segment-codes 100 --learning-rate 1e-3 --warmup-steps 300 \
+      --eval-every 500 --log-every 50 --checkpoint-every 250 --seed 0 --resume
+done
 
 # 4. Weights rounded to float16 values, BPE over the training codes, the model directory.
 python -m plutok.training.assemble "$work/cache/whisper25" "$run/codec" -o "$run/model" --vocab-size "$VOCAB" \
-    --description "Plutok default v2.1: Whisper-base encoder + log-mel -> content codec (VQ $CODEBOOK, 25 codes/s) -> log-mel -> HiFi-GAN; BPE $VOCAB"
+    --description "Plutok default v2.2: Whisper-base encoder + log-mel -> content codec (VQ $CODEBOOK, 25 codes/s) -> log-mel -> HiFi-GAN; BPE $VOCAB"
 
 echo "model: $run/model  (bundle with: rm -rf src/plutok/assets/default && cp -r $run/model src/plutok/assets/default)"

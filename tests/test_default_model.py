@@ -25,6 +25,7 @@ def sample():
 def test_bundled_files_are_small_safetensors():
     for name, weights in (
         ("default", "codec.safetensors"),
+        ("v2.1", "codec.safetensors"),
         ("v2.0", "codec.safetensors"),
         ("v1", "vqvae.safetensors"),
     ):
@@ -93,3 +94,14 @@ def test_fast_streaming_equals_one_pass(sample):
     )
     assert streamed.shape == whole.shape
     np.testing.assert_allclose(streamed, whole, rtol=0, atol=1e-4)
+
+
+def test_plt_files_of_the_previous_default_still_decode_on_their_own(sample, tmp_path, capsys):
+    from plutok.cli import main
+
+    previous = Plutok.from_pretrained("v2.1")
+    assert previous.fingerprint != Plutok.from_pretrained().fingerprint
+    wav, rate = sample
+    path = previous.save_plt(previous.encode(wav[: 2 * rate], rate), tmp_path / "old.plt")
+    assert main(["decode", str(path), "-o", str(tmp_path / "old.wav"), "-q"]) == 0
+    assert "bundled model 'v2.1'" in capsys.readouterr().err

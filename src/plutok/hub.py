@@ -57,11 +57,15 @@ PART_KINDS = ("frontend", "speaker", "codec", "vocoder")
 
 
 #: Models bundled with the package, by the name ``from_pretrained`` / ``--model`` accept.
-BUNDLED_MODELS = {"default": "default", "v2.0": "v2.0", "v1": "v1"}
+BUNDLED_MODELS = {"default": "default", "v2.1": "v2.1", "v2.0": "v2.0", "v1": "v1"}
 #: Bundled models that are another bundled model with one part replaced, so its weights
 #: are not shipped twice: name -> (base model, part kind, folder under assets/ holding
-#: that part's config.json and weights). ``fast``: the default with the iSTFT vocoder.
-DERIVED_MODELS = {"fast": ("default", "vocoder", "vocoders/istft-16k")}
+#: that part's config.json and weights). ``fast``: the default with the iSTFT vocoder;
+#: ``v2.1-fast``: ``fast`` as it was on v2.1 (0.2.x), so its ``.plt`` files keep decoding.
+DERIVED_MODELS = {
+    "fast": ("default", "vocoder", "vocoders/istft-16k"),
+    "v2.1-fast": ("v2.1", "vocoder", "vocoders/istft-16k"),
+}
 
 
 def default_model_path() -> Path:
