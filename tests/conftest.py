@@ -52,6 +52,28 @@ def small_cache(root: Path, clips: list[dict], frontend: dict, speaker: dict) ->
     return root / "cache"
 
 
+def tiny_content_codec(**changes) -> dict:
+    """Config of a tiny ``content`` codec (16 channels, one block per stage, VQ 16 x 4) with ``changes``."""
+    config = {
+        "name": "content",
+        "channels": 16,
+        "encoder_blocks": 1,
+        "decoder_blocks": 1,
+        "upsampled_channels": 8,
+        "upsampled_blocks": 1,
+        "content_channels": 8,
+        "quantizer": {"name": "vq", "codebook_size": 16, "dim": 4},
+    }
+    config.update(changes)
+    return config
+
+
+@pytest.fixture(name="tiny_content_codec", scope="session")
+def tiny_content_codec_fixture():
+    """The :func:`tiny_content_codec` builder, for test modules."""
+    return tiny_content_codec
+
+
 @pytest.fixture(name="small_cache", scope="session")
 def small_cache_fixture():
     """The :func:`small_cache` builder, for test modules."""

@@ -108,20 +108,8 @@ def test_registry_builds_registered_parts_and_refuses_unknown_names():
         registry.build("vocoder", {"name": "nope"})
 
 
-TINY_CODEC = {
-    "name": "content",
-    "channels": 16,
-    "encoder_blocks": 1,
-    "decoder_blocks": 1,
-    "upsampled_channels": 8,
-    "upsampled_blocks": 1,
-    "content_channels": 8,
-    "quantizer": {"name": "toy-sign"},
-}
-
-
 @pytest.fixture(scope="module")
-def toy_model_dir(tmp_path_factory, speech_like) -> Path:
+def toy_model_dir(tmp_path_factory, speech_like, tiny_content_codec) -> Path:
     """A whole model trained here: toy frontend (6 x 25 Hz) -> content codec -> 80-bin mel (100 Hz) -> toy vocoder."""
     from plutok.training.assemble import assemble_model
     from plutok.training.cache import fill_cache
@@ -142,7 +130,7 @@ def toy_model_dir(tmp_path_factory, speech_like) -> Path:
     schedule = TrainerConfig(
         steps=6, batch_size=4, segment_codes=20, log_every=3, eval_every=6, warmup_steps=2
     )
-    train_codec(root / "cache", root / "run", TINY_CODEC, schedule)
+    train_codec(root / "cache", root / "run", tiny_content_codec(quantizer={"name": "toy-sign"}), schedule)
     assemble_model(
         root / "cache",
         root / "run" / "codec",

@@ -58,21 +58,12 @@ def test_labels_are_cached_and_follow_the_text(tmp_path, monkeypatch):
     assert phoneme_labels([("a", "no", "en")], tmp_path)["a"] == ["n", "oʊ"]  # changed text: redone
 
 
-CODEC = {
-    "name": "content",
-    "input_dim": 6,
-    "output_dim": 5,
-    "speaker_dim": 3,
-    "channels": 16,
-    "encoder_blocks": 1,
-    "decoder_blocks": 1,
-    "upsampled_channels": 8,
-    "upsampled_blocks": 1,
-    "content_channels": 8,
-    "quantizer": {"name": "vq", "codebook_size": 16, "dim": 4},
-    "ctc_weight": 1.0,
-    "phoneme_symbols": ["a", "b", "c"],
-}
+@pytest.fixture(name="codec_config", scope="module")
+def codec_config_fixture(tiny_content_codec):
+    """A tiny codec with a CTC head over three phonemes."""
+    return tiny_content_codec(
+        input_dim=6, output_dim=5, speaker_dim=3, ctc_weight=1.0, phoneme_symbols=["a", "b", "c"]
+    )
 
 
 def _batch(lengths):
@@ -93,10 +84,10 @@ def _batch(lengths):
     )
 
 
-def test_ctc_loss_only_on_rows_with_labels_and_phonemes_read_back():
+def test_ctc_loss_only_on_rows_with_labels_and_phonemes_read_back(codec_config):
     from plutok import registry
 
-    codec = registry.build("codec", CODEC)
+    codec = registry.build("codec", codec_config)
     total, metrics = codec.loss(_batch([4, 0]))
     assert "ctc" in metrics and torch.isfinite(metrics["ctc"])
     plain = metrics["mel_l1"] + metrics["gradient"] + metrics["content"] + metrics["quantizer"]
@@ -108,16 +99,16 @@ def test_ctc_loss_only_on_rows_with_labels_and_phonemes_read_back():
     assert len(readings) == 2 and all(set(r) <= {"a", "b", "c"} for r in readings)
 
 
-def test_ctc_head_is_saved_with_its_inventory_and_absent_by_default(tmp_path):
+def test_ctc_head_is_saved_with_its_inventory_and_absent_by_default(codec_config, tmp_path):
     from plutok import registry
 
-    codec = registry.build("codec", CODEC)
+    codec = registry.build("codec", codec_config)
     codec.save_weights(tmp_path)
     again = registry.build("codec", codec.config(), directory=tmp_path)
     assert again.settings.phoneme_symbols == ("a", "b", "c")
     codes = torch.randint(0, 16, (1, 10))
     assert again.phonemes_from_codes(codes) == codec.phonemes_from_codes(codes)
-    plain = {key: value for key, value in CODEC.items() if key not in ("ctc_weight", "phoneme_symbols")}
+    plain = {k: v for k, v in codec_config.items() if k not in ("ctc_weight", "phoneme_symbols")}
     config = registry.build("codec", plain).config()
     # Left out at their defaults: the configs (and fingerprints) of models shipped before stay.
     assert "ctc_weight" not in config and "phoneme_symbols" not in config
@@ -158,15 +149,14 @@ def test_segments_get_labels_only_when_they_hold_the_whole_utterance(texted_cach
     assert SegmentBatcher(train, speaker, 10, 16, 4).sample(2).phonemes is None
 
 
-def test_train_codec_with_ctc(texted_cache, tmp_path):
+def test_train_codec_with_ctc(texted_cache, codec_config, tmp_path):
     _phonemizer()
     from plutok.training.codec import train_codec
     from plutok.training.trainer import TrainerConfig
 
-    codec_config = {
-        key: value for key, value in CODEC.items() if key not in ("input_dim", "output_dim", "speaker_dim")
-    }
-    codec_config.update(analysis_frames_per_code=4, phoneme_symbols=())
+    # Dimensions and the inventory come from the cache and its transcripts.
+    config = {k: v for k, v in codec_config.items() if k not in ("input_dim", "output_dim", "speaker_dim")}
+    config.update(analysis_frames_per_code=4, phoneme_symbols=())
     schedule = TrainerConfig(
         steps=4,
         batch_size=3,
@@ -177,7 +167,7 @@ def test_train_codec_with_ctc(texted_cache, tmp_path):
         warmup_steps=1,
         init_batches=1,
     )
-    codec, metrics = train_codec(texted_cache, tmp_path / "run", codec_config, schedule)
+    codec, metrics = train_codec(texted_cache, tmp_path / "run", config, schedule)
     assert np.isfinite(metrics["dev_ctc"])
     saved = json.loads((tmp_path / "run" / "codec" / "config.json").read_text())["codec"]
     assert "ʊ" in "".join(saved["phoneme_symbols"]) and saved["ctc_weight"] == 1.0

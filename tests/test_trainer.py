@@ -8,17 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-CODEC = {
-    "name": "content",
-    "analysis_frames_per_code": 4,  # log-mel at 100 frames/s in, 25 codes/s
-    "channels": 16,
-    "encoder_blocks": 1,
-    "decoder_blocks": 1,
-    "upsampled_channels": 8,
-    "upsampled_blocks": 1,
-    "content_channels": 8,
-    "quantizer": {"name": "vq", "codebook_size": 16, "dim": 4, "dead_code_steps": 2},  # resets happen
-}
+
+@pytest.fixture(name="codec_config", scope="module")
+def codec_config_fixture(tiny_content_codec):
+    return tiny_content_codec(
+        analysis_frames_per_code=4,  # log-mel at 100 frames/s in, 25 codes/s
+        quantizer={"name": "vq", "codebook_size": 16, "dim": 4, "dead_code_steps": 2},  # resets happen
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,21 +46,21 @@ def _schedule(**changes):
     return TrainerConfig(**values)
 
 
-def test_resume_after_a_kill_equals_one_run(mel_cache, tmp_path):
+def test_resume_after_a_kill_equals_one_run(mel_cache, codec_config, tmp_path):
     from plutok.training.codec import train_codec
 
     torch.manual_seed(0)
-    straight, _ = train_codec(mel_cache, tmp_path / "straight", CODEC, _schedule())
+    straight, _ = train_codec(mel_cache, tmp_path / "straight", codec_config, _schedule())
     torch.manual_seed(0)
     # The callback is the kill switch: stop after step 4 (its checkpoint is written first).
     killed, _ = train_codec(
-        mel_cache, tmp_path / "killed", CODEC, _schedule(), callback=lambda step, m: step < 4
+        mel_cache, tmp_path / "killed", codec_config, _schedule(), callback=lambda step, m: step < 4
     )
     assert not (tmp_path / "killed" / "codec").exists()
     checkpoints = sorted((tmp_path / "killed" / "checkpoints").glob("*.json"))
     assert [json.loads(p.read_text())["step"] for p in checkpoints] == [4]
     torch.manual_seed(123)  # a resumed run must not depend on the global RNG
-    resumed, metrics = train_codec(mel_cache, tmp_path / "killed", CODEC, _schedule(), resume=True)
+    resumed, metrics = train_codec(mel_cache, tmp_path / "killed", codec_config, _schedule(), resume=True)
     for key, tensor in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], tensor, rtol=0, atol=1e-6, msg=key)
     assert "dev_mel_l1" in metrics and np.isfinite(metrics["dev_loss"])
@@ -84,11 +80,13 @@ def test_train_codec_cli_defaults_come_from_the_dataclasses(capsys):
     assert f"(default: {ContentCodecSettings().channels})" in text and "--quantizer JSON" in text
 
 
-def test_bf16_autocast_trains_and_keeps_the_quantizer_in_float32(mel_cache, tmp_path):
+def test_bf16_autocast_trains_and_keeps_the_quantizer_in_float32(mel_cache, codec_config, tmp_path):
     from plutok.training.codec import train_codec
 
     torch.manual_seed(0)
-    codec, metrics = train_codec(mel_cache, tmp_path / "bf16", CODEC, _schedule(steps=4, precision="bf16"))
+    codec, metrics = train_codec(
+        mel_cache, tmp_path / "bf16", codec_config, _schedule(steps=4, precision="bf16")
+    )
     assert np.isfinite(metrics["dev_loss"]) and np.isfinite(metrics["loss"])
     latent = torch.randn(2, 4, 6, dtype=torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):

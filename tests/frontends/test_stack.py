@@ -107,23 +107,15 @@ def test_a_stack_that_cannot_be_derived_is_refused(cache):
         AnalysisReader(feature_cache, registry.build("frontend", FAST_MEL), speaker)
 
 
-def test_a_codec_on_a_derived_stack_trains_assembles_and_round_trips(cache, tmp_path, speech_like):
+def test_a_codec_on_a_derived_stack_trains_assembles_and_round_trips(
+    cache, tmp_path, speech_like, tiny_content_codec
+):
     from plutok import Plutok
     from plutok.settings import TrainerConfig
     from plutok.training.assemble import assemble_model
     from plutok.training.codec import train_codec
 
-    codec = {
-        "name": "content",
-        "channels": 16,
-        "encoder_blocks": 1,
-        "decoder_blocks": 1,
-        "upsampled_channels": 8,
-        "upsampled_blocks": 1,
-        "content_channels": 8,
-        "content_dim": 80,  # the content head predicts the slow member only
-        "quantizer": {"name": "vq", "codebook_size": 16, "dim": 4},
-    }
+    codec = tiny_content_codec(content_dim=80)  # the content head predicts the slow member only
     schedule = TrainerConfig(
         steps=3, batch_size=2, segment_codes=8, log_every=1, eval_every=3, init_batches=1
     )
