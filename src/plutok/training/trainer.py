@@ -393,9 +393,7 @@ class Trainer:
             "history": self.history,
         }
         if self.scaler is not None:
-            meta["scaler"] = {
-                k: float(v) if isinstance(v, float) else v for k, v in self.scaler.state_dict().items()
-            }
+            meta["scaler"] = self.scaler.state_dict()  # a few numbers: JSON
         # The .json is written last: its presence marks the checkpoint complete.
         atomic_write_text(stem.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
         old = sorted(directory.glob("step-*.json"))[: -self.config.keep_checkpoints]
