@@ -48,6 +48,7 @@ from plutok.errors import ModelError
 from plutok.files import atomic_path, atomic_write_text
 from plutok.quantizers.base import code_statistics
 from plutok.settings import VQVAEConfig
+from plutok.weights import describe_mismatch
 
 __all__ = ["VQVAE", "VQVAEConfig", "VQVAEOutput", "VectorQuantizer", "WEIGHTS_NAME", "CONFIG_NAME"]
 
@@ -374,24 +375,13 @@ class VQVAE(nn.Module):
 
     # ----- I/O --------------------------------------------------------------------------------
     def load_weights(self, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
-        """Load a state dict, raising :class:`ModelError` that lists every mismatch."""
-        expected = self.state_dict()
-        missing = sorted(set(expected) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(expected))
-        bad_shapes = [
-            f"{key}: {tuple(state_dict[key].shape)} (expected {tuple(expected[key].shape)})"
-            for key in expected
-            if key in state_dict and tuple(state_dict[key].shape) != tuple(expected[key].shape)
-        ]
-        problems = []
-        if missing:
-            problems.append(f"missing keys: {', '.join(missing)}")
-        if unexpected:
-            problems.append(f"unexpected keys: {', '.join(unexpected)}")
-        if bad_shapes:
-            problems.append(f"wrong shapes: {'; '.join(bad_shapes)}")
-        if problems:
-            raise ModelError(f"{source} does not match the VQ-VAE architecture: " + " | ".join(problems))
+        """Load a state dict, raising :class:`ModelError` that lists the mismatches."""
+        problem = describe_mismatch(
+            {k: tuple(v.shape) for k, v in self.state_dict().items()},
+            {k: tuple(v.shape) for k, v in state_dict.items()},
+        )
+        if problem:
+            raise ModelError(f"{source} does not match the VQ-VAE architecture: {problem}")
         self.load_state_dict({key: value.float() for key, value in state_dict.items()})
 
     @classmethod

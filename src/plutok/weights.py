@@ -8,7 +8,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["half_where_exact", "load_module_weights", "round_to_half", "save_module_weights"]
+__all__ = [
+    "describe_mismatch",
+    "half_where_exact",
+    "load_module_weights",
+    "round_to_half",
+    "save_module_weights",
+]
 
 
 @torch.no_grad()
@@ -68,13 +74,31 @@ def load_module_weights(module: nn.Module, path: Path, what: str) -> None:
         state = load_file(str(path))
     except (OSError, SafetensorError) as error:
         raise ModelError(f"cannot read {path}: {error}") from error
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or shapes:
-        raise ModelError(
-            f"{path} does not match the {what} config (missing {missing[:5]}, unexpected {unexpected[:5]}, "
-            f"wrong shapes {shapes[:5]})"
-        )
+    problem = describe_mismatch(
+        {k: tuple(v.shape) for k, v in module.state_dict().items()},
+        {k: tuple(v.shape) for k, v in state.items()},
+    )
+    if problem:
+        raise ModelError(f"{path} does not match the {what} config: {problem}")
     module.load_state_dict({key: value.float() for key, value in state.items()})
+
+
+#: Keys named per category in a mismatch message.
+_MAX_LISTED = 5
+
+
+def describe_mismatch(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]]) -> str | None:
+    """One line listing missing/unexpected keys and wrong shapes (first few of each), or None if equal."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [
+        f"{k} {list(found[k])} (expected {list(expected[k])})"
+        for k in expected
+        if k in found and tuple(found[k]) != tuple(expected[k])
+    ]
+    parts = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)):
+        if items:
+            more = f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
+            parts.append(f"{len(items)} {label}: {', '.join(items[:_MAX_LISTED])}{more}")
+    return "; ".join(parts) if parts else None

@@ -33,28 +33,11 @@ from plutok.backbones.openvoice_modules import (
     linear_spectrogram,
 )
 from plutok.errors import AudioError, ModelError
+from plutok.weights import describe_mismatch, load_module_weights
 
 __all__ = ["OpenVoiceBackbone", "WEIGHTS_FILE"]
 
 WEIGHTS_FILE = "backbone.safetensors"
-_MAX_LISTED = 5  # keys named per category in a mismatch message
-
-
-def _describe_mismatch(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]]) -> str | None:
-    """One line listing missing/unexpected keys and wrong shapes (first few of each), or None if equal."""
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    wrong = [
-        f"{k} {list(found[k])} (expected {list(expected[k])})"
-        for k in expected
-        if k in found and tuple(found[k]) != tuple(expected[k])
-    ]
-    parts = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)):
-        if items:
-            more = f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
-            parts.append(f"{len(items)} {label}: {', '.join(items[:_MAX_LISTED])}{more}")
-    return "; ".join(parts) if parts else None
 
 
 class OpenVoiceBackbone(Backbone):
@@ -107,7 +90,7 @@ class OpenVoiceBackbone(Backbone):
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise ModelError(f"{ckpt_path} holds no state dict (expected a dict with a 'model' entry)")
         model = ToneColorConverter(cfg)
-        problem = _describe_mismatch(checkpoint_layout(model), {k: tuple(v.shape) for k, v in state.items()})
+        problem = describe_mismatch(checkpoint_layout(model), {k: tuple(v.shape) for k, v in state.items()})
         if problem:
             raise ModelError(f"{ckpt_path} does not match {config_path}: {problem}")
         model.load_state_dict(fold_weight_norm(model, state))
@@ -127,28 +110,14 @@ class OpenVoiceBackbone(Backbone):
     @classmethod
     def from_config(cls, config: dict[str, Any], directory: Path | None = None) -> OpenVoiceBackbone:
         """Rebuild from :meth:`config` and ``directory/backbone.safetensors`` (folded weights)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         if directory is None:
             raise ModelError("the openvoice backbone needs the model directory that holds its weights")
         try:
             cfg = ConverterConfig.from_dict(config["converter"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"bad openvoice backbone config: {exc!r}") from exc
-        path = Path(directory) / config.get("weights", WEIGHTS_FILE)
-        if not path.is_file():
-            raise ModelError(f"backbone weights not found: {path}")
-        try:
-            state = load_file(str(path))
-        except (OSError, SafetensorError) as exc:
-            raise ModelError(f"cannot read {path}: {exc}") from exc
         model = ToneColorConverter(cfg)
-        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        problem = _describe_mismatch(expected, {k: tuple(v.shape) for k, v in state.items()})
-        if problem:
-            raise ModelError(f"{path} does not match the backbone config: {problem}")
-        model.load_state_dict(state)
+        load_module_weights(model, Path(directory) / config.get("weights", WEIGHTS_FILE), "backbone")
         return cls(cfg, model)
 
     def weights_digest(self) -> str:
