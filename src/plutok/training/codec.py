@@ -79,9 +79,8 @@ def train_codec(
     trainer = Trainer(codec, batches, dev_batches, trainer_config, out, callback=callback)
     trainer.setup(resume=resume)
     metrics = trainer.run()
-    digests = trainer.replica_digests()
     if distributed.context().distributed:
-        metrics = {**metrics, "replicas_equal": float(len(set(digests)) == 1)}
+        metrics = {**metrics, "replicas_equal": float(len(set(trainer.replica_digests())) == 1)}
     if trainer.step_number >= trainer_config.steps and distributed.context().is_writer:
         codec = codec.cpu()
         target = out / CODEC_DIR

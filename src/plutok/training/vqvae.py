@@ -50,7 +50,7 @@ from plutok.codec.base import CodecBatch
 from plutok.errors import AudioError, ModelError
 from plutok.quantizers.vq import kmeans
 from plutok.settings import PRECISIONS, TrainerConfig, warmup_cosine
-from plutok.training.trainer import Callback, Trainer, state_digest, training_device
+from plutok.training.trainer import Callback, Trainer, training_device
 from plutok.vqvae import VQVAE, VectorQuantizer, VQVAEConfig, encoded_length
 
 __all__ = ["CodebookTrainer", "SegmentSampler", "TrainConfig", "kmeans", "train_vqvae"]
@@ -595,10 +595,7 @@ def train_vqvae(
         if ctx.is_writer:
             model.save(directory)
         distributed.barrier()
-    extra = {
-        f"codebook_trainer.{k}": v for k, v in trainee.quantizer.upkeep_state().items() if k != "generator"
-    }
-    digests = distributed.all_gather_objects(state_digest(model, extra))
+    digests = trainer.replica_digests()
     if len(set(digests)) > 1 and ctx.is_writer:
         import warnings
 
