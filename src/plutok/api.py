@@ -75,7 +75,7 @@ class Plutok:
 
     @property
     def codes_per_second(self) -> float:
-        return self.frontend.frames_per_second / self.codec.analysis_frames_per_code
+        return encoder.codes_per_second(self.parts)
 
     @property
     def samples_per_code(self) -> int:

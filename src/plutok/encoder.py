@@ -25,6 +25,7 @@ __all__ = [
     "SILENCE_PEAK",
     "check_length",
     "codes_of_analysis",
+    "codes_per_second",
     "codes_of_waveform",
     "encode_paths",
     "encode_waveform",
@@ -36,10 +37,14 @@ __all__ = [
 SILENCE_PEAK = 1e-4
 
 
+def codes_per_second(parts: ModelParts) -> float:
+    """Codes per second of audio: the frontend's frame rate over the codec's frames per code."""
+    return parts.frontend.frames_per_second / parts.codec.analysis_frames_per_code
+
+
 def samples_per_code(parts: ModelParts) -> int:
     """Input samples (at the model's rate) one code stands for."""
-    codes_per_second = parts.frontend.frames_per_second / parts.codec.analysis_frames_per_code
-    return round(parts.vocoder.sample_rate / codes_per_second)
+    return round(parts.vocoder.sample_rate / codes_per_second(parts))
 
 
 def check_length(parts: ModelParts, waveform: np.ndarray) -> np.ndarray:
