@@ -166,6 +166,7 @@ class Trainer:
         )
         self.step_number = 0
         self.history: list[dict[str, float]] = []
+        self._bar: Any = None  # the tqdm bar while run() shows one
 
     # -- setup and resume -----------------------------------------------------------------
     def setup(self, resume: bool = False) -> None:
@@ -306,7 +307,6 @@ class Trainer:
         running: dict[str, float] = {}
         window = 0
         last: dict[str, float] = {}
-        self._bar = None
         for _ in self._steps():
             metrics = self.train_step()
             for key, value in metrics.items():
