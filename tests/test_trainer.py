@@ -105,3 +105,63 @@ def test_precision_and_schedule_are_checked():
     with pytest.raises(PlutokError, match="CUDA"):
         autocast_dtype("fp16", torch.device("cpu"))
     assert autocast_dtype("auto", torch.device("cpu")) is None
+
+
+def test_envelope_loss_scores_the_shape_of_band_trajectories():
+    from plutok.codec.content import ENVELOPE_FRAMES, envelope_loss
+
+    torch.manual_seed(0)
+    target = torch.randn(2, 5, 90)
+    mask = torch.ones(2, 90)
+    assert float(envelope_loss(target, target, mask)) == pytest.approx(0.0, abs=1e-6)
+    # Level and scale do not matter, only the shape: that is what L1 does not score.
+    assert float(envelope_loss(0.5 * target + 3.0, target, mask)) == pytest.approx(0.0, abs=1e-5)
+    assert float(envelope_loss(-target, target, mask)) == pytest.approx(2.0, abs=1e-5)
+    unrelated = float(envelope_loss(torch.randn(2, 5, 90), target, mask))
+    assert 0.5 < unrelated < 1.5
+    # Silence (normalised level near -3) and padding are left out: only the speech half counts.
+    silent = target.clone()
+    silent[..., 45:] = -3.0 + 0.1 * torch.randn(2, 5, 45)
+    wrong_in_silence = silent.clone()
+    wrong_in_silence[..., 60:] = -wrong_in_silence[..., 60:]
+    assert float(envelope_loss(wrong_in_silence, silent, mask)) == pytest.approx(0.0, abs=1e-5)
+    padded = mask.clone()
+    padded[:, 45:] = 0
+    assert float(envelope_loss(-target, target, padded)) == pytest.approx(2.0, abs=1e-5)
+    assert (
+        float(envelope_loss(target[..., : ENVELOPE_FRAMES - 1], -target[..., : ENVELOPE_FRAMES - 1], mask))
+        == 0
+    )
+
+
+def test_fine_tuning_the_decoder_keeps_the_codes(mel_cache, codec_config, tmp_path):
+    from plutok.errors import ModelError
+    from plutok.training.codec import train_codec
+
+    torch.manual_seed(0)
+    base, _ = train_codec(mel_cache, tmp_path / "base", codec_config, _schedule(steps=4))
+    tuned_config = {**codec_config, "envelope_weight": 1.0}
+    tuned, metrics = train_codec(
+        mel_cache,
+        tmp_path / "tuned",
+        tuned_config,
+        _schedule(steps=4),
+        init_from=tmp_path / "base" / "codec",
+        freeze_codes=True,
+    )
+    assert "envelope" in metrics and np.isfinite(metrics["dev_envelope"])
+    before, after = base.state_dict(), tuned.state_dict()
+    for key in before:
+        # The standardisation buffers are fixed by training data, never trained.
+        fixed = key.startswith(("encoder", "to_latent", "quantizer", "analysis_", "speaker_"))
+        assert torch.equal(before[key], after[key]) == fixed, key
+    analysis = torch.randn(2, base.input_dim, 40)
+    assert torch.equal(base.encode_tensor(analysis), tuned.encode_tensor(analysis))
+    codes = base.encode_tensor(analysis)
+    assert not torch.equal(base.decode_tensor(codes, None), tuned.decode_tensor(codes, None))
+    # The loss weight is saved when it is used, and left out at 0 (fingerprints of old models).
+    assert tuned.config()["envelope_weight"] == 1.0 and "envelope_weight" not in base.config()
+    with pytest.raises(ModelError, match="init_from"):
+        train_codec(mel_cache, tmp_path / "fresh", codec_config, _schedule(steps=1), freeze_codes=True)
+    with pytest.raises(ModelError, match="no codec.safetensors"):
+        train_codec(mel_cache, tmp_path / "none", codec_config, _schedule(steps=1), init_from=tmp_path)

@@ -20,7 +20,14 @@ decoder would read. With ``ctc_weight`` > 0 a second head (2 ConvNeXt blocks, tw
 frames per code) reads the utterance's espeak-ng phonemes from the code vectors under
 a CTC loss (:mod:`plutok.training.phonemes`): the codes must carry which sounds were
 said, not only features that average well; :meth:`ContentCodec.phonemes_from_codes`
-reads them back.
+reads them back. With ``envelope_weight`` > 0 the loss also asks each mel band's
+trajectory over 300 ms segments of speech to *correlate* with the target's
+(:func:`envelope_loss`): an L1 is satisfied by a trajectory of the right level but the
+wrong shape, while intelligibility (STOI, ASR) lives in the shape.
+
+:meth:`ContentCodec.freeze_codes` fixes everything that decides the codes (encoder
+and codebook), so a decoder can be trained on for the codes of a model that already
+ships: its token ids keep their meaning.
 """
 
 from __future__ import annotations
@@ -44,16 +51,47 @@ from plutok.quantizers.base import Quantizer
 from plutok.settings import ContentCodecSettings
 from plutok.weights import load_module_weights, round_to_half, save_module_weights
 
-__all__ = ["ContentCodec", "ContentCodecSettings"]
+__all__ = ["ContentCodec", "ContentCodecSettings", "envelope_loss"]
 
 WEIGHTS_FILE = "codec.safetensors"
 PHONEME_FRAMES_PER_CODE = 2
+#: Envelope segments: 30 log-mel frames (300 ms at 100 frames/s; STOI uses 384 ms), hop 15.
+ENVELOPE_FRAMES = 30
+#: A target frame is speech when its mean over the bands of the speaker-normalised
+#: log-mel is above this. Normalised speech sits near 0 and silence near -3: a noise
+#: floor's trajectory cannot be predicted from codes, so it is left out.
+SPEECH_LEVEL = -2.0
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``(B, C, T)`` values over the frames where ``mask`` ``(B, T)`` is 1."""
     weights = mask[:, None, :].to(values.dtype)
     return (values * weights).sum() / (weights.sum() * values.shape[1]).clamp(min=1)
+
+
+def envelope_loss(prediction: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    """Mean ``1 - Pearson correlation`` of band trajectories over speech segments.
+
+    ``prediction``, ``target``: speaker-normalised log-mel ``(B, C, T)`` at 100 frames/s;
+    ``frame_mask`` ``(B, T)``: 1 on real frames. Segments of :data:`ENVELOPE_FRAMES`
+    frames (hop half that) count when they lie inside the mask and at least half their
+    frames are speech (:data:`SPEECH_LEVEL`); a band that is flat in the target (std below
+    0.05) has no trajectory to follow and is skipped. 0 when no segment counts.
+    """
+    frames = prediction.shape[-1]
+    if frames < ENVELOPE_FRAMES:
+        return prediction.new_zeros(())
+    hop = ENVELOPE_FRAMES // 2
+    predicted = prediction.float().unfold(-1, ENVELOPE_FRAMES, hop)  # (B, C, S, frames)
+    wanted = target.float().unfold(-1, ENVELOPE_FRAMES, hop)
+    inside = frame_mask.float().unfold(-1, ENVELOPE_FRAMES, hop).amin(dim=-1)  # (B, S)
+    speech = (wanted.mean(dim=1) > SPEECH_LEVEL).float().mean(dim=-1) >= 0.5  # (B, S)
+    varying = wanted.std(dim=-1) > 0.05  # (B, C, S)
+    weight = (inside * speech)[:, None, :] * varying
+    correlation = F.cosine_similarity(
+        predicted - predicted.mean(dim=-1, keepdim=True), wanted - wanted.mean(dim=-1, keepdim=True), dim=-1
+    )
+    return ((1 - correlation) * weight).sum() / weight.sum().clamp(min=1)
 
 
 class ContentCodec(Codec):
@@ -109,6 +147,7 @@ class ContentCodec(Codec):
         self._encoder_context = stride * (s.encoder_blocks * reach + 1)
         self._decoder_context = 1 + s.decoder_blocks * reach + 2 + math.ceil(s.upsampled_blocks * reach / up)
         self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._codes_frozen = False
 
     # -- contract -------------------------------------------------------------------------
     @property
@@ -146,6 +185,16 @@ class ContentCodec(Codec):
             self.analysis_std.copy_(analysis.std(dim=1, keepdim=True).clamp(min=1e-3))
             self.speaker_mean.copy_(speakers.mean(dim=0))
             self.speaker_std.copy_(speakers.std(dim=0).clamp(min=1e-3))
+
+    def freeze_codes(self) -> None:
+        """Stop training what decides the codes (standardisation, encoder, codebook): they stay as they are.
+
+        The quantizer's upkeep (dead-code replacement) stops too
+        (:meth:`quantizer_parts` returns nothing), and the quantizer loss becomes a constant.
+        """
+        for module in (self.encoder_in, self.encoder, self.encoder_norm, self.to_latent, self.quantizer):
+            module.requires_grad_(False)
+        self._codes_frozen = True
 
     # -- forward pieces -------------------------------------------------------------------
     def latent(self, analysis: torch.Tensor) -> torch.Tensor:
@@ -239,6 +288,10 @@ class ContentCodec(Codec):
             "perplexity": quantized.perplexity,
             "usage": quantized.usage,
         }
+        if s.envelope_weight > 0:
+            envelope = envelope_loss(prediction, target, frame_mask)
+            total = total + s.envelope_weight * envelope
+            metrics["envelope"] = envelope
         if s.ctc_weight > 0 and s.phoneme_symbols and batch.phoneme_lengths is not None:
             ctc = self._ctc_loss(quantized.quantized, codes_mask, batch.phonemes, batch.phoneme_lengths)
             if ctc is not None:
@@ -268,7 +321,7 @@ class ContentCodec(Codec):
         return loss / lengths.sum()
 
     def quantizer_parts(self):
-        if self._last is None:
+        if self._last is None or self._codes_frozen:
             return None, None, None, None
         latent, codes, mask = self._last
         return self.quantizer, latent, codes, mask
@@ -278,7 +331,7 @@ class ContentCodec(Codec):
         settings = asdict(self.settings)
         settings["quantizer"] = self.quantizer.config()
         settings["phoneme_symbols"] = list(settings["phoneme_symbols"])
-        for key in ("content_dim", "ctc_weight", "phoneme_symbols"):
+        for key in ("content_dim", "ctc_weight", "envelope_weight", "phoneme_symbols"):
             # Added after the first v2 model shipped: left out at their defaults so that
             # model's config, and so its fingerprint and its .plt files, stay as they were.
             if not settings[key]:

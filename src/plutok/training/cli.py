@@ -108,6 +108,16 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
         "its log-mel, derived from the cache (default: the cache's frontend)",
     )
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT")
+    parser.add_argument(
+        "--init-from",
+        metavar="DIR",
+        help="start from this codec or model folder's weights (same architecture) instead of a fresh codec",
+    )
+    parser.add_argument(
+        "--freeze-codes",
+        action="store_true",
+        help="with --init-from: train only the decoder side, so the codes and token ids keep their meaning",
+    )
     parser.add_argument("--train-split", default="train")
     parser.add_argument("--dev-split", default="dev")
     group = parser.add_argument_group("codec settings")
@@ -136,6 +146,8 @@ def run_train(args: argparse.Namespace) -> int:
             train_split=args.train_split,
             dev_split=args.dev_split,
             frontend_config=args.frontend,
+            init_from=args.init_from,
+            freeze_codes=args.freeze_codes,
         )
     if ctx.is_writer:
         print(json.dumps({"final": metrics, "codec": str(Path(args.output) / "codec")}))

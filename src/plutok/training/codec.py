@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -34,6 +35,8 @@ def train_codec(
     dev_split: str = "dev",
     callback: Callback | None = None,
     frontend_config: dict[str, Any] | None = None,
+    init_from: str | os.PathLike | None = None,
+    freeze_codes: bool = False,
 ) -> tuple[Codec, dict[str, float]]:
     """Train the codec ``codec_config`` describes on a cache; writes ``out_dir/codec/`` when done.
 
@@ -42,6 +45,11 @@ def train_codec(
     model use exactly the statistics of the start. ``frontend_config``: the model's
     frontend when it is not the cache's own (a stack derived from the cache,
     :class:`~plutok.training.cache.AnalysisReader`).
+    ``init_from``: a codec or model folder whose ``codec.safetensors`` (same architecture;
+    loss weights may differ) starts the run instead of a fresh codec; its statistics and
+    codebook are kept (no re-standardisation, no k-means). ``freeze_codes``: train only what
+    decodes (:meth:`~plutok.codec.content.ContentCodec.freeze_codes`), so an ``init_from``
+    model's codes, and the token ids its BPE makes of them, keep their meaning.
     Under ``torchrun`` (a process group joined first) every rank trains on its own crops
     and rank 0 writes (see :mod:`plutok.training.trainer`).
     Returns:
@@ -61,7 +69,11 @@ def train_codec(
     if codec_config.get("ctc_weight", 0) > 0:
         labels = _phoneme_ids(cache, train, dev, codec_config)
     codec = registry.build("codec", codec_config)
-    if hasattr(codec, "set_statistics"):
+    if init_from is not None:
+        codec.load_weights(_codec_weights(Path(init_from)))
+        # The loaded codebook is the start: a k-means over its own encoder would replace it.
+        trainer_config = dataclasses.replace(trainer_config, init_batches=0)
+    elif hasattr(codec, "set_statistics"):
         rng = np.random.default_rng(trainer_config.seed)
         sample = rng.choice(len(train), size=min(len(train), 2000), replace=False)
         frames = np.concatenate([reader(train[int(i)]) for i in sample], axis=1)
@@ -75,6 +87,12 @@ def train_codec(
         train, speaker, segment, a, s, seed=trainer_config.seed + rank, reader=reader, phonemes=labels
     )
     dev_batches = SegmentBatcher(dev, speaker, segment, a, s, reader=reader, phonemes=labels) if dev else None
+    if freeze_codes:
+        if not hasattr(codec, "freeze_codes"):
+            raise ModelError(f"codec {codec_config['name']!r} cannot keep its codes fixed")
+        if init_from is None:
+            raise ModelError("freeze_codes needs init_from: a fresh encoder's codes mean nothing")
+        codec.freeze_codes()
     out = Path(out_dir)
     trainer = Trainer(codec, batches, dev_batches, trainer_config, out, callback=callback)
     trainer.setup(resume=resume)
@@ -94,6 +112,16 @@ def train_codec(
         atomic_write_text(target / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
         atomic_write_text(out / "history.json", json.dumps(trainer.history, indent=1) + "\n")
     return codec, metrics
+
+
+def _codec_weights(folder: Path) -> Path:
+    """``codec.safetensors`` of a codec folder (a run's ``codec/``) or a model folder."""
+    from plutok.codec.content import WEIGHTS_FILE
+
+    for candidate in (folder / WEIGHTS_FILE, folder / CODEC_DIR / WEIGHTS_FILE):
+        if candidate.is_file():
+            return candidate
+    raise ModelError(f"no {WEIGHTS_FILE} in {folder} or {folder / CODEC_DIR}")
 
 
 def _phoneme_ids(
