@@ -134,7 +134,7 @@ def test_envelope_loss_scores_the_shape_of_band_trajectories():
     )
 
 
-def test_fine_tuning_the_decoder_keeps_the_codes(mel_cache, codec_config, tmp_path):
+def test_fine_tuning_the_decoder_keeps_the_codes(mel_cache, codec_config, tmp_path, speech_like):
     from plutok.errors import ModelError
     from plutok.training.codec import train_codec
 
@@ -163,5 +163,27 @@ def test_fine_tuning_the_decoder_keeps_the_codes(mel_cache, codec_config, tmp_pa
     assert tuned.config()["envelope_weight"] == 1.0 and "envelope_weight" not in base.config()
     with pytest.raises(ModelError, match="init_from"):
         train_codec(mel_cache, tmp_path / "fresh", codec_config, _schedule(steps=1), freeze_codes=True)
+    _swap_decoder_keeps_the_token_ids(mel_cache, tmp_path, speech_like(1.5, seed=3))
     with pytest.raises(ModelError, match="no codec.safetensors"):
         train_codec(mel_cache, tmp_path / "none", codec_config, _schedule(steps=1), init_from=tmp_path)
+
+
+def _swap_decoder_keeps_the_token_ids(mel_cache, tmp_path, wav):
+    """``replace_decoder``: the tuned decoder in the base model, same token ids, new fingerprint."""
+    from plutok.api import Plutok
+    from plutok.errors import ModelError
+    from plutok.training.assemble import assemble_model, replace_decoder
+    from plutok.training.codec import train_codec
+
+    base = assemble_model(mel_cache, tmp_path / "base" / "codec", tmp_path / "base-model", 24, progress=False)
+    replace_decoder(tmp_path / "base-model", tmp_path / "tuned" / "codec", tmp_path / "tuned-model", {"n": 1})
+    tuned = Plutok.from_pretrained(tmp_path / "tuned-model")
+    ids = base.encode(wav, 16000).ids
+    assert tuned.encode(wav, 16000).ids == ids
+    assert tuned.fingerprint != base.fingerprint and tuned.parts.metadata["n"] == 1
+    speaker = base.encode(wav, 16000).speaker
+    assert not np.allclose(base.decode_ids(ids, speaker)[0], tuned.decode_ids(ids, speaker)[0])
+    codec_config = json.loads((tmp_path / "base" / "codec" / "config.json").read_text())["codec"]
+    train_codec(mel_cache, tmp_path / "other", codec_config, _schedule(steps=2, seed=5))
+    with pytest.raises(ModelError, match="other codes"):
+        replace_decoder(tmp_path / "base-model", tmp_path / "other" / "codec", tmp_path / "x")

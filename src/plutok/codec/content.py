@@ -186,15 +186,31 @@ class ContentCodec(Codec):
             self.speaker_mean.copy_(speakers.mean(dim=0))
             self.speaker_std.copy_(speakers.std(dim=0).clamp(min=1e-3))
 
+    def _code_modules(self) -> dict[str, nn.Module]:
+        return {
+            "encoder_in": self.encoder_in,
+            "encoder": self.encoder,
+            "encoder_norm": self.encoder_norm,
+            "to_latent": self.to_latent,
+            "quantizer": self.quantizer,
+        }
+
     def freeze_codes(self) -> None:
         """Stop training what decides the codes (standardisation, encoder, codebook): they stay as they are.
 
         The quantizer's upkeep (dead-code replacement) stops too
         (:meth:`quantizer_parts` returns nothing), and the quantizer loss becomes a constant.
         """
-        for module in (self.encoder_in, self.encoder, self.encoder_norm, self.to_latent, self.quantizer):
+        for module in self._code_modules().values():
             module.requires_grad_(False)
         self._codes_frozen = True
+
+    def code_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights and statistics that decide the codes (what :meth:`freeze_codes` keeps)."""
+        state = {"analysis_mean": self.analysis_mean, "analysis_std": self.analysis_std}
+        for prefix, module in self._code_modules().items():
+            state.update({f"{prefix}.{key}": value for key, value in module.state_dict().items()})
+        return state
 
     # -- forward pieces -------------------------------------------------------------------
     def latent(self, analysis: torch.Tensor) -> torch.Tensor:

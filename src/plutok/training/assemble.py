@@ -2,6 +2,10 @@
 
 ``python -m plutok.training.assemble CACHE RUN/codec -o MODEL --vocab-size N``
 
+or, for a decoder trained on a shipped model's codes (``train-codec --init-from MODEL
+--freeze-codes``), the model with that decoder and its own BPE:
+``python -m plutok.training.assemble CACHE RUN/codec -o NEW --decoder-for MODEL``
+
 The codec weights are rounded to float16 values first, so the BPE is trained on
 the codes of exactly the model that ships (and the file is half the size). The
 model's default voice (what ``decode_ids`` uses without a speaker) is the medoid
@@ -25,7 +29,7 @@ from plutok.errors import ModelError
 from plutok.hub import ModelParts
 from plutok.training.cache import AnalysisReader, FeatureCache
 
-__all__ = ["assemble_model", "load_trained_codec", "medoid_speaker", "replace_vocoder"]
+__all__ = ["assemble_model", "load_trained_codec", "medoid_speaker", "replace_decoder", "replace_vocoder"]
 
 
 def load_trained_codec(codec_dir: str | os.PathLike) -> Any:
@@ -119,6 +123,41 @@ def replace_vocoder(
     return model
 
 
+def replace_decoder(
+    model_dir: str | os.PathLike | None,
+    codec_dir: str | os.PathLike,
+    output: str | os.PathLike,
+    metadata: dict[str, Any] | None = None,
+) -> Plutok:
+    """Save a copy of a v2 model with the decoder of ``codec_dir`` (``RUN/codec`` of ``train-codec --freeze-codes``).
+
+    The new codec must make exactly the model's codes (its :meth:`code_state_dict`, rounded
+    to float16 values as shipped, equal to the model's), so the model's BPE, and every token
+    id a language model learned, keep their meaning; otherwise :class:`ModelError` (run
+    :func:`assemble_model` for a new BPE). The fingerprint changes with the decoder.
+    """
+    import torch
+
+    from plutok.hub import load_model_parts
+
+    parts = load_model_parts(model_dir)
+    codec = load_trained_codec(codec_dir).round_to_half()
+    if not hasattr(codec, "code_state_dict") or not hasattr(parts.codec, "code_state_dict"):
+        raise ModelError("only a codec with a code_state_dict (the v2 'content' codec) can swap its decoder")
+    old, new = parts.codec.code_state_dict(), codec.code_state_dict()
+    changed = sorted(key for key in old if key not in new or not torch.equal(old[key], new[key]))
+    if changed or set(new) != set(old):
+        raise ModelError(
+            f"{codec_dir} makes other codes than the model (differs in {', '.join(changed[:4]) or 'its keys'}): "
+            "train it with --init-from the model's codec and --freeze-codes, or assemble a new BPE"
+        )
+    parts.codec = codec
+    parts.metadata = {**parts.metadata, **(metadata or {})}
+    model = Plutok(parts)
+    model.save(output)
+    return model
+
+
 def _main() -> None:  # pragma: no cover - a thin command line over assemble_model
     import argparse
 
@@ -131,7 +170,19 @@ def _main() -> None:  # pragma: no cover - a thin command line over assemble_mod
     parser.add_argument(
         "--trained", type=json.loads, default={}, help="JSON facts about training for config.json"
     )
+    parser.add_argument(
+        "--decoder-for",
+        metavar="MODEL",
+        help="keep this model's codes and BPE and swap in the codec's decoder (no BPE training)",
+    )
     args = parser.parse_args()
+    if args.decoder_for:
+        metadata = {"description": args.description} if args.description else {}
+        if args.trained:
+            metadata["trained"] = args.trained
+        model = replace_decoder(args.decoder_for, args.codec, args.output, metadata)
+        print(json.dumps({"model": args.output, "fingerprint": model.fingerprint}))
+        return
     model = assemble_model(
         args.cache,
         args.codec,
