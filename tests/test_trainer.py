@@ -187,3 +187,23 @@ def _swap_decoder_keeps_the_token_ids(mel_cache, tmp_path, wav):
     train_codec(mel_cache, tmp_path / "other", codec_config, _schedule(steps=2, seed=5))
     with pytest.raises(ModelError, match="other codes"):
         replace_decoder(tmp_path / "base-model", tmp_path / "other" / "codec", tmp_path / "x")
+
+
+def test_a_grown_decoder_starts_as_the_saved_codec(tiny_content_codec, tmp_path):
+    from plutok import registry
+    from plutok.errors import ModelError
+
+    torch.manual_seed(0)
+    small = registry.build("codec", tiny_content_codec(input_dim=6, output_dim=5, speaker_dim=3))
+    small.save_weights(tmp_path)
+    grown = registry.build(
+        "codec",
+        tiny_content_codec(input_dim=6, output_dim=5, speaker_dim=3, decoder_blocks=2, upsampled_blocks=3),
+    )
+    added = grown.start_from(tmp_path / "codec.safetensors")
+    assert added == ["decoder.blocks.1", "upsampled.blocks.1", "upsampled.blocks.2"]
+    codes, speaker = torch.randint(0, 16, (2, 9)), torch.randn(2, 3)
+    torch.testing.assert_close(grown.decode_tensor(codes, speaker), small.decode_tensor(codes, speaker))
+    wider = registry.build("codec", tiny_content_codec(input_dim=6, output_dim=5, speaker_dim=3, channels=24))
+    with pytest.raises(ModelError, match="cannot start this codec: .*wrong shapes"):
+        wider.start_from(tmp_path / "codec.safetensors")

@@ -33,6 +33,7 @@ ships: its token ids keep their meaning.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ from plutok.layers import ConvNeXtStack
 from plutok.parts import settings_from_config
 from plutok.quantizers.base import Quantizer
 from plutok.settings import ContentCodecSettings
-from plutok.weights import load_module_weights, round_to_half, save_module_weights
+from plutok.weights import describe_mismatch, load_module_weights, round_to_half, save_module_weights
 
 __all__ = ["ContentCodec", "ContentCodecSettings", "envelope_loss"]
 
@@ -61,6 +62,8 @@ ENVELOPE_FRAMES = 30
 #: log-mel is above this. Normalised speech sits near 0 and silence near -3: a noise
 #: floor's trajectory cannot be predicted from codes, so it is left out.
 SPEECH_LEVEL = -2.0
+#: Blocks :meth:`ContentCodec.start_from` may add to a saved codec.
+_GROWABLE = re.compile(r"^(decoder|upsampled)\.blocks\.\d+\.")
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -361,6 +364,38 @@ class ContentCodec(Codec):
         if directory is not None:
             codec.load_weights(Path(directory) / WEIGHTS_FILE)
         return codec
+
+    def start_from(self, path: Path) -> list[str]:
+        """Load the weights of a trained codec that may have fewer decoder blocks; returns the new blocks.
+
+        Everything the saved codec has must match (keys and shapes); blocks this codec adds at
+        the end of ``decoder`` (25 Hz) or ``upsampled`` (100 Hz) start as the identity (their
+        last layer zero), so training begins from the saved codec's exact output and a bigger
+        decoder can be trained on for the codes of a model that ships.
+        """
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+        expected = self.state_dict()
+        added = sorted(
+            {".".join(key.split(".")[:3]) for key in expected if key not in state and _GROWABLE.match(key)}
+        )
+        kept = {
+            key: shape for key, shape in expected.items() if not key.startswith(tuple(b + "." for b in added))
+        }
+        problem = describe_mismatch(
+            {k: tuple(v.shape) for k, v in kept.items()}, {k: tuple(v.shape) for k, v in state.items()}
+        )
+        if problem:
+            raise ModelError(f"{path} cannot start this codec: {problem}")
+        self.load_state_dict({key: value.float() for key, value in state.items()}, strict=False)
+        with torch.no_grad():
+            for block in added:
+                stack, _, index = block.split(".")
+                project = getattr(self, stack).blocks[int(index)].project
+                project.weight.zero_()
+                project.bias.zero_()
+        return added
 
     def weights_digest(self) -> str:
         return state_dict_sha256(self.state_dict())

@@ -45,8 +45,9 @@ def train_codec(
     model use exactly the statistics of the start. ``frontend_config``: the model's
     frontend when it is not the cache's own (a stack derived from the cache,
     :class:`~plutok.training.cache.AnalysisReader`).
-    ``init_from``: a codec or model folder whose ``codec.safetensors`` (same architecture;
-    loss weights may differ) starts the run instead of a fresh codec; its statistics and
+    ``init_from``: a codec or model folder whose ``codec.safetensors`` (same architecture,
+    or fewer decoder blocks: :meth:`~plutok.codec.content.ContentCodec.start_from`; loss
+    weights may differ) starts the run instead of a fresh codec; its statistics and
     codebook are kept (no re-standardisation, no k-means). ``freeze_codes``: train only what
     decodes (:meth:`~plutok.codec.content.ContentCodec.freeze_codes`), so an ``init_from``
     model's codes, and the token ids its BPE makes of them, keep their meaning.
@@ -70,7 +71,10 @@ def train_codec(
         labels = _phoneme_ids(cache, train, dev, codec_config)
     codec = registry.build("codec", codec_config)
     if init_from is not None:
-        codec.load_weights(_codec_weights(Path(init_from)))
+        weights = _codec_weights(Path(init_from))
+        added = codec.start_from(weights) if hasattr(codec, "start_from") else codec.load_weights(weights)
+        if added and distributed.context().is_writer:
+            print(json.dumps({"started_from": str(weights), "new_blocks": added}), flush=True)
         # The loaded codebook is the start: a k-means over its own encoder would replace it.
         trainer_config = dataclasses.replace(trainer_config, init_batches=0)
     elif hasattr(codec, "set_statistics"):
