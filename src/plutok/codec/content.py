@@ -311,6 +311,8 @@ class ContentCodec(Codec):
             envelope = envelope_loss(prediction, target, frame_mask)
             total = total + s.envelope_weight * envelope
             metrics["envelope"] = envelope
+        elif not self.training:  # reported on dev either way, so runs with and without compare
+            metrics["envelope"] = envelope_loss(prediction, target, frame_mask)
         if s.ctc_weight > 0 and s.phoneme_symbols and batch.phoneme_lengths is not None:
             ctc = self._ctc_loss(quantized.quantized, codes_mask, batch.phonemes, batch.phoneme_lengths)
             if ctc is not None:
