@@ -375,9 +375,13 @@ class ContentCodec(Codec):
         last layer zero), so training begins from the saved codec's exact output and a bigger
         decoder can be trained on for the codes of a model that ships.
         """
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except (OSError, SafetensorError) as error:
+            raise ModelError(f"cannot read {path}: {error}") from error
         expected = self.state_dict()
         added = sorted(
             {".".join(key.split(".")[:3]) for key in expected if key not in state and _GROWABLE.match(key)}

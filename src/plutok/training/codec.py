@@ -56,6 +56,8 @@ def train_codec(
     Returns:
         the trained codec and the final metrics.
     """
+    if freeze_codes and init_from is None:
+        raise ModelError("freeze_codes needs init_from: a fresh encoder's codes mean nothing")
     cache = FeatureCache(cache_dir)
     speaker = registry.build("speaker", cache.config["speaker"])
     frontend_config = frontend_config or cache.config["frontend"]
@@ -94,8 +96,6 @@ def train_codec(
     if freeze_codes:
         if not hasattr(codec, "freeze_codes"):
             raise ModelError(f"codec {codec_config['name']!r} cannot keep its codes fixed")
-        if init_from is None:
-            raise ModelError("freeze_codes needs init_from: a fresh encoder's codes mean nothing")
         codec.freeze_codes()
     out = Path(out_dir)
     trainer = Trainer(codec, batches, dev_batches, trainer_config, out, callback=callback)
