@@ -25,6 +25,7 @@ def sample():
 def test_bundled_files_are_small_safetensors():
     for name, weights in (
         ("default", "codec.safetensors"),
+        ("v2.2", "codec.safetensors"),
         ("v2.1", "codec.safetensors"),
         ("v2.0", "codec.safetensors"),
         ("v1", "vqvae.safetensors"),
@@ -96,12 +97,13 @@ def test_fast_streaming_equals_one_pass(sample):
     np.testing.assert_allclose(streamed, whole, rtol=0, atol=1e-4)
 
 
-def test_plt_files_of_the_previous_default_still_decode_on_their_own(sample, tmp_path, capsys):
+@pytest.mark.parametrize("previous_name", ["v2.2", "v2.2-fast", "v2.1"])
+def test_plt_files_of_previous_defaults_still_decode_on_their_own(previous_name, sample, tmp_path, capsys):
     from plutok.cli import main
 
-    previous = Plutok.from_pretrained("v2.1")
+    previous = Plutok.from_pretrained(previous_name)
     assert previous.fingerprint != Plutok.from_pretrained().fingerprint
     wav, rate = sample
     path = previous.save_plt(previous.encode(wav[: 2 * rate], rate), tmp_path / "old.plt")
     assert main(["decode", str(path), "-o", str(tmp_path / "old.wav"), "-q"]) == 0
-    assert "bundled model 'v2.1'" in capsys.readouterr().err
+    assert f"bundled model '{previous_name}'" in capsys.readouterr().err

@@ -57,13 +57,15 @@ PART_KINDS = ("frontend", "speaker", "codec", "vocoder")
 
 
 #: Models bundled with the package, by the name ``from_pretrained`` / ``--model`` accept.
-BUNDLED_MODELS = {"default": "default", "v2.1": "v2.1", "v2.0": "v2.0", "v1": "v1"}
+BUNDLED_MODELS = {"default": "default", "v2.2": "v2.2", "v2.1": "v2.1", "v2.0": "v2.0", "v1": "v1"}
 #: Bundled models that are another bundled model with one part replaced, so its weights
 #: are not shipped twice: name -> (base model, part kind, folder under assets/ holding
 #: that part's config.json and weights). ``fast``: the default with the iSTFT vocoder;
-#: ``v2.1-fast``: ``fast`` as it was on v2.1 (0.2.x), so its ``.plt`` files keep decoding.
+#: ``v2.2-fast`` / ``v2.1-fast``: ``fast`` as it was on v2.2 (0.3.x) / v2.1 (0.2.x), so
+#: their ``.plt`` files keep decoding.
 DERIVED_MODELS = {
     "fast": ("default", "vocoder", "vocoders/istft-16k"),
+    "v2.2-fast": ("v2.2", "vocoder", "vocoders/istft-16k"),
     "v2.1-fast": ("v2.1", "vocoder", "vocoders/istft-16k"),
 }
 
@@ -74,8 +76,9 @@ def default_model_path() -> Path:
 
 
 def bundled_model_path(name: str) -> Path:
-    """Directory of a bundled model: ``"default"`` (v2.1), ``"v2.0"`` (the 0.2.0 default) or ``"v1"``
-    (the 0.1 default); the older ones stay so that their ``.plt`` files keep decoding."""
+    """Directory of a bundled model: ``"default"`` (v2.3), ``"v2.2"``, ``"v2.1"``, ``"v2.0"`` (earlier
+    v2 defaults) or ``"v1"`` (the 0.1 default); the older ones stay so that their ``.plt`` files keep
+    decoding."""
     return Path(str(resources.files("plutok") / "assets" / BUNDLED_MODELS[name]))
 
 

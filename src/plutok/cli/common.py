@@ -84,13 +84,15 @@ def device_name(text: str) -> str:
 # -- options ------------------------------------------------------------------------------------
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """``--model``, ``--chunk-seconds``, ``--device`` and ``--threads``."""
+    from plutok.hub import bundled_model_names
+
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
         metavar="DIR",
         default=None,
-        help="model directory or bundled model name: default, fast, v2.0, v1 (default: the bundled "
-        "default model; decoding .plt files without --model uses the bundled model that made each file)",
+        help=f"model directory or bundled model name: {', '.join(bundled_model_names())} (default: the "
+        "bundled default model; decoding .plt files without --model uses the bundled model that made each file)",
     )
     group.add_argument(
         "--chunk-seconds",
