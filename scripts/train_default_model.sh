@@ -12,7 +12,7 @@ CODEBOOK=${CODEBOOK:-1024}
 CONTENT_WEIGHT=${CONTENT_WEIGHT:-1.0}
 STEPS=${STEPS:-4000}
 LONG_STEPS=${LONG_STEPS:-8000}
-ENVELOPE_STEPS=${ENVELOPE_STEPS:-4000}
+ENVELOPE_STEPS=${ENVELOPE_STEPS:-2000}
 VOCAB=${VOCAB:-12000}
 THREADS=${THREADS:-2}
 run=${RUN:-$work/runs/v2-mel}
@@ -52,16 +52,13 @@ for steps in "$STEPS" "$LONG_STEPS"; do
 done
 
 # 4. v2.3: the whole codec trained on from v2.2's weights with the envelope term (band
-#    trajectories must correlate with the target's), a fresh 3e-4 schedule, seed 1; the
-#    2,000-step run was resumed with a 4,000-step schedule, as the bundled model was.
-for steps in 2000 "$ENVELOPE_STEPS"; do
-  plutok train-codec "$work/cache/whisper25" -o "$run-envelope" --threads "$THREADS" \
-      --frontend "$FRONTEND" --content-dim 512 \
-      --quantizer "{\"name\": \"vq\", \"codebook_size\": $CODEBOOK, \"dim\": 16}" --content-weight "$CONTENT_WEIGHT" \
-      --init-from "$run/codec" --envelope-weight 1.0 \
-      --steps "$steps" --batch-size 16 --segment-codes 100 --learning-rate 3e-4 --warmup-steps 100 \
-      --eval-every 500 --log-every 50 --checkpoint-every 250 --seed 1 --resume
-done
+#    trajectories must correlate with the target's): a fresh 3e-4 schedule, seed 1.
+plutok train-codec "$work/cache/whisper25" -o "$run-envelope" --threads "$THREADS" \
+    --frontend "$FRONTEND" --content-dim 512 \
+    --quantizer "{\"name\": \"vq\", \"codebook_size\": $CODEBOOK, \"dim\": 16}" --content-weight "$CONTENT_WEIGHT" \
+    --init-from "$run/codec" --envelope-weight 1.0 \
+    --steps "$ENVELOPE_STEPS" --batch-size 16 --segment-codes 100 --learning-rate 3e-4 --warmup-steps 100 \
+    --eval-every 500 --log-every 50 --checkpoint-every 250 --seed 1 --resume
 
 # 5. Weights rounded to float16 values, BPE over the training codes, the model directory.
 python -m plutok.training.assemble "$work/cache/whisper25" "$run-envelope/codec" -o "$run/model" --vocab-size "$VOCAB" \
