@@ -23,7 +23,7 @@ from plutok.evaluation import cli
 
 
 def patch_unquantized() -> None:
-    encode, decode = ContentCodec.encode_tensor, ContentCodec.decode_tensor
+    encode = ContentCodec.encode_tensor
     latents: dict[str, torch.Tensor] = {}
 
     def encode_tensor(self: ContentCodec, analysis: torch.Tensor) -> torch.Tensor:
@@ -34,7 +34,9 @@ def patch_unquantized() -> None:
     def decode_tensor(self: ContentCodec, codes: torch.Tensor, speaker: torch.Tensor | None) -> torch.Tensor:
         latent = latents.get("last")
         if latent is None or latent.shape[-1] != codes.shape[-1]:
-            raise SystemExit("unquantized decoding needs each utterance decoded in one chunk, right after encoding")
+            raise SystemExit(
+                "unquantized decoding needs each utterance decoded in one chunk, right after encoding"
+            )
         return self.synthesize_from_vectors(latent, speaker)
 
     ContentCodec.encode_tensor, ContentCodec.decode_tensor = encode_tensor, decode_tensor
