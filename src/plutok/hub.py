@@ -31,6 +31,7 @@ from typing import Any
 
 from plutok import registry
 from plutok.bpe import load_tokenizer
+from plutok.catalog import BUNDLED_MODELS, DERIVED_MODELS
 from plutok.digests import update_with_state_dict
 from plutok.errors import ModelError
 from plutok.files import atomic_write_text, give_default_permissions
@@ -54,20 +55,6 @@ SUPPORTED_VERSIONS = (1, 2)
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 PART_KINDS = ("frontend", "speaker", "codec", "vocoder")
-
-
-#: Models bundled with the package, by the name ``from_pretrained`` / ``--model`` accept.
-BUNDLED_MODELS = {"default": "default", "v2.2": "v2.2", "v2.1": "v2.1", "v2.0": "v2.0", "v1": "v1"}
-#: Bundled models that are another bundled model with one part replaced, so its weights
-#: are not shipped twice: name -> (base model, part kind, folder under assets/ holding
-#: that part's config.json and weights). ``fast``: the default with the iSTFT vocoder;
-#: ``v2.2-fast`` / ``v2.1-fast``: ``fast`` as it was on v2.2 (0.3.x) / v2.1 (0.2.x), so
-#: their ``.plt`` files keep decoding.
-DERIVED_MODELS = {
-    "fast": ("default", "vocoder", "vocoders/istft-16k"),
-    "v2.2-fast": ("v2.2", "vocoder", "vocoders/istft-16k"),
-    "v2.1-fast": ("v2.1", "vocoder", "vocoders/istft-16k"),
-}
 
 
 def default_model_path() -> Path:
@@ -202,11 +189,6 @@ def check_parts(parts: ModelParts) -> None:
         raise ModelError(
             f"tokenizer was trained for {parts.bpe.codebook_size} codes, the codec has {parts.codec.codebook_size}"
         )
-
-
-def bundled_model_names() -> list[str]:
-    """Every name :func:`load_model_parts` accepts besides a folder."""
-    return [*BUNDLED_MODELS, *DERIVED_MODELS]
 
 
 def _derived_model_parts(name: str) -> ModelParts:

@@ -84,7 +84,7 @@ def device_name(text: str) -> str:
 # -- options ------------------------------------------------------------------------------------
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """``--model``, ``--chunk-seconds``, ``--device`` and ``--threads``."""
-    from plutok.hub import bundled_model_names
+    from plutok.catalog import bundled_model_names
 
     group = parser.add_argument_group("model")
     group.add_argument(
@@ -175,8 +175,8 @@ class ModelForFiles:
         return self._by_fingerprint[fingerprint] or self.default
 
     def _bundled(self, fingerprint: bytes) -> Plutok | None:
+        from plutok.catalog import bundled_model_names
         from plutok.errors import PlutokError
-        from plutok.hub import bundled_model_names
 
         for name in bundled_model_names():
             if name == "default":
