@@ -12,6 +12,7 @@ __all__ = [
     "describe_mismatch",
     "half_where_exact",
     "load_module_weights",
+    "read_weights",
     "round_to_half",
     "save_module_weights",
 ]
@@ -57,12 +58,8 @@ def save_module_weights(module: nn.Module, path: Path) -> None:
         save_file(half_where_exact(module.state_dict()), str(temporary))
 
 
-def load_module_weights(module: nn.Module, path: Path, what: str) -> None:
-    """Load a safetensors file into ``module`` (as float32); it must hold exactly the module's tensors.
-
-    Raises:
-        ModelError: no such file, not readable, or keys/shapes that do not match ``what``'s config.
-    """
+def read_weights(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; :class:`ModelError` when ``what``'s file is missing or unreadable."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -71,9 +68,20 @@ def load_module_weights(module: nn.Module, path: Path, what: str) -> None:
     if not path.is_file():
         raise ModelError(f"{what} weights not found: {path}")
     try:
-        state = load_file(str(path))
+        return load_file(str(path))
     except (OSError, SafetensorError) as error:
         raise ModelError(f"cannot read {path}: {error}") from error
+
+
+def load_module_weights(module: nn.Module, path: Path, what: str) -> None:
+    """Load a safetensors file into ``module`` (as float32); it must hold exactly the module's tensors.
+
+    Raises:
+        ModelError: no such file, not readable, or keys/shapes that do not match ``what``'s config.
+    """
+    from plutok.errors import ModelError
+
+    state = read_weights(path, what)
     problem = describe_mismatch(
         {k: tuple(v.shape) for k, v in module.state_dict().items()},
         {k: tuple(v.shape) for k, v in state.items()},

@@ -50,7 +50,13 @@ from plutok.layers import ConvNeXtStack
 from plutok.parts import settings_from_config
 from plutok.quantizers.base import Quantizer
 from plutok.settings import ContentCodecSettings
-from plutok.weights import describe_mismatch, load_module_weights, round_to_half, save_module_weights
+from plutok.weights import (
+    describe_mismatch,
+    load_module_weights,
+    read_weights,
+    round_to_half,
+    save_module_weights,
+)
 
 __all__ = ["ContentCodec", "ContentCodecSettings", "envelope_loss"]
 
@@ -375,13 +381,7 @@ class ContentCodec(Codec):
         last layer zero), so training begins from the saved codec's exact output and a bigger
         decoder can be trained on for the codes of a model that ships.
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(str(path))
-        except (OSError, SafetensorError) as error:
-            raise ModelError(f"cannot read {path}: {error}") from error
+        state = read_weights(path, "codec")
         expected = self.state_dict()
         added = sorted(
             {".".join(key.split(".")[:3]) for key in expected if key not in state and _GROWABLE.match(key)}
