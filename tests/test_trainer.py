@@ -207,3 +207,46 @@ def test_a_grown_decoder_starts_as_the_saved_codec(tiny_content_codec, tmp_path)
     wider = registry.build("codec", tiny_content_codec(input_dim=6, output_dim=5, speaker_dim=3, channels=24))
     with pytest.raises(ModelError, match="cannot start this codec: .*wrong shapes"):
         wider.start_from(tmp_path / "codec.safetensors")
+
+
+def test_a_codec_grows_its_codebook_from_a_saved_one(mel_cache, codec_config, tmp_path):
+    """``init_from`` a codec with fewer codes: everything else loads, k-means starts the new codebook."""
+    from plutok.errors import ModelError
+    from plutok.training.codec import train_codec
+
+    torch.manual_seed(0)
+    base, _ = train_codec(mel_cache, tmp_path / "base", codec_config, _schedule(steps=2))
+    size = codec_config["quantizer"]["codebook_size"]
+    grown_config = {**codec_config, "quantizer": {**codec_config["quantizer"], "codebook_size": 2 * size}}
+    grown, _ = train_codec(
+        mel_cache, tmp_path / "grown", grown_config, _schedule(steps=1), init_from=tmp_path / "base" / "codec"
+    )
+    assert grown.quantizer.codebook.shape[0] == 2 * size
+    # One step at the schedule's first learning rate barely moves the encoder; its k-means
+    # codebook is not a copy of the saved one.
+    assert torch.allclose(grown.encoder_in.weight, base.encoder_in.weight, atol=1e-2)
+    assert not torch.allclose(grown.quantizer.codebook[:size], base.quantizer.codebook)
+    with pytest.raises(ModelError, match="cannot change the number of codes"):
+        train_codec(
+            mel_cache,
+            tmp_path / "frozen",
+            grown_config,
+            _schedule(steps=1),
+            init_from=tmp_path / "base" / "codec",
+            freeze_codes=True,
+        )
+
+
+def test_a_phoneme_head_starts_fresh_on_a_saved_codec(tiny_content_codec, tmp_path):
+    from plutok import registry
+
+    torch.manual_seed(0)
+    plain = registry.build("codec", tiny_content_codec(input_dim=6, output_dim=5, speaker_dim=3))
+    plain.save_weights(tmp_path)
+    with_head = registry.build(
+        "codec",
+        tiny_content_codec(input_dim=6, output_dim=5, speaker_dim=3, ctc_weight=0.3, phoneme_symbols=["a", "b"]),
+    )
+    assert with_head.start_from(tmp_path / "codec.safetensors") == ["phoneme", "phoneme_in", "to_phonemes"]
+    codes, speaker = torch.randint(0, 16, (2, 9)), torch.randn(2, 3)
+    torch.testing.assert_close(with_head.decode_tensor(codes, speaker), plain.decode_tensor(codes, speaker))

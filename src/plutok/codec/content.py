@@ -68,8 +68,12 @@ ENVELOPE_FRAMES = 30
 #: log-mel is above this. Normalised speech sits near 0 and silence near -3: a noise
 #: floor's trajectory cannot be predicted from codes, so it is left out.
 SPEECH_LEVEL = -2.0
+#: The codebook's key; :meth:`ContentCodec.start_from` may give a codec a codebook of another size.
+CODEBOOK_KEY = "quantizer.codebook"
 #: Blocks :meth:`ContentCodec.start_from` may add to a saved codec.
 _GROWABLE = re.compile(r"^(decoder|upsampled)\.blocks\.\d+\.")
+#: The modules of the CTC phoneme head (``ctc_weight`` > 0).
+_PHONEME_HEAD = ("phoneme_in.", "phoneme.", "to_phonemes.")
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -374,20 +378,42 @@ class ContentCodec(Codec):
         return codec
 
     def start_from(self, path: Path) -> list[str]:
-        """Load the weights of a trained codec that may have fewer decoder blocks; returns the new blocks.
+        """Load the weights of a trained codec that may have fewer decoder blocks or codes; returns what is new.
 
         Everything the saved codec has must match (keys and shapes); blocks this codec adds at
         the end of ``decoder`` (25 Hz) or ``upsampled`` (100 Hz) start as the identity (their
         last layer zero), so training begins from the saved codec's exact output and a bigger
-        decoder can be trained on for the codes of a model that ships.
+        decoder can be trained on for the codes of a model that ships. A CTC phoneme head the
+        saved codec lacks starts fresh (``ctc_weight`` on a codec trained without it). A codebook with another
+        number of codes (same code dimension) is not loaded: ``"quantizer.codebook"`` is then in
+        the returned list, and the caller initialises it from the trained encoder's latents
+        (the trainer's k-means), which is how a codec grows from 1,024 to 4,096 codes.
         """
         state = read_weights(path, "codec")
         expected = self.state_dict()
+        added_codebook = []
+        saved_codebook = state.get(CODEBOOK_KEY)
+        if (
+            saved_codebook is not None
+            and CODEBOOK_KEY in expected
+            and saved_codebook.shape[1:] == expected[CODEBOOK_KEY].shape[1:]
+            and saved_codebook.shape[0] != expected[CODEBOOK_KEY].shape[0]
+        ):
+            state = {key: value for key, value in state.items() if key != CODEBOOK_KEY}
+            expected = {key: value for key, value in expected.items() if key != CODEBOOK_KEY}
+            added_codebook = [CODEBOOK_KEY]
         added = sorted(
             {".".join(key.split(".")[:3]) for key in expected if key not in state and _GROWABLE.match(key)}
         )
+        # A phoneme head the saved codec lacks is a loss head (nothing decodes through it):
+        # it starts from its random initialisation.
+        heads = []
+        if not any(key.startswith(_PHONEME_HEAD) for key in state):
+            heads = sorted({key.split(".")[0] for key in expected if key.startswith(_PHONEME_HEAD)})
         kept = {
-            key: shape for key, shape in expected.items() if not key.startswith(tuple(b + "." for b in added))
+            key: shape
+            for key, shape in expected.items()
+            if not key.startswith(tuple(part + "." for part in added + heads))
         }
         problem = describe_mismatch(
             {k: tuple(v.shape) for k, v in kept.items()}, {k: tuple(v.shape) for k, v in state.items()}
@@ -401,7 +427,7 @@ class ContentCodec(Codec):
                 project = getattr(self, stack).blocks[int(index)].project
                 project.weight.zero_()
                 project.bias.zero_()
-        return added
+        return added + heads + added_codebook
 
     def weights_digest(self) -> str:
         return state_dict_sha256(self.state_dict())

@@ -13,6 +13,7 @@ import torch
 
 from plutok import distributed, registry
 from plutok.codec.base import Codec
+from plutok.codec.content import CODEBOOK_KEY
 from plutok.errors import ModelError
 from plutok.files import atomic_write_text
 from plutok.training.cache import AnalysisReader, CachedUtterance, FeatureCache
@@ -48,7 +49,8 @@ def train_codec(
     ``init_from``: a codec or model folder whose ``codec.safetensors`` (same architecture,
     or fewer decoder blocks: :meth:`~plutok.codec.content.ContentCodec.start_from`; loss
     weights may differ) starts the run instead of a fresh codec; its statistics and
-    codebook are kept (no re-standardisation, no k-means). ``freeze_codes``: train only what
+    codebook are kept (no re-standardisation, no k-means), except a codebook of another
+    size, which k-means over the loaded encoder's latents starts. ``freeze_codes``: train only what
     decodes (:meth:`~plutok.codec.content.ContentCodec.freeze_codes`), so an ``init_from``
     model's codes, and the token ids its BPE makes of them, keep their meaning.
     Under ``torchrun`` (a process group joined first) every rank trains on its own crops
@@ -74,11 +76,16 @@ def train_codec(
     codec = registry.build("codec", codec_config)
     if init_from is not None:
         weights = _codec_weights(Path(init_from))
-        added = codec.start_from(weights) if hasattr(codec, "start_from") else codec.load_weights(weights)
+        added = (codec.start_from(weights) if hasattr(codec, "start_from") else codec.load_weights(weights)) or []
         if added and distributed.context().is_writer:
-            print(json.dumps({"started_from": str(weights), "new_blocks": added}), flush=True)
+            print(json.dumps({"started_from": str(weights), "new_parts": added}), flush=True)
         # The loaded codebook is the start: a k-means over its own encoder would replace it.
-        trainer_config = dataclasses.replace(trainer_config, init_batches=0)
+        # A codebook of a new size was not loaded: the k-means over the trained encoder's
+        # latents is its start.
+        if CODEBOOK_KEY not in added:
+            trainer_config = dataclasses.replace(trainer_config, init_batches=0)
+        elif freeze_codes:
+            raise ModelError("freeze_codes keeps the saved codebook: it cannot change the number of codes")
     elif hasattr(codec, "set_statistics"):
         rng = np.random.default_rng(trainer_config.seed)
         sample = rng.choice(len(train), size=min(len(train), 2000), replace=False)
