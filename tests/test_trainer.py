@@ -245,7 +245,9 @@ def test_a_phoneme_head_starts_fresh_on_a_saved_codec(tiny_content_codec, tmp_pa
     plain.save_weights(tmp_path)
     with_head = registry.build(
         "codec",
-        tiny_content_codec(input_dim=6, output_dim=5, speaker_dim=3, ctc_weight=0.3, phoneme_symbols=["a", "b"]),
+        tiny_content_codec(
+            input_dim=6, output_dim=5, speaker_dim=3, ctc_weight=0.3, phoneme_symbols=["a", "b"]
+        ),
     )
     assert with_head.start_from(tmp_path / "codec.safetensors") == ["phoneme", "phoneme_in", "to_phonemes"]
     codes, speaker = torch.randint(0, 16, (2, 9)), torch.randn(2, 3)

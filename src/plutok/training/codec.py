@@ -76,7 +76,9 @@ def train_codec(
     codec = registry.build("codec", codec_config)
     if init_from is not None:
         weights = _codec_weights(Path(init_from))
-        added = (codec.start_from(weights) if hasattr(codec, "start_from") else codec.load_weights(weights)) or []
+        added = (
+            codec.start_from(weights) if hasattr(codec, "start_from") else codec.load_weights(weights)
+        ) or []
         if added and distributed.context().is_writer:
             print(json.dumps({"started_from": str(weights), "new_parts": added}), flush=True)
         # The loaded codebook is the start: a k-means over its own encoder would replace it.
