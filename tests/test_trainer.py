@@ -252,3 +252,31 @@ def test_a_phoneme_head_starts_fresh_on_a_saved_codec(tiny_content_codec, tmp_pa
     assert with_head.start_from(tmp_path / "codec.safetensors") == ["phoneme", "phoneme_in", "to_phonemes"]
     codes, speaker = torch.randint(0, 16, (2, 9)), torch.randn(2, 3)
     torch.testing.assert_close(with_head.decode_tensor(codes, speaker), plain.decode_tensor(codes, speaker))
+
+
+def test_the_real_weight_favours_real_speech_in_the_draw(tmp_path, small_cache):
+    from plutok import registry
+    from plutok.training.cache import FeatureCache
+    from plutok.training.data import SegmentBatcher
+
+    clips = [{"seconds": 1.0, "seed": 1, "kind": "real"}, {"seconds": 1.0, "seed": 2, "kind": "synthetic"}]
+    frontend = {"name": "log-mel", "normalize_by_speaker": True}
+    cache = FeatureCache(
+        small_cache(tmp_path, clips, frontend, {"name": "mel-statistics", "coefficients": 4})
+    )
+    speaker = registry.build("speaker", cache.config["speaker"])
+    train = cache.utterances("train")
+    real = torch.from_numpy(next(u for u in train if u.kind == "real").speaker)
+
+    def real_share(kind_weights):
+        batch = SegmentBatcher(train, speaker, 5, 4, 4, seed=0, kind_weights=kind_weights).sample(400)
+        return float((batch.speaker == real).all(dim=1).float().mean())
+
+    # Equal lengths: half the rows without a mix, three quarters when real counts 3 times.
+    assert 0.43 < real_share(None) < 0.57
+    assert 0.68 < real_share({"real": 3.0}) < 0.82
+    from plutok.errors import ModelError
+    from plutok.training.trainer import TrainerConfig
+
+    with pytest.raises(ModelError, match="real_weight"):
+        TrainerConfig(real_weight=0.0)

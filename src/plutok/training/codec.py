@@ -99,7 +99,15 @@ def train_codec(
     # Under torchrun each rank draws its own crops (the dev set is the same everywhere).
     rank = distributed.context().rank
     batches = SegmentBatcher(
-        train, speaker, segment, a, s, seed=trainer_config.seed + rank, reader=reader, phonemes=labels
+        train,
+        speaker,
+        segment,
+        a,
+        s,
+        seed=trainer_config.seed + rank,
+        reader=reader,
+        phonemes=labels,
+        kind_weights={"real": trainer_config.real_weight},
     )
     dev_batches = SegmentBatcher(dev, speaker, segment, a, s, reader=reader, phonemes=labels) if dev else None
     if freeze_codes:

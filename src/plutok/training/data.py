@@ -47,7 +47,8 @@ class SegmentBatcher(SeededDraws):
     The target is the cached log-mel normalised by the utterance's speaker vector
     (``speaker.normalize``), cut to ``synthesis_frames_per_code`` frames per code.
     Utterances are drawn in proportion to their length, so every second of audio
-    is equally likely to be seen. The draw is a function of ``seed`` and of the
+    is equally likely to be seen, times ``kind_weights[utterance.kind]`` (1 for a kind
+    not named) where a data mix favours some kinds of speech. The draw is a function of ``seed`` and of the
     number of batches drawn (``state``), so a resumed run sees the same batches.
     ``reader`` gives the analysis features when they are not the cached stream as is
     (a stacked frontend derived from the cache). ``phonemes`` (utterance id → class ids)
@@ -65,6 +66,7 @@ class SegmentBatcher(SeededDraws):
         seed: int = 0,
         reader: AnalysisReader | None = None,
         phonemes: Mapping[str, Sequence[int]] | None = None,
+        kind_weights: Mapping[str, float] | None = None,
     ) -> None:
         if not utterances:
             raise ValueError("no utterances to train on")
@@ -82,6 +84,8 @@ class SegmentBatcher(SeededDraws):
             u.id: -(-frames // self.a) for u, frames in zip(self.utterances, self._frames, strict=True)
         }
         lengths = np.array(self._frames, dtype=np.float64) / self.a
+        if kind_weights:
+            lengths *= np.array([kind_weights.get(u.kind, 1.0) for u in self.utterances])
         self._probabilities = lengths / lengths.sum()
 
     def _analysis_frames(self, utterance: CachedUtterance) -> int:
