@@ -107,6 +107,42 @@ def test_precision_and_schedule_are_checked():
     assert autocast_dtype("auto", torch.device("cpu")) is None
 
 
+def test_band_envelope_loss_scores_stoi_band_amplitudes():
+    from plutok.codec.content import band_envelope_loss, third_octave_bands
+
+    bands = third_octave_bands(80)
+    # STOI's 15 bands from 150 Hz to 4.3 kHz: every one holds a bin of the 80-bin mel, and
+    # nothing from 4.3 kHz up (bins 64-79 of 80) counts.
+    assert bands.shape == (15, 80) and bool((bands.sum(dim=1) > 0).all())
+    assert float(bands[:, 64:].sum()) == 0 and float(bands[:, 63].sum()) > 0
+    torch.manual_seed(0)
+    target = torch.randn(2, 80, 120)
+    mask = torch.ones(2, 120)
+    scale, offset = torch.full((2, 80, 1), 0.5), torch.full((2, 80, 1), -2.0)
+
+    def loss(prediction, wanted=target, frame_mask=mask):
+        return float(band_envelope_loss(prediction, wanted, frame_mask, scale, offset, bands))
+
+    assert loss(target) == pytest.approx(0.0, abs=1e-5)
+    # A gain (a constant in log magnitude) does not change a correlation.
+    assert loss(target + 1.0 / 0.5) == pytest.approx(0.0, abs=1e-5)
+    wrong = loss(target.flip(-1))
+    assert 0.3 < wrong < 1.7
+    # What is above 4.3 kHz, and frames 40 dB below the loudest, do not count.
+    high = target.clone()
+    high[:, 64:] = torch.randn(2, 16, 120)
+    assert loss(high) == pytest.approx(0.0, abs=1e-5)
+    quiet = target.clone()
+    quiet[..., 60:] -= 40.0  # 40 / 0.5 * 0.5 = 20 nepers: far below -40 dB
+    wrong_when_quiet = quiet.clone()
+    wrong_when_quiet[..., 80:] = wrong_when_quiet[..., 80:].flip(-1)
+    assert loss(wrong_when_quiet, quiet) == pytest.approx(0.0, abs=1e-5)
+    padded = mask.clone()
+    padded[:, 60:] = 0
+    assert loss(target.flip(-1), frame_mask=padded) > 0.3
+    assert loss(target.flip(-1), frame_mask=torch.zeros(2, 120)) == 0
+
+
 def test_envelope_loss_scores_the_shape_of_band_trajectories():
     from plutok.codec.content import ENVELOPE_FRAMES, envelope_loss
 
@@ -217,11 +253,17 @@ def test_a_codec_grows_its_codebook_from_a_saved_one(mel_cache, codec_config, tm
     torch.manual_seed(0)
     base, _ = train_codec(mel_cache, tmp_path / "base", codec_config, _schedule(steps=2))
     size = codec_config["quantizer"]["codebook_size"]
-    grown_config = {**codec_config, "quantizer": {**codec_config["quantizer"], "codebook_size": 2 * size}}
-    grown, _ = train_codec(
+    grown_config = {
+        **codec_config,
+        "quantizer": {**codec_config["quantizer"], "codebook_size": 2 * size},
+        "band_envelope_weight": 1.0,
+    }
+    grown, metrics = train_codec(
         mel_cache, tmp_path / "grown", grown_config, _schedule(steps=1), init_from=tmp_path / "base" / "codec"
     )
     assert grown.quantizer.codebook.shape[0] == 2 * size
+    assert np.isfinite(metrics["band_envelope"]) and np.isfinite(metrics["dev_band_envelope"])
+    assert grown.config()["band_envelope_weight"] == 1.0 and "band_envelope_weight" not in base.config()
     # One step at the schedule's first learning rate barely moves the encoder; its k-means
     # codebook is not a copy of the saved one.
     assert torch.allclose(grown.encoder_in.weight, base.encoder_in.weight, atol=1e-2)

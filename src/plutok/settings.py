@@ -127,6 +127,10 @@ class ContentCodecSettings:
     #: Weight of the envelope term: 1 - correlation of each mel band's trajectory over
     #: 300 ms segments of speech (STOI's view of intelligibility, in the log-mel domain).
     envelope_weight: float = 0.0
+    #: Weight of the band-amplitude term: 1 - correlation of the linear amplitude of STOI's
+    #: 15 one-third-octave bands (150 Hz - 4.3 kHz) over 380 ms of speech, after undoing the
+    #: speaker normalisation (:func:`~plutok.codec.content.band_envelope_loss`).
+    band_envelope_weight: float = 0.0
     quantizer: dict[str, Any] = field(default_factory=lambda: {"name": "fsq", "levels": [8, 5, 5, 5]})
     #: Weight of the CTC phoneme objective on the code vectors (0: no CTC head).
     ctc_weight: float = 0.0
@@ -138,8 +142,9 @@ class ContentCodecSettings:
         object.__setattr__(self, "phoneme_symbols", tuple(self.phoneme_symbols))
         if self.ctc_weight < 0:
             raise ModelError(f"ctc_weight must be >= 0, got {self.ctc_weight}")
-        if self.envelope_weight < 0:
-            raise ModelError(f"envelope_weight must be >= 0, got {self.envelope_weight}")
+        for name in ("envelope_weight", "band_envelope_weight"):
+            if getattr(self, name) < 0:
+                raise ModelError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.kernel_size % 2 != 1:
             raise ModelError(f"kernel_size must be odd, got {self.kernel_size}")
         if self.analysis_frames_per_code < 1 or self.synthesis_frames_per_code < 1:

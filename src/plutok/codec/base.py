@@ -38,6 +38,9 @@ class CodecBatch:
         phonemes: ``(B, L)`` int64 phoneme class ids (1-based, 0-padded) of the rows whose
             segment is a whole utterance, for a CTC content objective; ``None`` without labels.
         phoneme_lengths: ``(B,)`` int64 number of ids per row (0: no labels for that row).
+        target_scale, target_offset: ``(B, C_out, 1)``: the speaker normalisation undone,
+            ``target * target_scale + target_offset`` is the row's log-mel as computed
+            (natural log of the mel magnitude); ``None`` when the batch does not carry them.
     """
 
     analysis: torch.Tensor
@@ -46,6 +49,8 @@ class CodecBatch:
     code_mask: torch.Tensor
     phonemes: torch.Tensor | None = None
     phoneme_lengths: torch.Tensor | None = None
+    target_scale: torch.Tensor | None = None
+    target_offset: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> CodecBatch:
         return CodecBatch(

@@ -23,7 +23,10 @@ said, not only features that average well; :meth:`ContentCodec.phonemes_from_cod
 reads them back. With ``envelope_weight`` > 0 the loss also asks each mel band's
 trajectory over 300 ms segments of speech to *correlate* with the target's
 (:func:`envelope_loss`): an L1 is satisfied by a trajectory of the right level but the
-wrong shape, while intelligibility (STOI, ASR) lives in the shape.
+wrong shape, while intelligibility (STOI, ASR) lives in the shape. ``band_envelope_weight``
+asks the same in STOI's own terms (:func:`band_envelope_loss`): the linear amplitude of
+its 15 one-third-octave bands below 4.3 kHz, in which the loud parts of a trajectory
+count most.
 
 :meth:`ContentCodec.freeze_codes` fixes everything that decides the codes (encoder
 and codebook), so a decoder can be trained on for the codes of a model that already
@@ -38,6 +41,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,6 +50,7 @@ from plutok import registry
 from plutok.codec.base import Codec, CodecBatch
 from plutok.digests import state_dict_sha256
 from plutok.errors import ModelError
+from plutok.frontends.mel import MelSettings, slaney_mel_points
 from plutok.layers import ConvNeXtStack
 from plutok.parts import settings_from_config
 from plutok.quantizers.base import Quantizer
@@ -58,12 +63,24 @@ from plutok.weights import (
     save_module_weights,
 )
 
-__all__ = ["ContentCodec", "ContentCodecSettings", "envelope_loss"]
+__all__ = [
+    "ContentCodec",
+    "ContentCodecSettings",
+    "band_envelope_loss",
+    "envelope_loss",
+    "third_octave_bands",
+]
 
 WEIGHTS_FILE = "codec.safetensors"
 PHONEME_FRAMES_PER_CODE = 2
 #: Envelope segments: 30 log-mel frames (300 ms at 100 frames/s; STOI uses 384 ms), hop 15.
 ENVELOPE_FRAMES = 30
+#: Band-envelope segments: 38 frames (380 ms; STOI: 30 frames of 12.8 ms = 384 ms), hop 4.
+BAND_ENVELOPE_FRAMES = 38
+BAND_ENVELOPE_HOP = 4
+#: STOI's one-third-octave bands: 15, the lowest centred at 150 Hz.
+STOI_BANDS = 15
+STOI_LOWEST_CENTRE = 150.0
 #: A target frame is speech when its mean over the bands of the speaker-normalised
 #: log-mel is above this. Normalised speech sits near 0 and silence near -3: a noise
 #: floor's trajectory cannot be predicted from codes, so it is left out.
@@ -100,6 +117,72 @@ def envelope_loss(prediction: torch.Tensor, target: torch.Tensor, frame_mask: to
     inside = frame_mask.float().unfold(-1, ENVELOPE_FRAMES, hop).amin(dim=-1)  # (B, S)
     speech = (wanted.mean(dim=1) > SPEECH_LEVEL).float().mean(dim=-1) >= 0.5  # (B, S)
     varying = wanted.std(dim=-1) > 0.05  # (B, C, S)
+    weight = (inside * speech)[:, None, :] * varying
+    correlation = F.cosine_similarity(
+        predicted - predicted.mean(dim=-1, keepdim=True), wanted - wanted.mean(dim=-1, keepdim=True), dim=-1
+    )
+    return ((1 - correlation) * weight).sum() / weight.sum().clamp(min=1)
+
+
+def third_octave_bands(n_mels: int, settings: MelSettings | None = None) -> torch.Tensor:
+    """``(bands, n_mels)``: STOI's one-third-octave bands (15, centres 150 Hz to 3.8 kHz) as
+    weights on the log-mel bins.
+
+    A bin belongs to the band its Slaney centre frequency falls in, weighted by its width
+    in Hz: Slaney-normalised filters average the magnitude over their width, so
+    ``width * mel**2`` is the bin's share of the band's power. Bands without a bin (a
+    coarse mel) are left out.
+    """
+    mel = MelSettings(**{**asdict(settings or MelSettings()), "n_mels": n_mels})
+    points = slaney_mel_points(mel.n_mels, mel.fmin, mel.fmax)
+    centres, widths = points[1:-1], (points[2:] - points[:-2]) / 2
+    rows = []
+    for band in range(STOI_BANDS):
+        low, high = (STOI_LOWEST_CENTRE * 2 ** ((2 * band + side) / 6) for side in (-1, 1))
+        inside = (centres >= low) & (centres < high)
+        if inside.any():
+            rows.append(np.where(inside, widths, 0.0))
+    return torch.tensor(np.stack(rows) if rows else np.zeros((0, n_mels)), dtype=torch.float32)
+
+
+def band_envelope_loss(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    frame_mask: torch.Tensor,
+    scale: torch.Tensor,
+    offset: torch.Tensor,
+    bands: torch.Tensor,
+) -> torch.Tensor:
+    """Mean ``1 - Pearson correlation`` of one-third-octave band amplitudes over speech segments.
+
+    STOI's view, on log-mels: ``prediction`` and ``target`` ``(B, C, T)`` speaker-normalised
+    at 100 frames/s are mapped back (``x * scale + offset``, ``(B, C, 1)`` each) to the
+    natural log of the mel magnitude, then to the linear amplitude of the bands ``bands``
+    ``(bands, C)`` (:func:`third_octave_bands`). Correlations are taken over segments of
+    :data:`BAND_ENVELOPE_FRAMES` frames (hop :data:`BAND_ENVELOPE_HOP`) that lie inside
+    ``frame_mask`` ``(B, T)`` with at least half their frames within 40 dB of the crop's
+    loudest frame (STOI drops quieter frames); linear amplitude weights the loud parts of
+    each trajectory, as STOI does, where :func:`envelope_loss` weights every level alike.
+    A band constant over a segment in the target is skipped; 0 when no segment counts.
+    """
+    frames = prediction.shape[-1]
+    if frames < BAND_ENVELOPE_FRAMES or bands.shape[0] == 0:
+        return prediction.new_zeros(())
+    bands = bands.to(prediction.device)
+
+    def band_power(normalised: torch.Tensor) -> torch.Tensor:
+        log_magnitude = normalised.float() * scale.float() + offset.float()
+        return torch.einsum("kc,bct->bkt", bands, torch.exp(2 * log_magnitude.clamp(max=20)))
+
+    predicted = (band_power(prediction) + 1e-10).sqrt().unfold(-1, BAND_ENVELOPE_FRAMES, BAND_ENVELOPE_HOP)
+    wanted_power = band_power(target)
+    wanted = (wanted_power + 1e-10).sqrt().unfold(-1, BAND_ENVELOPE_FRAMES, BAND_ENVELOPE_HOP)
+    level = 10 * torch.log10(wanted_power.sum(dim=1) + 1e-10)  # (B, T) dB
+    loudest = level.masked_fill(frame_mask <= 0, -1e9).amax(dim=-1, keepdim=True)
+    audible = (level >= loudest - 40).float() * frame_mask
+    inside = frame_mask.float().unfold(-1, BAND_ENVELOPE_FRAMES, BAND_ENVELOPE_HOP).amin(dim=-1)  # (B, S)
+    speech = audible.unfold(-1, BAND_ENVELOPE_FRAMES, BAND_ENVELOPE_HOP).mean(dim=-1) >= 0.5
+    varying = wanted.std(dim=-1) > 1e-3 * wanted.mean(dim=-1)  # (B, K, S)
     weight = (inside * speech)[:, None, :] * varying
     correlation = F.cosine_similarity(
         predicted - predicted.mean(dim=-1, keepdim=True), wanted - wanted.mean(dim=-1, keepdim=True), dim=-1
@@ -156,6 +239,9 @@ class ContentCodec(Codec):
             self.phoneme_in = nn.Conv1d(dim, s.content_channels, kernel_size=3, padding=1)
             self.phoneme = ConvNeXtStack(2, s.content_channels, s.kernel_size, s.expansion)
             self.to_phonemes = nn.Conv1d(s.content_channels, PHONEME_FRAMES_PER_CODE * classes, kernel_size=1)
+        # Not saved: a function of output_dim (the vocoder's mel settings), so weights of
+        # codecs trained without the term load as they are.
+        self.register_buffer("_stoi_bands", third_octave_bands(s.output_dim), persistent=False)
         reach = (s.kernel_size - 1) // 2
         self._encoder_context = stride * (s.encoder_blocks * reach + 1)
         self._decoder_context = 1 + s.decoder_blocks * reach + 2 + math.ceil(s.upsampled_blocks * reach / up)
@@ -323,6 +409,14 @@ class ContentCodec(Codec):
             metrics["envelope"] = envelope
         elif not self.training:  # reported on dev either way, so runs with and without compare
             metrics["envelope"] = envelope_loss(prediction, target, frame_mask)
+        if batch.target_scale is not None and (s.band_envelope_weight > 0 or not self.training):
+            # Reported on dev either way, as the envelope term is.
+            band = band_envelope_loss(
+                prediction, target, frame_mask, batch.target_scale, batch.target_offset, self._stoi_bands
+            )
+            metrics["band_envelope"] = band
+            if s.band_envelope_weight > 0:
+                total = total + s.band_envelope_weight * band
         if s.ctc_weight > 0 and s.phoneme_symbols and batch.phoneme_lengths is not None:
             ctc = self._ctc_loss(quantized.quantized, codes_mask, batch.phonemes, batch.phoneme_lengths)
             if ctc is not None:
@@ -362,7 +456,13 @@ class ContentCodec(Codec):
         settings = asdict(self.settings)
         settings["quantizer"] = self.quantizer.config()
         settings["phoneme_symbols"] = list(settings["phoneme_symbols"])
-        for key in ("content_dim", "ctc_weight", "envelope_weight", "phoneme_symbols"):
+        for key in (
+            "content_dim",
+            "ctc_weight",
+            "envelope_weight",
+            "band_envelope_weight",
+            "phoneme_symbols",
+        ):
             # Added after the first v2 model shipped: left out at their defaults so that
             # model's config, and so its fingerprint and its .plt files, stay as they were.
             if not settings[key]:

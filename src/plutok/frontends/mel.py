@@ -19,7 +19,14 @@ from plutok.errors import AudioError, ModelError
 from plutok.frontends.base import Frontend
 from plutok.parts import settings_from_config
 
-__all__ = ["ANALYSIS_BLOCK_FRAMES", "LogMel", "LogMelFrontend", "MelSettings", "slaney_mel_filterbank"]
+__all__ = [
+    "ANALYSIS_BLOCK_FRAMES",
+    "LogMel",
+    "LogMelFrontend",
+    "MelSettings",
+    "slaney_mel_filterbank",
+    "slaney_mel_points",
+]
 
 # Long input is analysed in blocks of this many frames (60 s) so the STFT of a long
 # recording never exists at once (1 h would be ~2 GB of complex spectrum). Frames are
@@ -49,6 +56,12 @@ def _mel_to_hz_slaney(mels: np.ndarray) -> np.ndarray:
     return np.where(mels >= _SLANEY_MIN_LOG_MEL, logarithmic, linear)
 
 
+def slaney_mel_points(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """``(n_mels + 2,)`` Hz: the Slaney-scale filter edges; filter ``k`` rises from point ``k``,
+    peaks at ``k + 1`` (its centre) and falls to ``k + 2``."""
+    return _mel_to_hz_slaney(np.linspace(_hz_to_mel_slaney(fmin), _hz_to_mel_slaney(fmax), n_mels + 2))
+
+
 def slaney_mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     """Triangular mel filters on the Slaney scale with Slaney (area) normalisation.
 
@@ -56,8 +69,7 @@ def slaney_mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float
         float32 ``(n_mels, n_fft // 2 + 1)``; the same matrix librosa's ``mel(htk=False, norm="slaney")`` gives.
     """
     fft_frequencies = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
-    mel_points = np.linspace(_hz_to_mel_slaney(fmin), _hz_to_mel_slaney(fmax), n_mels + 2)
-    hz_points = _mel_to_hz_slaney(mel_points)
+    hz_points = slaney_mel_points(n_mels, fmin, fmax)
     widths = np.diff(hz_points)
     ramps = hz_points[:, None] - fft_frequencies[None, :]
     lower = -ramps[:-2] / widths[:-1, None]

@@ -107,20 +107,30 @@ class SegmentBatcher(SeededDraws):
         return analysis, target, -(-piece.shape[1] // self.a)
 
     def _batch(self, items: list[tuple[CachedUtterance, int]]) -> CodecBatch:
-        analyses, targets, speakers = [], [], []
+        analyses, targets, speakers, offsets, scales = [], [], [], [], []
         mask = np.zeros((len(items), self.segment_codes), dtype=np.float32)
         for row, (utterance, start) in enumerate(items):
             analysis, target, count = self._segment(utterance, start)
             analyses.append(analysis)
             targets.append(target)
             speakers.append(utterance.speaker)
+            # The speaker normalisation is affine per bin: what it maps 0 and 1 back to.
+            bins = np.zeros((target.shape[0], 2), dtype=np.float32)
+            bins[:, 1] = 1
+            offset, one = self.speaker.denormalize(bins, utterance.speaker).T
+            offsets.append(offset[:, None])
+            scales.append((one - offset)[:, None])
             mask[row, :count] = 1
+        phonemes, phoneme_lengths = self._labels(items)
         return CodecBatch(
             torch.from_numpy(np.stack(analyses)),
             torch.from_numpy(np.stack(targets)),
             torch.from_numpy(np.stack(speakers).astype(np.float32)),
             torch.from_numpy(mask),
-            *self._labels(items),
+            phonemes,
+            phoneme_lengths,
+            target_scale=torch.from_numpy(np.stack(scales).astype(np.float32)),
+            target_offset=torch.from_numpy(np.stack(offsets).astype(np.float32)),
         )
 
     def _labels(self, items: list[tuple[CachedUtterance, int]]) -> tuple[torch.Tensor | None, ...]:
