@@ -225,22 +225,31 @@ def _swap_decoder_keeps_the_token_ids(mel_cache, tmp_path, wav):
         replace_decoder(tmp_path / "base-model", tmp_path / "other" / "codec", tmp_path / "x")
 
 
-def test_a_grown_decoder_starts_as_the_saved_codec(tiny_content_codec, tmp_path):
+@pytest.mark.parametrize(
+    "changes, new_parts",
+    [
+        (
+            {"decoder_blocks": 2, "upsampled_blocks": 3},
+            ["decoder.blocks.1", "upsampled.blocks.1", "upsampled.blocks.2"],
+        ),
+        ({"ctc_weight": 0.3, "phoneme_symbols": ["a", "b"]}, ["phoneme", "phoneme_in", "to_phonemes"]),
+    ],
+    ids=["grown-decoder", "new-phoneme-head"],
+)
+def test_new_parts_start_from_the_saved_codecs_output(tiny_content_codec, tmp_path, changes, new_parts):
+    """Added decoder blocks start as the identity and a new CTC head fresh: same decoded output."""
     from plutok import registry
     from plutok.errors import ModelError
 
     torch.manual_seed(0)
-    small = registry.build("codec", tiny_content_codec(input_dim=6, output_dim=5, speaker_dim=3))
+    dims = {"input_dim": 6, "output_dim": 5, "speaker_dim": 3}
+    small = registry.build("codec", tiny_content_codec(**dims))
     small.save_weights(tmp_path)
-    grown = registry.build(
-        "codec",
-        tiny_content_codec(input_dim=6, output_dim=5, speaker_dim=3, decoder_blocks=2, upsampled_blocks=3),
-    )
-    added = grown.start_from(tmp_path / "codec.safetensors")
-    assert added == ["decoder.blocks.1", "upsampled.blocks.1", "upsampled.blocks.2"]
+    grown = registry.build("codec", tiny_content_codec(**dims, **changes))
+    assert grown.start_from(tmp_path / "codec.safetensors") == new_parts
     codes, speaker = torch.randint(0, 16, (2, 9)), torch.randn(2, 3)
     torch.testing.assert_close(grown.decode_tensor(codes, speaker), small.decode_tensor(codes, speaker))
-    wider = registry.build("codec", tiny_content_codec(input_dim=6, output_dim=5, speaker_dim=3, channels=24))
+    wider = registry.build("codec", tiny_content_codec(**dims, channels=24))
     with pytest.raises(ModelError, match="cannot start this codec: .*wrong shapes"):
         wider.start_from(tmp_path / "codec.safetensors")
 
@@ -277,23 +286,6 @@ def test_a_codec_grows_its_codebook_from_a_saved_one(mel_cache, codec_config, tm
             init_from=tmp_path / "base" / "codec",
             freeze_codes=True,
         )
-
-
-def test_a_phoneme_head_starts_fresh_on_a_saved_codec(tiny_content_codec, tmp_path):
-    from plutok import registry
-
-    torch.manual_seed(0)
-    plain = registry.build("codec", tiny_content_codec(input_dim=6, output_dim=5, speaker_dim=3))
-    plain.save_weights(tmp_path)
-    with_head = registry.build(
-        "codec",
-        tiny_content_codec(
-            input_dim=6, output_dim=5, speaker_dim=3, ctc_weight=0.3, phoneme_symbols=["a", "b"]
-        ),
-    )
-    assert with_head.start_from(tmp_path / "codec.safetensors") == ["phoneme", "phoneme_in", "to_phonemes"]
-    codes, speaker = torch.randint(0, 16, (2, 9)), torch.randn(2, 3)
-    torch.testing.assert_close(with_head.decode_tensor(codes, speaker), plain.decode_tensor(codes, speaker))
 
 
 def test_the_real_weight_favours_real_speech_in_the_draw(tmp_path, small_cache):
