@@ -168,7 +168,20 @@ def band_envelope_loss(
     frames = prediction.shape[-1]
     if frames < BAND_ENVELOPE_FRAMES or bands.shape[0] == 0:
         return prediction.new_zeros(())
-    bands = bands.to(prediction.device)
+    # exp() of log magnitudes spans ~20 orders of magnitude: float32 throughout, also
+    # inside a bf16/fp16 autocast region on a GPU.
+    with torch.autocast(prediction.device.type, enabled=False):
+        return _band_envelope_loss(prediction, target, frame_mask, scale, offset, bands.to(prediction.device))
+
+
+def _band_envelope_loss(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    frame_mask: torch.Tensor,
+    scale: torch.Tensor,
+    offset: torch.Tensor,
+    bands: torch.Tensor,
+) -> torch.Tensor:
 
     def band_power(normalised: torch.Tensor) -> torch.Tensor:
         log_magnitude = normalised.float() * scale.float() + offset.float()
