@@ -171,36 +171,30 @@ def band_envelope_loss(
     # exp() of log magnitudes spans ~20 orders of magnitude: float32 throughout, also
     # inside a bf16/fp16 autocast region on a GPU.
     with torch.autocast(prediction.device.type, enabled=False):
-        return _band_envelope_loss(prediction, target, frame_mask, scale, offset, bands.to(prediction.device))
+        bands = bands.to(prediction.device)
 
+        def band_power(normalised: torch.Tensor) -> torch.Tensor:
+            log_magnitude = normalised.float() * scale.float() + offset.float()
+            return torch.einsum("kc,bct->bkt", bands, torch.exp(2 * log_magnitude.clamp(max=20)))
 
-def _band_envelope_loss(
-    prediction: torch.Tensor,
-    target: torch.Tensor,
-    frame_mask: torch.Tensor,
-    scale: torch.Tensor,
-    offset: torch.Tensor,
-    bands: torch.Tensor,
-) -> torch.Tensor:
-
-    def band_power(normalised: torch.Tensor) -> torch.Tensor:
-        log_magnitude = normalised.float() * scale.float() + offset.float()
-        return torch.einsum("kc,bct->bkt", bands, torch.exp(2 * log_magnitude.clamp(max=20)))
-
-    predicted = (band_power(prediction) + 1e-10).sqrt().unfold(-1, BAND_ENVELOPE_FRAMES, BAND_ENVELOPE_HOP)
-    wanted_power = band_power(target)
-    wanted = (wanted_power + 1e-10).sqrt().unfold(-1, BAND_ENVELOPE_FRAMES, BAND_ENVELOPE_HOP)
-    level = 10 * torch.log10(wanted_power.sum(dim=1) + 1e-10)  # (B, T) dB
-    loudest = level.masked_fill(frame_mask <= 0, -1e9).amax(dim=-1, keepdim=True)
-    audible = (level >= loudest - 40).float() * frame_mask
-    inside = frame_mask.float().unfold(-1, BAND_ENVELOPE_FRAMES, BAND_ENVELOPE_HOP).amin(dim=-1)  # (B, S)
-    speech = audible.unfold(-1, BAND_ENVELOPE_FRAMES, BAND_ENVELOPE_HOP).mean(dim=-1) >= 0.5
-    varying = wanted.std(dim=-1) > 1e-3 * wanted.mean(dim=-1)  # (B, K, S)
-    weight = (inside * speech)[:, None, :] * varying
-    correlation = F.cosine_similarity(
-        predicted - predicted.mean(dim=-1, keepdim=True), wanted - wanted.mean(dim=-1, keepdim=True), dim=-1
-    )
-    return ((1 - correlation) * weight).sum() / weight.sum().clamp(min=1)
+        predicted = (
+            (band_power(prediction) + 1e-10).sqrt().unfold(-1, BAND_ENVELOPE_FRAMES, BAND_ENVELOPE_HOP)
+        )
+        wanted_power = band_power(target)
+        wanted = (wanted_power + 1e-10).sqrt().unfold(-1, BAND_ENVELOPE_FRAMES, BAND_ENVELOPE_HOP)
+        level = 10 * torch.log10(wanted_power.sum(dim=1) + 1e-10)  # (B, T) dB
+        loudest = level.masked_fill(frame_mask <= 0, -1e9).amax(dim=-1, keepdim=True)
+        audible = (level >= loudest - 40).float() * frame_mask
+        inside = frame_mask.float().unfold(-1, BAND_ENVELOPE_FRAMES, BAND_ENVELOPE_HOP).amin(dim=-1)  # (B, S)
+        speech = audible.unfold(-1, BAND_ENVELOPE_FRAMES, BAND_ENVELOPE_HOP).mean(dim=-1) >= 0.5
+        varying = wanted.std(dim=-1) > 1e-3 * wanted.mean(dim=-1)  # (B, K, S)
+        weight = (inside * speech)[:, None, :] * varying
+        correlation = F.cosine_similarity(
+            predicted - predicted.mean(dim=-1, keepdim=True),
+            wanted - wanted.mean(dim=-1, keepdim=True),
+            dim=-1,
+        )
+        return ((1 - correlation) * weight).sum() / weight.sum().clamp(min=1)
 
 
 class ContentCodec(Codec):
