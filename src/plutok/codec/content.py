@@ -491,10 +491,11 @@ class ContentCodec(Codec):
         the end of ``decoder`` (25 Hz) or ``upsampled`` (100 Hz) start as the identity (their
         last layer zero), so training begins from the saved codec's exact output and a bigger
         decoder can be trained on for the codes of a model that ships. A CTC phoneme head the
-        saved codec lacks starts fresh (``ctc_weight`` on a codec trained without it). A codebook with another
-        number of codes (same code dimension) is not loaded: ``"quantizer.codebook"`` is then in
-        the returned list, and the caller initialises it from the trained encoder's latents
-        (the trainer's k-means), which is how a codec grows from 1,024 to 4,096 codes.
+        saved codec lacks starts fresh (``ctc_weight`` on a codec trained without it). A
+        codebook with another number of codes (same code dimension) is not loaded:
+        ``"quantizer.codebook"`` is then in the returned list, and the caller initialises it
+        from the trained encoder's latents (the trainer's k-means): how v2.4 grew from
+        1,024 to 4,096 codes.
         """
         state = read_weights(path, "codec")
         expected = self.state_dict()

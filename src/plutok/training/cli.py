@@ -194,7 +194,8 @@ def configure_train_vocoder(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("vocoder settings")
     add_dataclass_options(group, ISTFTVocoderSettings)
     group = parser.add_argument_group("schedule (--segment-codes is the crop length in frames)")
-    add_dataclass_options(group, TrainerConfig)
+    # The teacher set fixes the vocoder's data mix (vocoder-teacher --real-hours).
+    add_dataclass_options(group, TrainerConfig, skip=("real_weight",))
 
 
 def run_train_vocoder(args: argparse.Namespace) -> int:
