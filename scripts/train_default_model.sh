@@ -54,12 +54,12 @@ done
 
 # 4. v2.4: the whole codec trained on from v2.2's weights with a codebook of 4,096 codes
 #    (a k-means over v2.2's encoder latents starts it), the envelope and band-envelope
-#    terms, and real speech drawn 3 times as often per second: a fresh 3e-4 schedule, seed 1.
+#    terms, and real speech drawn 5 times as often per second: a fresh 3e-4 schedule, seed 1.
 #    (v2.3 was this run with 1,024 codes, the envelope term only and --real-weight 1.)
 plutok train-codec "$work/cache/whisper25" -o "$run-final" --threads "$THREADS" \
     --frontend "$FRONTEND" --content-dim 512 \
     --quantizer "{\"name\": \"vq\", \"codebook_size\": $FINAL_CODEBOOK, \"dim\": 16}" --content-weight "$CONTENT_WEIGHT" \
-    --init-from "$run/codec" --init-batches 40 --envelope-weight 1.0 --band-envelope-weight 1.0 --real-weight 3.0 \
+    --init-from "$run/codec" --init-batches 40 --envelope-weight 1.0 --band-envelope-weight 1.0 --real-weight 5.0 \
     --steps "$FINAL_STEPS" --batch-size 16 --segment-codes 100 --learning-rate 3e-4 --warmup-steps 100 \
     --eval-every 500 --log-every 50 --checkpoint-every 250 --seed 1 --resume
 
