@@ -95,7 +95,10 @@ def test_fast_streaming_equals_one_pass(sample):
         list(fast.decode_stream(iter(encoding.ids), speaker=encoding.speaker, chunk_codes=20))
     )
     assert streamed.shape == whole.shape
-    np.testing.assert_allclose(streamed, whole, rtol=0, atol=1e-4)
+    # float32 summation order differs between chunk lengths: on v2.4 the largest difference
+    # is 1.1e-4 at one sample inside a chunk (median 1e-7; peak level 0.38). Decoding a
+    # chunk without the codes after it is wrong by up to 0.15 in its last 0.1 s (measured).
+    np.testing.assert_allclose(streamed, whole, rtol=0, atol=5e-4)
 
 
 @pytest.mark.parametrize("previous_name", ["v2.3", "v2.3-fast", "v2.2", "v2.2-fast", "v2.1"])
