@@ -48,8 +48,9 @@ class SegmentBatcher(SeededDraws):
     (``speaker.normalize``), cut to ``synthesis_frames_per_code`` frames per code.
     Utterances are drawn in proportion to their length, so every second of audio
     is equally likely to be seen, times ``kind_weights[utterance.kind]`` (1 for a kind
-    not named) where a data mix favours some kinds of speech. The draw is a function of ``seed`` and of the
-    number of batches drawn (``state``), so a resumed run sees the same batches.
+    not named) where a data mix favours some kinds of speech. The draw is a function of
+    ``seed`` and of the number of batches drawn (``state``), so a resumed run sees the
+    same batches.
     ``reader`` gives the analysis features when they are not the cached stream as is
     (a stacked frontend derived from the cache). ``phonemes`` (utterance id → class ids)
     adds CTC labels to the rows whose segment holds the whole utterance: a crop of a
