@@ -224,3 +224,17 @@ def test_two_process_codec_training_keeps_replicas_equal(tmp_path, small_cache):
     # Each rank drew its own crops, yet weights, codebook and upkeep state are equal everywhere.
     assert finals[0]["final"]["replicas_equal"] == 1.0
     assert (tmp_path / "run" / "codec" / "config.json").is_file()
+
+
+def test_exit_process_is_sys_exit_without_a_group_and_keeps_the_status():
+    with pytest.raises(SystemExit) as stopped:
+        distributed.exit_process(3)
+    assert stopped.value.code == 3
+    # ``python -m plutok`` ends through it: the CLI's exit status and output survive.
+    env = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    bad = subprocess.run([sys.executable, "-m", "plutok", "decode", "/nonexistent.plt"], env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 1 and "plutok: error:" in bad.stderr
+    version = subprocess.run([sys.executable, "-m", "plutok", "--version"], env=env,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert version.returncode == 0 and version.stdout.strip()

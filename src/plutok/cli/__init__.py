@@ -23,7 +23,7 @@ from plutok import __version__
 from plutok.cli import decode, encode, info, roundtrip, training
 from plutok.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, set_threads
 
-__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_USAGE", "build_parser", "main"]
+__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_USAGE", "build_parser", "main", "run"]
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -105,5 +105,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
+def run() -> None:
+    """The ``plutok`` command: :func:`main` on ``sys.argv``, then exit with its status.
+
+    Under ``torchrun`` the exit skips the interpreter's teardown (see
+    :func:`plutok.distributed.exit_process`).
+    """
+    from plutok.distributed import exit_process
+
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
