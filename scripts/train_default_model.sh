@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the bundled default model (v2.4) from nothing but Debian/PyPI packages.
+# Rebuild the bundled default model (v2.5) from nothing but Debian/PyPI packages.
 # Every step is resumable: rerun the script after an interruption.
 #
 #   bash scripts/train_default_model.sh [WORK_DIR]      (default WORK_DIR: data/)
@@ -14,7 +14,8 @@ STEPS=${STEPS:-4000}
 LONG_STEPS=${LONG_STEPS:-8000}
 FINAL_CODEBOOK=${FINAL_CODEBOOK:-4096}
 FINAL_STEPS=${FINAL_STEPS:-2000}
-VOCAB=${VOCAB:-12000}
+V25_CODEBOOK=${V25_CODEBOOK:-8192}
+VOCAB=${VOCAB:-16384}
 THREADS=${THREADS:-2}
 run=${RUN:-$work/runs/v2-mel}
 # The codec reads Whisper-base features and the speaker-normalised log-mel, stacked at 25
@@ -63,8 +64,26 @@ plutok train-codec "$work/cache/whisper25" -o "$run-final" --threads "$THREADS" 
     --steps "$FINAL_STEPS" --batch-size 16 --segment-codes 100 --learning-rate 3e-4 --warmup-steps 100 \
     --eval-every 500 --log-every 50 --checkpoint-every 250 --seed 1 --resume
 
-# 5. Weights rounded to float16 values, BPE over the training codes, the model directory.
-python -m plutok.training.assemble "$work/cache/whisper25" "$run-final/codec" -o "$run/model" --vocab-size "$VOCAB" \
-    --description "Plutok default v2.4: Whisper-base encoder + log-mel -> content codec (VQ $FINAL_CODEBOOK, 25 codes/s) -> log-mel -> HiFi-GAN; BPE $VOCAB"
+# 5. v2.5: v2.4 trained on with 8,192 codes (k-means over v2.4's encoder latents) and real
+#    speech drawn 8 times as often, 2,000 steps (seed 2); then 1,500 steps with the content
+#    prediction weighted 3 (codebook kept, fresh schedule to 2e-4, seed 3).
+#    (The bundled v2.5 started from the bundled v2.4's float16-rounded weights,
+#    --init-from src/plutok/assets/v2.4; here phase 4's own checkpoint starts it.)
+plutok train-codec "$work/cache/whisper25" -o "$run-v25" --threads "$THREADS" \
+    --frontend "$FRONTEND" --content-dim 512 \
+    --quantizer "{\"name\": \"vq\", \"codebook_size\": $V25_CODEBOOK, \"dim\": 16}" --content-weight "$CONTENT_WEIGHT" \
+    --init-from "$run-final/codec" --init-batches 40 --envelope-weight 1.0 --band-envelope-weight 1.0 --real-weight 8.0 \
+    --steps 2000 --batch-size 16 --segment-codes 100 --learning-rate 3e-4 --warmup-steps 100 \
+    --eval-every 500 --log-every 50 --checkpoint-every 250 --seed 2 --resume
+plutok train-codec "$work/cache/whisper25" -o "$run-v25-content3" --threads "$THREADS" \
+    --frontend "$FRONTEND" --content-dim 512 \
+    --quantizer "{\"name\": \"vq\", \"codebook_size\": $V25_CODEBOOK, \"dim\": 16}" --content-weight 3.0 \
+    --init-from "$run-v25/codec" --envelope-weight 1.0 --band-envelope-weight 1.0 --real-weight 8.0 \
+    --steps 1500 --batch-size 16 --segment-codes 100 --learning-rate 2e-4 --warmup-steps 100 \
+    --eval-every 500 --log-every 50 --checkpoint-every 250 --seed 3 --resume
+
+# 6. Weights rounded to float16 values, BPE over the training codes, the model directory.
+python -m plutok.training.assemble "$work/cache/whisper25" "$run-v25-content3/codec" -o "$run/model" --vocab-size "$VOCAB" \
+    --description "Plutok default v2.5: Whisper-base encoder + log-mel -> content codec (VQ $V25_CODEBOOK, 25 codes/s) -> log-mel -> HiFi-GAN; BPE $VOCAB"
 
 echo "model: $run/model  (bundle with: rm -rf src/plutok/assets/default && cp -r $run/model src/plutok/assets/default)"

@@ -25,6 +25,7 @@ def sample():
 def test_bundled_files_are_small_safetensors():
     for name, weights in (
         ("default", "codec.safetensors"),
+        ("v2.4", "codec.safetensors"),
         ("v2.3", "codec.safetensors"),
         ("v2.2", "codec.safetensors"),
         ("v2.1", "codec.safetensors"),
@@ -101,7 +102,9 @@ def test_fast_streaming_equals_one_pass(sample):
     np.testing.assert_allclose(streamed, whole, rtol=0, atol=5e-4)
 
 
-@pytest.mark.parametrize("previous_name", ["v2.3", "v2.3-fast", "v2.2", "v2.2-fast", "v2.1"])
+@pytest.mark.parametrize(
+    "previous_name", ["v2.4", "v2.4-fast", "v2.3", "v2.3-fast", "v2.2", "v2.2-fast", "v2.1"]
+)
 def test_plt_files_of_previous_defaults_still_decode_on_their_own(previous_name, sample, tmp_path, capsys):
     from plutok.cli import main
 

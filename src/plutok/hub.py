@@ -63,7 +63,7 @@ def default_model_path() -> Path:
 
 
 def bundled_model_path(name: str) -> Path:
-    """Directory of a bundled model: ``"default"`` (v2.4), ``"v2.3"``, ``"v2.2"``, ``"v2.1"``, ``"v2.0"`` (earlier
+    """Directory of a bundled model: ``"default"`` (v2.5), ``"v2.4"``, ``"v2.3"``, ``"v2.2"``, ``"v2.1"``, ``"v2.0"`` (earlier
     v2 defaults) or ``"v1"`` (the 0.1 default); the older ones stay so that their ``.plt`` files keep
     decoding."""
     return Path(str(resources.files("plutok") / "assets" / BUNDLED_MODELS[name]))
