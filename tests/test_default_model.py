@@ -98,8 +98,8 @@ def test_fast_streaming_equals_one_pass(sample):
     assert streamed.shape == whole.shape
     # float32 summation order differs between chunk lengths: the largest difference is
     # 6.2e-5 on v2.5 and was 1.1e-4 on v2.4, at one sample inside a chunk (median 1e-7;
-    # peak level 0.35-0.38). Decoding a
-    # chunk without the codes after it is wrong by up to 0.15 in its last 0.1 s (measured).
+    # peak level 0.35-0.38). Decoding a chunk without the codes after it is wrong by up to
+    # 0.15 in its last 0.1 s (measured).
     np.testing.assert_allclose(streamed, whole, rtol=0, atol=5e-4)
 
 
