@@ -193,3 +193,26 @@ def test_cli_parser_defaults(tmp_path):
     args = parser.parse_args(["build", str(tmp_path), "--languages", "en", "fr", "--skip-install"])
     assert args.corpus_command == "build" and args.languages == ["en", "fr"] and args.skip_install
     assert args.workers == 1 and args.max_utterances_per_voice > 0
+
+
+def real_clip(clip_id: str, speaker: str, language: str = "en") -> RealClip:
+    return RealClip(clip_id, language, "", speaker, "unit", "CC0", "/dev/null")  # type: ignore[arg-type]
+
+
+def test_unseen_speakers_are_never_trained_on_and_capped_in_dev():
+    unseen = sorted(builder.UNSEEN_SPEAKERS)[0]
+    clips = [real_clip(f"{unseen}-{i}", unseen) for i in range(builder.DEV_UNSEEN_PER_SPEAKER + 9)]
+    clips += [real_clip(f"seen-{i}", "some-seen-speaker") for i in range(300)]
+    jobs = builder.plan(["en"], 0, voices=[], clips=clips)
+    split_of = {job.id: job.split for job in jobs}
+    unseen_splits = [split_of[c.id] for c in clips if c.speaker == unseen]
+    assert unseen_splits.count("dev-unseen") == builder.DEV_UNSEEN_PER_SPEAKER
+    assert unseen_splits.count("heldout") == 9
+    seen_splits = {split_of[c.id] for c in clips if c.speaker != unseen}
+    assert seen_splits == {"train", "dev"}
+    # adding speakers never turns a clip an older model trained on into a dev clip
+    without = builder.plan(["en"], 0, voices=[], clips=[c for c in clips if c.speaker != unseen])
+    assert {j.id for j in jobs if j.split == "dev"} <= {j.id for j in without if j.split == "dev"}
+    # the choice is a pure function of the ids
+    again = builder.plan(["en"], 0, voices=[], clips=list(reversed(clips)))
+    assert {j.id: j.split for j in again} == split_of

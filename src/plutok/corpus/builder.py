@@ -49,7 +49,24 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 MIN_SECONDS = 0.5
 MAX_SECONDS = 20.0
-DEFAULT_LANGUAGES = ("en", "ru", "cs", "it", "de", "fr", "es", "pl", "pt", "fi", "nl", "sv", "ca", "hi", "ja")
+DEFAULT_LANGUAGES = (
+    "en",
+    "ru",
+    "cs",
+    "it",
+    "de",
+    "fr",
+    "es",
+    "pl",
+    "pt",
+    "fi",
+    "nl",
+    "sv",
+    "ca",
+    "hi",
+    "ja",
+    "uk",
+)
 MANIFEST_FIELDS = (
     "id",
     "path",
@@ -70,6 +87,26 @@ MANIFEST_EVERY_S = 600.0  # also rewrite manifest.jsonl this often within a stag
 # Kokoro runs ~1x real time on a CPU: at most this many sentences per voice and language
 KOKORO_MAX_PER_VOICE = 10
 DEV_TEXTS_RESERVED = 200  # sentences per language (ranked first for "dev-text") only dev voices read
+# Whole real speakers never trained on (docs/corpus.md, "Unseen-speaker dev"): one complete new
+# source (the Colombian Spanish prompts), four Hedgewars voice packs (Polish, Ukrainian and two
+# English) and Fish Fillets characters other than the two fish, in each of its languages.
+UNSEEN_SPEAKERS = frozenset(
+    {
+        "asterisk-es-co",
+        "hedgewars-Default_pl",
+        "hedgewars-Default_uk",
+        "hedgewars-Mobster",
+        "hedgewars-British",
+        "fillets-cs-hs",
+        "fillets-cs-c",
+        "fillets-cs-pap",
+        "fillets-en-chob",
+        "fillets-en-l",
+        "fillets-en-z",
+        "fillets-en-7",
+    }
+)
+DEV_UNSEEN_PER_SPEAKER = 16  # clips per unseen speaker in "dev-unseen"; the rest are "heldout"
 
 
 def stable_hash(*parts: str) -> int:
@@ -88,7 +125,7 @@ class Job:
     source: str
     license: str
     kind: str  # "real" | "synthetic"
-    split: str  # "train" | "dev"
+    split: str  # "train" | "dev" | "dev-unseen" | "heldout"
     group: str  # stage name, used to order work and checkpoint the manifest
     render: Callable[[], tuple[np.ndarray, int]] = field(compare=False, repr=False)
 
@@ -133,6 +170,25 @@ def dev_real_ids(clips: list[sources.RealClip]) -> set[str]:
     return chosen
 
 
+def unseen_splits(clips: list[sources.RealClip]) -> dict[str, str]:
+    """Split of every clip of an :data:`UNSEEN_SPEAKERS` speaker: ``dev-unseen`` or ``heldout``.
+
+    Per speaker, the ``DEV_UNSEEN_PER_SPEAKER`` clips with the lowest ``sha256("dev-unseen", id)``
+    are evaluated (``dev-unseen``); the others are never trained on nor evaluated (``heldout``),
+    so the speaker stays unheard whatever the size of the dev set.
+    """
+    by_speaker: dict[str, list[str]] = defaultdict(list)
+    for clip in clips:
+        if clip.speaker in UNSEEN_SPEAKERS:
+            by_speaker[clip.speaker].append(clip.id)
+    splits: dict[str, str] = {}
+    for ids in by_speaker.values():
+        ranked = sorted(ids, key=lambda i: stable_hash("dev-unseen", i))
+        splits.update({i: "dev-unseen" for i in ranked[:DEV_UNSEEN_PER_SPEAKER]})
+        splits.update({i: "heldout" for i in ranked[DEV_UNSEEN_PER_SPEAKER:]})
+    return splits
+
+
 def _mix(values: np.ndarray, seed: int) -> np.ndarray:
     """splitmix64 of ``values ^ seed``: a cheap, well-spread uint64 hash, vectorised."""
     with np.errstate(over="ignore"):
@@ -174,7 +230,10 @@ def plan(
     clips = sources.real_clips(languages) if clips is None else clips
     voices = synth.available_voices(languages, espeak_per_language) if voices is None else voices
     jobs: list[Job] = []
+    # The seen-speaker dev is chosen over all clips, as before the unseen split existed, so a
+    # clip that an older model trained on never becomes a dev clip (new clips only displace).
     held_out = dev_real_ids(clips)
+    unseen = unseen_splits(clips)
     for clip in clips:
         jobs.append(
             Job(
@@ -185,7 +244,7 @@ def plan(
                 clip.source,
                 clip.license,
                 "real",
-                "dev" if clip.id in held_out else "train",
+                unseen.get(clip.id, "dev" if clip.id in held_out else "train"),
                 "real",
                 lambda path=clip.path: sources.decode(path),
             )
@@ -353,8 +412,11 @@ def summarize(rows: list[dict]) -> dict:
                 "dev_h": 0.0,
                 "clips": 0,
                 "dev_clips": 0,
+                "unseen_h": 0.0,
+                "unseen_clips": 0,
                 "speakers": set(),
                 "real_speakers": set(),
+                "train_real_speakers": set(),
             },
         )
         hours = row["duration"] / 3600
@@ -363,24 +425,32 @@ def summarize(rows: list[dict]) -> dict:
         entry["speakers"].add(row["speaker"])
         if row["kind"] == "real":
             entry["real_speakers"].add(row["speaker"])
+            if row["split"] == "train":
+                entry["train_real_speakers"].add(row["speaker"])
         if row["split"] == "dev":
             entry["dev_h"] += hours
             entry["dev_clips"] += 1
+        elif row["split"] == "dev-unseen":
+            entry["unseen_h"] += hours
+            entry["unseen_clips"] += 1
     out = {}
     for language, entry in sorted(languages.items()):
         out[language] = {
             k: round(v, 3) if isinstance(v, float) else v
             for k, v in entry.items()
-            if k not in ("speakers", "real_speakers")
+            if k not in ("speakers", "real_speakers", "train_real_speakers")
         }
-        out[language]["speakers"] = len(entry["speakers"])
-        out[language]["real_speakers"] = len(entry["real_speakers"])
+        for key in ("speakers", "real_speakers", "train_real_speakers"):
+            out[language][key] = len(entry[key])
     total = {
         k: round(sum(v[k] for v in out.values()), 3)
-        for k in ("real_h", "synthetic_h", "dev_h", "clips", "dev_clips")
+        for k in ("real_h", "synthetic_h", "dev_h", "clips", "dev_clips", "unseen_h", "unseen_clips")
     }
     total["speakers"] = len({r["speaker"] for r in rows})
     total["real_speakers"] = len({r["speaker"] for r in rows if r["kind"] == "real"})
+    total["train_real_speakers"] = len(
+        {r["speaker"] for r in rows if r["kind"] == "real" and r["split"] == "train"}
+    )
     total["languages"] = len(out)
     return {"languages": out, "total": total}
 
@@ -388,14 +458,15 @@ def summarize(rows: list[dict]) -> dict:
 def format_summary(summary: dict) -> str:
     """The summary as a Markdown table (also what the CLI prints)."""
     lines = [
-        "| language | real h | synthetic h | total h | speakers (real) | clips | dev clips | dev min |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| language | real h | synthetic h | total h | speakers (real, real in train) | clips "
+        "| dev clips | dev min | unseen dev clips | unseen dev min |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for language, s in list(summary["languages"].items()) + [("**all**", summary["total"])]:
-        real_speakers = s.get("real_speakers", "")
         lines.append(
             f"| {language} | {s['real_h']:.2f} | {s['synthetic_h']:.2f} | {s['real_h'] + s['synthetic_h']:.2f} "
-            f"| {s['speakers']} ({real_speakers}) | {s['clips']} | {s['dev_clips']} | {s['dev_h'] * 60:.1f} |"
+            f"| {s['speakers']} ({s['real_speakers']}, {s['train_real_speakers']}) | {s['clips']} "
+            f"| {s['dev_clips']} | {s['dev_h'] * 60:.1f} | {s['unseen_clips']} | {s['unseen_h'] * 60:.1f} |"
         )
     return "\n".join(lines)
 

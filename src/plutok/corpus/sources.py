@@ -31,7 +31,33 @@ REAL_PACKAGES = (
     "asterisk-core-sounds-ru",
     "asterisk-core-sounds-ru-g722",
     "pocketsphinx-testdata",
+    # real voices added 2026-12 (licences in docs/corpus.md)
+    "asterisk-prompt-fr-armelle",
+    "asterisk-prompt-es-co",
+    "asterisk-prompt-it-menardi-wav",
+    "hedgewars-data",
 )
+
+# Hedgewars voice packs: the language each pack speaks (heard with Whisper base's language
+# detection on 10 lines per pack, then checked by the folder name: ``Russian`` is English with
+# a Russian accent, ``Russian_pl`` Polish with one).
+HEDGEWARS_VOICES = {
+    "British": "en",
+    "Classic": "en",
+    "Default": "en",
+    "Default_es": "es",
+    "Default_pl": "pl",
+    "Default_ru": "ru",
+    "Default_uk": "uk",
+    "HillBilly": "en",
+    "Mobster": "en",
+    "Pirate": "en",
+    "Robot": "en",
+    "Russian": "en",
+    "Russian_pl": "pl",
+    "Singer": "en",
+    "Surfer": "en",
+}
 
 
 @dataclass(frozen=True)
@@ -164,6 +190,45 @@ def pocketsphinx_librivox() -> Iterator[RealClip]:
             )
 
 
+def asterisk_prompts(package: str, language: str, speaker: str, license: str) -> Iterator[RealClip]:
+    """Third-party Asterisk prompt sets (8 kHz GSM or WAV); no transcripts ship with them.
+
+    The same file appears under ``sounds/<lang>/digits`` and the ``sounds/digits/<lang>``
+    symlink; each recording is listed once, by its real path. ``silence/`` holds no speech.
+    """
+    seen: set[Path] = set()
+    for path in package_files(package):
+        if path.suffix not in (".gsm", ".wav") or "silence" in path.parts or not path.is_file():
+            continue
+        real = path.resolve()
+        if real in seen:
+            continue
+        seen.add(real)
+        voice_dir = next(p for p in real.parents if p.parent.name == "sounds")
+        key = real.relative_to(voice_dir).with_suffix("").as_posix()
+        yield RealClip(f"{speaker}-{_slug(key)}", language, "", speaker, package, license, real)
+
+
+def hedgewars_voices() -> Iterator[RealClip]:
+    """Hedgewars voice packs: short acted game lines, one speaker per pack; no transcripts."""
+    for path in package_files("hedgewars-data"):
+        if path.suffix != ".ogg" or path.parent.parent.name != "voices":
+            continue
+        voice = path.parent.name
+        language = HEDGEWARS_VOICES.get(voice)
+        if language is None:  # a pack this release does not know: its language is unchecked
+            continue
+        yield RealClip(
+            f"hedgewars-{_slug(voice)}-{_slug(path.stem)}",
+            language,
+            "",
+            f"hedgewars-{voice}",
+            "hedgewars-data",
+            "GFDL-1.3 (Hedgewars sounds, Andrey Korotaev)",
+            path,
+        )
+
+
 def real_clips(languages: list[str]) -> list[RealClip]:
     """Every real clip of the training sources in ``languages``, in a fixed order."""
     clips: list[RealClip] = []
@@ -175,40 +240,41 @@ def real_clips(languages: list[str]) -> list[RealClip]:
         asterisk("it"),
         asterisk("ru"),
         pocketsphinx_librivox(),
+        asterisk_prompts(
+            "asterisk-prompt-fr-armelle", "fr", "asterisk-fr-armelle", "BSD-like (Michel Gutierrez, 2006)"
+        ),
+        asterisk_prompts("asterisk-prompt-es-co", "es", "asterisk-es-co", "GPL-2 (asterisk-prompt-es-co)"),
+        asterisk_prompts(
+            "asterisk-prompt-it-menardi-wav",
+            "it",
+            "asterisk-it-menardi",
+            "CC-BY-SA-3.0 (Marco Menardi and Paola Dal Zot, voip.ammdomus.it)",
+        ),
+        hedgewars_voices(),
     ]
     for generator in generators:
         clips += [c for c in generator if c.language in languages]
     return clips
 
 
+# Raw telephone formats libsndfile cannot read: ffmpeg demuxer and the format's sample rate.
+_FFMPEG_FORMATS = {".g722": ("g722", 16000), ".gsm": ("gsm", 8000)}
+
+
 def decode(path: Path) -> tuple[np.ndarray, int]:
-    """Read any source file as mono float32 ``(samples,)`` and its rate; G.722 via ffmpeg."""
-    if path.suffix == ".g722":
+    """Read any source file as mono float32 ``(samples,)`` and its rate; G.722 and GSM via ffmpeg."""
+    if path.suffix in _FFMPEG_FORMATS:
+        demuxer, rate = _FFMPEG_FORMATS[path.suffix]
         if shutil.which("ffmpeg") is None:
-            raise RuntimeError("ffmpeg is needed to decode G.722 (apt-get install ffmpeg)")
+            raise RuntimeError(f"ffmpeg is needed to decode {path.suffix} files (apt-get install ffmpeg)")
         done = subprocess.run(
-            [
-                "ffmpeg",
-                "-nostdin",
-                "-v",
-                "error",
-                "-f",
-                "g722",
-                "-i",
-                str(path),
-                "-f",
-                "s16le",
-                "-ac",
-                "1",
-                "-ar",
-                "16000",
-                "-",
-            ],
+            ["ffmpeg", "-nostdin", "-v", "error", "-f", demuxer, "-i", str(path)]
+            + ["-f", "s16le", "-ac", "1", "-ar", str(rate), "-"],
             capture_output=True,
             check=False,
         )
         if done.returncode != 0:
             raise RuntimeError(f"ffmpeg failed on {path}: {done.stderr.decode(errors='replace')[-300:]}")
-        return np.frombuffer(done.stdout, dtype="<i2").astype(np.float32) / 32768.0, 16000
+        return np.frombuffer(done.stdout, dtype="<i2").astype(np.float32) / 32768.0, rate
     wav, rate = sf.read(str(path), dtype="float32", always_2d=True)
     return wav.mean(axis=1), int(rate)
