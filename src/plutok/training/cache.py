@@ -205,6 +205,7 @@ def fill_cache(
     from tqdm import tqdm
 
     from plutok.audio import load_audio
+    from plutok.training import augment
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -242,6 +243,9 @@ def fill_cache(
             for item in todo[first : first + batch_size]:
                 try:
                     wav, _ = load_audio(_get(item, "path"), target_rate=frontend.sample_rate)
+                    if _get(item, "augment"):
+                        wav, applied = augment.augment(wav, item["augment"]["kinds"], item["augment"]["seed"])
+                        item = {**item, "augmentation": applied}
                     if wav.shape[0] < 2 * frontend.sample_rate // 10:
                         raise PlutokError("shorter than 0.2 s")
                 except PlutokError as error:
@@ -264,6 +268,8 @@ def fill_cache(
                     "seconds": wav.shape[0] / frontend.sample_rate,
                     "speaker": [float(v) for v in vector],
                 }
+                if _get(item, "augmentation"):
+                    row["augmentation"] = item["augmentation"]
                 for stream, frames in (("analysis", analysis), ("mel", mel)):
                     files[stream].write(np.ascontiguousarray(frames.T, dtype=np.float16).tobytes())
                     row[stream] = [ends[stream], int(frames.shape[1])]

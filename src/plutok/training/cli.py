@@ -75,6 +75,20 @@ def configure_cache(parser: argparse.ArgumentParser) -> None:
         help="speaker encoder config (default: mel statistics, 16 coefficients)",
     )
     parser.add_argument("--splits", nargs="+", default=["train", "dev"], help="manifest splits to cache")
+    parser.add_argument(
+        "--augment",
+        default=None,
+        metavar="KINDS",
+        help="also cache augmented copies of the train rows: 'all' or a comma-separated list of "
+        "pitch, formant, level-eq, reverb, noise, telephone, codec (1-2 per copy, seeded by clip id)",
+    )
+    parser.add_argument(
+        "--augment-copies",
+        type=int,
+        default=1,
+        metavar="N",
+        help="augmented copies per train row (default: 1)",
+    )
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda (default cpu)")
     parser.add_argument("-q", "--quiet", action="store_true")
 
@@ -87,6 +101,10 @@ def run_cache(args: argparse.Namespace) -> int:
     frontend = registry.build("frontend", args.frontend).to(resolve_device(args.device))
     speaker = registry.build("speaker", args.speaker)
     rows = list(iter_manifest(args.manifest, args.splits))
+    if args.augment:
+        from plutok.training.augment import augmented_copies, parse_kinds
+
+        rows += augmented_copies(rows, parse_kinds(args.augment), args.augment_copies)
     print(json.dumps(fill_cache(args.output, rows, frontend, speaker, progress=not args.quiet)))
     return 0
 
