@@ -10,6 +10,30 @@ import torch
 
 SHARED_REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 
+# Modules whose results depend on float summation order, which differs between the SIMD
+# kernels a CPU offers: fixture agreement, exact tokens, chunked or streamed vs one pass.
+# They carry the `kernels` marker, and CI runs them a second time under forced generic
+# kernels (`.ci/run`), so that a tolerance that holds only on one kind of CPU fails there.
+KERNEL_SENSITIVE_MODULES = {
+    "test_compat.py",
+    "test_vqvae.py",
+    "test_openvoice.py",
+    "test_default_model.py",
+    "test_streaming.py",
+    "test_chunking.py",
+    "test_robustness.py",
+    "test_stack.py",
+    "test_whisper.py",
+    "test_istft.py",
+    "test_tokenizer.py",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name in KERNEL_SENSITIVE_MODULES:
+            item.add_marker(pytest.mark.kernels)
+
 
 def speech_like(seconds: float = 1.0, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
     """A deterministic voiced-speech-like signal: harmonics with a moving pitch and syllable envelope."""

@@ -15,6 +15,11 @@ import pytest
 import soundfile as sf
 
 FIXTURES = Path(__file__).parent / "fixtures" / "v1"
+# The fixture was decoded on an AVX-512 machine. Elsewhere the vocoder's float summation order
+# differs: the largest difference measured is 1.1e-4 (Xeon with AVX-512 forced onto ATen
+# default/AVX2/AVX-512, oneDNN SSE4.1/AVX2/AVX-512 and 1 or 2 threads), 6.7e-6 on an AVX2 EPYC;
+# the decoded peak is 0.56, so 5e-4 is -61 dB below it, while one wrong code moves samples by ~0.1.
+KERNEL_TOLERANCE = 5e-4
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +44,7 @@ def test_v1_plt_decodes_as_in_0_1(v1_model, expected):
     assert encoding.ids == expected["ids"].tolist()
     decoded, rate = v1_model.decode(encoding)
     assert rate == 16000 and decoded.shape == expected["decoded"].shape
-    # Bit-identical with torch's default threads on this machine (2); another thread count
-    # changes the vocoder's float summation order by up to ~2e-7 (measured with 1 thread).
-    np.testing.assert_allclose(decoded, expected["decoded"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(decoded, expected["decoded"], rtol=0, atol=KERNEL_TOLERANCE)
 
 
 def test_v1_encoding_gives_the_same_tokens(v1_model, expected):
@@ -70,8 +73,8 @@ def test_the_cli_decodes_a_plt_of_a_bundled_older_model_without_being_told(expec
     assert "bundled model 'v1'" in capsys.readouterr().err
     decoded, rate = sf.read(output, dtype="float32")
     assert rate == 16000 and decoded.shape == expected["decoded"].shape
-    # Through a 16-bit WAV: within one quantisation step of the 0.1 decode.
-    np.testing.assert_allclose(decoded, expected["decoded"], rtol=0, atol=1.5 / 32768)
+    # Through a 16-bit WAV: within one quantisation step of the 0.1 decode, and the kernels' spread.
+    np.testing.assert_allclose(decoded, expected["decoded"], rtol=0, atol=1.5 / 32768 + KERNEL_TOLERANCE)
     # Told which model, the CLI uses that one and refuses the file.
     assert (
         main(

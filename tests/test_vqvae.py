@@ -50,7 +50,9 @@ def test_reproduces_original_tiny_fixture():
     np.testing.assert_array_equal(codes, data["ids"])
     decoded = model.decode(data["ids"])
     assert decoded.shape == data["decoded"].shape
-    assert np.abs(decoded - data["decoded"]).max() < 1e-4
+    # The reference's own bound: 1e-5 of the largest value (values reach the hundreds). Measured
+    # 5.6e-7 relative (1.8e-4 absolute) under native, AVX2 and generic kernels, 1 and 2 threads.
+    assert np.abs(decoded - data["decoded"]).max() < 1e-5 * np.abs(data["decoded"]).max()
 
 
 @pytest.mark.parametrize(

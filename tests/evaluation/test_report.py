@@ -107,3 +107,56 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert cli.main([str(bad), "--baselines", "nope", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "no such manifest" in err and "missing field(s) language, text" in err and "Traceback" not in err
+
+
+def test_untranscribed_utterances_are_scored_against_the_reference_transcript(manifest, tmp_path):
+    pytest.importorskip("jiwer")
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    for row in rows:
+        row["text"] = ""
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+    utterances = runner.load_dataset(manifest, split="dev")
+
+    class HearsLess(EchoTranscriber):
+        calls = 0
+
+        def transcribe(self, wav, language):
+            HearsLess.calls += 1
+            # The reference is transcribed first (2 calls), then the system's output.
+            return super().transcribe(wav, language) if HearsLess.calls <= 2 else "hello"
+
+    kwargs = dict(metrics=["asr"], progress=False)
+    skipped = runner.evaluate(
+        utterances,
+        [CountingIdentity()],
+        tmp_path / "skip",
+        transcriber_factory=EchoTranscriber,
+        asr_cache_path=tmp_path / "skip.json",
+        **kwargs,
+    )
+    assert all(row["words"] == 0 for row in skipped["rows"]["identity"])  # no transcript, no WER
+
+    scored = runner.evaluate(
+        utterances,
+        [CountingIdentity()],
+        tmp_path / "dwer",
+        transcriber_factory=HearsLess,
+        asr_cache_path=tmp_path / "asr.json",
+        text_from_reference=True,
+        **kwargs,
+    )
+    references = {row["id"]: row for row in scored["references"]}
+    assert references["utt0"]["text_source"] == "reference-asr" and references["utt0"]["wer"] == 0.0
+    en = next(row for row in scored["rows"]["identity"] if row["id"] == "utt0")
+    assert (en["word_errors"], en["words"]) == (1, 2)  # "hello" against the heard "hello world"
+    # Resumed, the reference transcript is taken from partial/ and still used as the text.
+    resumed = runner.evaluate(
+        utterances,
+        [CountingIdentity()],
+        tmp_path / "dwer",
+        transcriber_factory=HearsLess,
+        asr_cache_path=tmp_path / "asr.json",
+        text_from_reference=True,
+        **kwargs,
+    )
+    assert resumed["rows"]["identity"] == scored["rows"]["identity"]

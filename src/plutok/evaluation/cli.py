@@ -99,6 +99,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="decoded utterances saved per system under OUT/audio (default: %(default)s)",
     )
+    parser.add_argument(
+        "--untranscribed",
+        choices=["skip", "asr"],
+        default="skip",
+        help="utterances without a transcript: no WER (skip), or scored against the ASR transcript "
+        "of their reference audio (asr: the WER is then the dWER and the reference's WER is 0) "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--no-resume", action="store_true", help="ignore partial results already in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -141,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
             resume=not args.no_resume,
             keep_audio=args.keep_audio,
             progress=not args.quiet,
+            text_from_reference=args.untranscribed == "asr",
         )
         results = {
             "command": " ".join(shlex.quote(a) for a in getattr(args, "argv", None) or sys.argv),

@@ -241,6 +241,7 @@ def evaluate(
     resume: bool = True,
     keep_audio: int = 3,
     progress: bool = True,
+    text_from_reference: bool = False,
 ) -> dict[str, Any]:
     """Score every system on every utterance; returns ``{"systems", "references", "utterances", "errors"}``.
 
@@ -254,6 +255,11 @@ def evaluate(
         resume: reuse rows already in ``out_dir/partial`` from the same settings.
         keep_audio: decoded wavs kept per system (for spectrograms and listening).
         progress: show tqdm bars on stderr.
+        text_from_reference: utterances without a transcript are scored against the ASR's
+            transcript of their reference audio, so their WER is the *dWER* (words the ASR
+            hears differently after coding; the reference's own WER is then 0). Without it
+            they get no WER. Sources with no transcripts (prompt sets, game voice packs)
+            need it.
     """
     from tqdm import tqdm
 
@@ -278,6 +284,7 @@ def evaluate(
         cache = TranscriptCache(asr_cache_path or cache_root() / "asr_references.json")
 
     audio_cache: dict[str, np.ndarray] = {}
+    texts = {u.id: u.text for u in utterances}
 
     def reference(utt: Utterance) -> np.ndarray | None:
         if utt.id not in audio_cache:
@@ -292,6 +299,8 @@ def evaluate(
     ref_log = _JsonlLog(out / "partial" / "reference.jsonl", {"metrics": list(metrics)}, resume)
     for utt in tqdm(utterances, desc="reference", disable=not progress, unit="utt"):
         if utt.id in ref_log.rows:
+            if text_from_reference and not utt.text.strip() and "hypothesis" in ref_log.rows[utt.id]:
+                texts[utt.id] = ref_log.rows[utt.id]["hypothesis"]
             continue
         wav = reference(utt)
         if wav is None:
@@ -303,7 +312,10 @@ def evaluate(
             if hypothesis is None:
                 hypothesis = transcriber.transcribe(wav, utt.language)
                 cache.put(key, hypothesis)
-            row.update(_asr_fields("", utt.text, hypothesis, utt.language))
+            if text_from_reference and not utt.text.strip():
+                texts[utt.id] = hypothesis
+                row["text_source"] = "reference-asr"
+            row.update(_asr_fields("", texts[utt.id], hypothesis, utt.language))
         if "dnsmos" in metrics:
             row.update({f"dnsmos_{k}": v for k, v in M.dnsmos(wav).items()})
         if utt.id in kept:
@@ -356,7 +368,7 @@ def evaluate(
             if transcriber is not None:
                 row.update(
                     _asr_fields(
-                        "", utt.text, transcriber.transcribe(result.audio, utt.language), utt.language
+                        "", texts[utt.id], transcriber.transcribe(result.audio, utt.language), utt.language
                     )
                 )
             if utt.id in kept:
