@@ -68,7 +68,8 @@ plutok train-codec "$work/cache/whisper25" -o "$run-final" --threads "$THREADS" 
 #    speech drawn 8 times as often, 2,000 steps (seed 2); then 1,500 steps with the content
 #    prediction weighted 3 (codebook kept, fresh schedule to 2e-4, seed 3).
 #    (The bundled v2.5 started from the bundled v2.4's float16-rounded weights,
-#    --init-from src/plutok/assets/v2.4; here phase 4's own checkpoint starts it.)
+#    --init-from src/plutok/assets/v2.4, a folder bundled up to 0.6.0, e.g. at commit
+#    ce0d166; here phase 4's own checkpoint starts it.)
 plutok train-codec "$work/cache/whisper25" -o "$run-v25" --threads "$THREADS" \
     --frontend "$FRONTEND" --content-dim 512 \
     --quantizer "{\"name\": \"vq\", \"codebook_size\": $V25_CODEBOOK, \"dim\": 16}" --content-weight "$CONTENT_WEIGHT" \

@@ -23,15 +23,7 @@ def sample():
 
 
 def test_bundled_files_are_small_safetensors():
-    for name, weights in (
-        ("default", "codec.safetensors"),
-        ("v2.4", "codec.safetensors"),
-        ("v2.3", "codec.safetensors"),
-        ("v2.2", "codec.safetensors"),
-        ("v2.1", "codec.safetensors"),
-        ("v2.0", "codec.safetensors"),
-        ("v1", "vqvae.safetensors"),
-    ):
+    for name, weights in (("default", "codec.safetensors"), ("v1", "vqvae.safetensors")):
         directory = bundled_model_path(name)
         assert sorted(path.name for path in directory.iterdir()) == sorted(
             ["config.json", "tokenizer.json", weights]
@@ -101,17 +93,3 @@ def test_fast_streaming_equals_one_pass(sample):
     # peak level 0.35-0.38). Decoding a chunk without the codes after it is wrong by up to
     # 0.15 in its last 0.1 s (measured).
     np.testing.assert_allclose(streamed, whole, rtol=0, atol=5e-4)
-
-
-@pytest.mark.parametrize(
-    "previous_name", ["v2.4", "v2.4-fast", "v2.3", "v2.3-fast", "v2.2", "v2.2-fast", "v2.1"]
-)
-def test_plt_files_of_previous_defaults_still_decode_on_their_own(previous_name, sample, tmp_path, capsys):
-    from plutok.cli import main
-
-    previous = Plutok.from_pretrained(previous_name)
-    assert previous.fingerprint != Plutok.from_pretrained().fingerprint
-    wav, rate = sample
-    path = previous.save_plt(previous.encode(wav[: 2 * rate], rate), tmp_path / "old.plt")
-    assert main(["decode", str(path), "-o", str(tmp_path / "old.wav"), "-q"]) == 0
-    assert f"bundled model '{previous_name}'" in capsys.readouterr().err

@@ -12,7 +12,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "path",
         nargs="?",
         metavar="MODEL_DIR|NAME|FILE.plt",
-        help="a model folder, a bundled model (v1, v2.0, fast) or a .plt file; default: the bundled default",
+        help="a model folder, a bundled model (v1, fast) or a .plt file; default: the bundled default",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
 
