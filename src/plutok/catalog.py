@@ -61,13 +61,18 @@ class RetiredModel:
         return f"model {self.name!r} (fingerprint {self.fingerprint[:16]}), {self.shipped}"
 
 
+def _folders(base: str, name: str) -> str:
+    vocoder = " and src/plutok/assets/vocoders/istft-16k" if name.endswith("-fast") else ""
+    return f"src/plutok/assets/{base}{vocoder}"
+
+
 # The 0.6.0 release commit: the last one that bundles v2.0-v2.4 (all decode there).
 _RELEASE_0_6 = "ce0d166db39f00bceb43b105b68dc39823002a10"
 # Fingerprints as computed by every commit from the one that bundled each model up to
 # 0.6.0 (unchanged across them); "fast" variants are the model with the istft-16k vocoder.
 RETIRED_MODELS: tuple[RetiredModel, ...] = (
     *(
-        RetiredModel(name, fingerprint, shipped, "0.6.0", _RELEASE_0_6, name, f"src/plutok/assets/{base}")
+        RetiredModel(name, fingerprint, shipped, "0.6.0", _RELEASE_0_6, name, _folders(base, name))
         for name, base, fingerprint, shipped in (
             (
                 "v2.4",
