@@ -25,7 +25,7 @@ FRONTEND='{"name": "stack", "members": [
   {"name": "log-mel", "normalize_by_speaker": true, "fmax": 8000.0, "fmin": 0.0, "hop_length": 160,
    "n_fft": 1024, "n_mels": 80, "sample_rate": 16000, "win_length": 640}]}'
 
-# 1. Corpus (DESIGN §5 training sources only; manifest with a fixed dev split).
+# 1. Corpus (the training sources of docs/corpus.md only; manifest with a fixed dev split).
 [ -f "$work/corpus/manifest.jsonl" ] || plutok corpus build "$work/corpus"
 
 # The bundled model was trained on every row except the Kokoro voices (that build stage

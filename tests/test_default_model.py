@@ -36,7 +36,8 @@ def test_default_is_v2_on_whisper_and_log_mel(default_model):
     assert facts["frontend"] == "stack" and facts["codec"] == "content"
     assert [member.name for member in default_model.frontend.members] == ["whisper-encoder", "log-mel"]
     assert facts["vocoder"] == "hifigan-16k" and facts["default_speaker"]
-    # Total bitrate with the speaker vector on a 10 s utterance (DESIGN: <= 500 bits/s).
+    # Total bitrate with the speaker vector on a 10 s utterance (release target <= 500 bits/s,
+    # docs/default-model.md "Against the targets").
     assert default_model.bitrate(25.0, 10.0) <= 500
 
 
@@ -50,7 +51,7 @@ def test_sample_round_trip_keeps_duration_and_is_deterministic(default_model, sa
 
 
 def test_sample_token_rate_meets_the_target(default_model, sample):
-    # The release target (DESIGN §1): at most 27 tokens per second of speech.
+    # The release target (docs/default-model.md): at most 27 tokens per second of speech.
     encoding = default_model.encode(*sample)
     assert encoding.tokens_per_second <= 27.0
     assert encoding.codes_per_second == pytest.approx(default_model.codes_per_second, rel=0.02)

@@ -1,4 +1,4 @@
-"""The :class:`Plutok` facade: frontend -> codec -> BPE, and back through the vocoder (DESIGN §1, §3).
+"""The :class:`Plutok` facade: frontend -> codec -> BPE, and back through the vocoder (docs/architecture.md).
 
 It only composes parts; each part knows its own rates and context
 (:mod:`plutok.frontends`, :mod:`plutok.speaker`, :mod:`plutok.codec`,
