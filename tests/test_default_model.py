@@ -94,3 +94,15 @@ def test_fast_streaming_equals_one_pass(sample):
     # peak level 0.35-0.38). Decoding a chunk without the codes after it is wrong by up to
     # 0.15 in its last 0.1 s (measured).
     np.testing.assert_allclose(streamed, whole, rtol=0, atol=5e-4)
+
+
+def test_plt_files_of_the_fast_model_decode_on_their_own(sample, tmp_path, capsys):
+    # Without --model, decode picks the bundled model a file was made by (v1's files:
+    # tests/test_compat.py; models no longer bundled: tests/test_retired_models.py).
+    from plutok.cli import main
+
+    fast = Plutok.from_pretrained("fast")
+    wav, rate = sample
+    path = fast.save_plt(fast.encode(wav[: 2 * rate], rate), tmp_path / "fast.plt")
+    assert main(["decode", str(path), "-o", str(tmp_path / "fast.wav"), "-q"]) == 0
+    assert "bundled model 'fast'" in capsys.readouterr().err
