@@ -100,6 +100,18 @@ def test_a_plt_of_a_retired_model_is_refused_with_one_line(
     assert not (tmp_path / "old.wav").exists()
 
 
+def test_info_of_a_retired_models_plt_names_the_model(tiny_model, retired_encoding, tmp_path, capsys):
+    path = tiny_model.save_plt(retired_encoding, tmp_path / "old.plt")
+    assert main(["info", str(path), "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["model_fingerprint"] == V2_4.fingerprint[:16]
+    assert_names_the_retired_model(facts["model"])
+    # A .plt of a model that is still bundled (or unknown) has no such line.
+    path = tiny_model.save_plt(replace(retired_encoding, fingerprint=tiny_model.fingerprint_bytes), path)
+    assert main(["info", str(path), "--json"]) == 0
+    assert "model" not in json.loads(capsys.readouterr().out)
+
+
 def test_another_foreign_plt_keeps_its_message(tiny_model, retired_encoding, tmp_path):
     path = tiny_model.save_plt(replace(retired_encoding, fingerprint=b"\x07" * 8), tmp_path / "x.plt")
     with pytest.raises(ContainerError, match="another model"):
