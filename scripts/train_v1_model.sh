@@ -15,7 +15,7 @@ VOCAB=${VOCAB:-12000}
 SPEAKER_COEFFICIENTS=${SPEAKER_COEFFICIENTS:-16}
 run=${RUN:-$work/runs/ds${DOWNSAMPLE}-k${CODEBOOK}}
 
-# 1. Corpus (DESIGN §5 training sources only; manifest with a fixed dev split).
+# 1. Corpus (the training sources of docs/corpus.md only; manifest with a fixed dev split).
 [ -f "$work/corpus/manifest.jsonl" ] || plutok corpus build "$work/corpus"
 # The bundled model v1 was trained on the real speech + espeak-ng part of the corpus
 # (what existed when its training started): 17,057 clips, 17.1 h, 14 languages.

@@ -119,9 +119,9 @@ def tiny_config(**overrides) -> TrainConfig:
         segment_frames=32,
         learning_rate=3e-3,
         warmup_steps=5,
-        log_interval=10,
-        eval_interval=25,
-        checkpoint_interval=0,
+        log_every=10,
+        eval_every=25,
+        checkpoint_every=0,
         kmeans_init_vectors=256,
         kmeans_iterations=5,
         dead_code_steps=20,
@@ -141,7 +141,7 @@ def test_tiny_training_reduces_loss(ema):
     model_config = VQVAEConfig(feature_dim=8, codebook_size=32)
     untrained_config = tiny_config(steps=1, learning_rate=1e-9)
     _, untrained = train_vqvae(train, dev, model_config, untrained_config, progress=False)
-    config = tiny_config(steps=120, kmeans=ema, eval_interval=60)
+    config = tiny_config(steps=120, kmeans=ema, eval_every=60)
     model, metrics = train_vqvae(train, dev, model_config, config, progress=False)
     assert metrics["step"] == 120
     assert metrics["dev_loss"] < 0.75 * untrained["dev_loss"]
@@ -158,7 +158,7 @@ def test_checkpoints_and_final_model_are_written(tmp_path):
         train,
         [],
         MODEL,
-        tiny_config(steps=12, checkpoint_interval=4, keep_checkpoints=2),
+        tiny_config(steps=12, checkpoint_every=4, keep_checkpoints=2),
         tmp_path,
         progress=False,
     )
@@ -175,7 +175,7 @@ def test_checkpoints_and_final_model_are_written(tmp_path):
 @pytest.mark.parametrize("ema", [False, True])
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypatch, ema):
     train = synthetic_features(8, 48)
-    config = tiny_config(steps=20, checkpoint_interval=5, dead_code_steps=3, kmeans=ema)
+    config = tiny_config(steps=20, checkpoint_every=5, dead_code_steps=3, kmeans=ema)
     reference, _ = train_vqvae(train, [], MODEL, config, tmp_path / "straight", progress=False)
 
     calls = {"count": 0}
@@ -204,7 +204,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypat
 
 def test_resume_rejects_a_different_architecture(tmp_path):
     train = synthetic_features(4, 40)
-    train_vqvae(train, [], MODEL, tiny_config(steps=2, checkpoint_interval=1), tmp_path, progress=False)
+    train_vqvae(train, [], MODEL, tiny_config(steps=2, checkpoint_every=1), tmp_path, progress=False)
     other = VQVAEConfig(feature_dim=8, codebook_size=16, downsample=2, channels=4)
     with pytest.raises(ModelError, match="checkpoint"):
         train_vqvae(train, [], other, tiny_config(steps=4), tmp_path, resume=True, progress=False)
@@ -238,3 +238,25 @@ def test_learning_rate_schedule():
     assert config.learning_rate_at(9) == pytest.approx(1.0)
     assert config.learning_rate_at(99) == pytest.approx(0.1, abs=0.01)
     assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_schedule_names_are_the_shared_trainers_and_the_old_ones_still_work():
+    from plutok.cli import build_parser
+    from plutok.settings import TrainerConfig
+    from plutok.training.vqvae import _trainer_config
+
+    # One vocabulary with TrainerConfig: log_every / eval_every / checkpoint_every.
+    config = TrainConfig(log_every=3, eval_every=7, checkpoint_every=5)
+    schedule = _trainer_config(config, code_frames=8, world_size=1)
+    assert (schedule.log_every, schedule.eval_every, schedule.checkpoint_every) == (3, 7, 5)
+    assert {"log_every", "eval_every", "checkpoint_every"} <= set(vars(TrainerConfig()))
+    # Settings saved with the earlier names still read.
+    old = TrainConfig.from_dict({"log_interval": 3, "eval_interval": 7, "checkpoint_interval": 5})
+    assert old == config
+    # train-vq takes --eval-every / --checkpoint-every, and the earlier --*-interval flags.
+    for flags in (
+        ["--eval-every", "7", "--checkpoint-every", "5"],
+        ["--eval-interval", "7", "--checkpoint-interval", "5"],
+    ):
+        args = build_parser().parse_args(["train-vq", "feats", "-o", "out", *flags])
+        assert (args.eval_every, args.checkpoint_every) == (7, 5)

@@ -1,4 +1,4 @@
-"""The :class:`Plutok` facade: frontend -> codec -> BPE, and back through the vocoder (DESIGN §1, §3).
+"""The :class:`Plutok` facade: frontend -> codec -> BPE, and back through the vocoder (docs/architecture.md).
 
 It only composes parts; each part knows its own rates and context
 (:mod:`plutok.frontends`, :mod:`plutok.speaker`, :mod:`plutok.codec`,
@@ -18,6 +18,7 @@ import numpy as np
 
 from plutok import encoder, streaming, synthesis
 from plutok.audio import load_audio_stream, prepare_waveform
+from plutok.catalog import retired_model
 from plutok.container import write_plt
 from plutok.devices import resolve_device
 from plutok.encoding import (
@@ -280,8 +281,10 @@ class Plutok:
             TokenError: empty or unknown token ids, a duration over 24 h, a length that
                 the tokens cannot cover, or a speaker vector that is not finite.
             AudioError: an output sample rate outside 1..384000 Hz.
+            ModelError: the encoding was made by a model earlier releases bundled.
         """
         encoding.check()
+        self._refuse_retired(encoding.fingerprint)
         output_rate = synthesis.output_rate(sample_rate, self.sample_rate)
         codes = self.ids_to_codes(encoding.ids)
         covered = synthesis.covered_samples(self.parts, codes.shape[0])
@@ -293,6 +296,15 @@ class Plutok:
         return synthesis.synthesize(
             self.parts, codes, vector, target, output_rate, self.chunk_codes
         ), output_rate
+
+    def _refuse_retired(self, fingerprint: bytes) -> None:
+        """:class:`ModelError` when ``fingerprint`` is a retired model's (its ids mean other codes here)."""
+        retired = retired_model(fingerprint) if fingerprint != self.fingerprint_bytes else None
+        if retired is not None:
+            raise ModelError(
+                f"the encoding was made by {retired.describe()}, which this Plutok no longer ships; "
+                f"{retired.where_to_decode()}"
+            )
 
     def decode_ids(
         self, ids: Iterable[int], speaker: Any = None, sample_rate: int | None = None

@@ -1,7 +1,7 @@
 """Audio input/output: read files or arrays, validate, mix to mono, resample.
 
 Everything that enters Plutok passes through :func:`prepare_waveform`, so the
-checks of DESIGN §4 (empty, NaN/inf, wrong shape) live in one place.
+input checks (empty, NaN/inf, wrong shape) live in one place.
 """
 
 from __future__ import annotations

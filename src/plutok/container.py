@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from plutok.catalog import retired_model
 from plutok.errors import ContainerError
 from plutok.files import atomic_write_bytes
 
@@ -117,6 +118,12 @@ def unpack(payload: bytes, expected_fingerprint: bytes | None = None) -> PltFile
     if zlib.crc32(body) != stored_crc:
         raise ContainerError("corrupt or truncated .plt file (checksum mismatch)")
     if expected_fingerprint is not None and fingerprint != expected_fingerprint:
+        retired = retired_model(fingerprint)
+        if retired is not None:
+            raise ContainerError(
+                f".plt file was made by {retired.describe()}, which this Plutok no longer ships; "
+                f"{retired.where_to_decode()}"
+            )
         raise ContainerError(
             f".plt file was made by another model (fingerprint {fingerprint.hex()}, "
             f"this model is {expected_fingerprint.hex()})"

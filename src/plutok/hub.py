@@ -31,7 +31,7 @@ from typing import Any
 
 from plutok import registry
 from plutok.bpe import load_tokenizer
-from plutok.catalog import BUNDLED_MODELS, DERIVED_MODELS
+from plutok.catalog import BUNDLED_MODELS, DERIVED_MODELS, retired_model_named
 from plutok.digests import update_with_state_dict
 from plutok.errors import ModelError
 from plutok.files import atomic_write_text, give_default_permissions
@@ -63,9 +63,9 @@ def default_model_path() -> Path:
 
 
 def bundled_model_path(name: str) -> Path:
-    """Directory of a bundled model: ``"default"`` (v2.5), ``"v2.4"``, ``"v2.3"``, ``"v2.2"``, ``"v2.1"``, ``"v2.0"`` (earlier
-    v2 defaults) or ``"v1"`` (the 0.1 default); the older ones stay so that their ``.plt`` files keep
-    decoding."""
+    """Directory of a bundled model: ``"default"`` (v2.5) or ``"v1"`` (the 0.1 default, kept so that
+    its ``.plt`` files keep decoding). The v2.0-v2.4 defaults left the package after 0.6.0
+    (:data:`plutok.catalog.RETIRED_MODELS` says where they are)."""
     return Path(str(resources.files("plutok") / "assets" / BUNDLED_MODELS[name]))
 
 
@@ -210,7 +210,14 @@ def _derived_model_parts(name: str) -> ModelParts:
 
 
 def load_model_parts(path: str | os.PathLike | None = None) -> ModelParts:
-    """Build every part of the model directory ``path``: a folder, a bundled name (``"v1"``, ``"fast"``), or None (default)."""
+    """Build every part of the model directory ``path``: a folder, a bundled name (``"v1"``, ``"fast"``), or None (default).
+
+    Raises:
+        ModelError: a broken or missing model directory, or the name of a model earlier
+            releases bundled (one line saying which release and commit still have it).
+    """
+    if isinstance(path, str) and not Path(path).exists() and (retired := retired_model_named(path)):
+        raise ModelError(f"{retired.describe()}, is no longer shipped; {retired.where_to_decode()}")
     if isinstance(path, str) and path in DERIVED_MODELS and not Path(path).exists():
         return _derived_model_parts(path)
     bundled = path is None or (isinstance(path, str) and path in BUNDLED_MODELS and not Path(path).exists())

@@ -1,4 +1,4 @@
-"""Name -> class for every part of a model (DESIGN §3).
+"""Name -> class for every part of a model (docs/architecture.md, "The registry").
 
 A model's ``config.json`` names each part by its registered name; :func:`build`
 turns a config section back into the part. Built-in parts are listed in

@@ -1,7 +1,7 @@
 """The VQ-VAE stage: frame features ``(C, T)`` <-> discrete codes ``(T // downsample,)``.
 
 The default architecture is exactly the original Plutok VQ-VAE (checked against
-the reference fixtures in ``shared/reference/plutok_vqvae``), with ``h = C``::
+reference outputs of the original code, ``tests/test_vqvae.py``), with ``h = C``::
 
     encoder  ResBlock(h)
              Conv1d(h -> 2h, k3, stride 2, pad 1), ReLU        # the only downsampling

@@ -1,4 +1,4 @@
-"""OpenVoice tone-color converter as a Plutok backbone (DESIGN §2.1).
+"""OpenVoice tone-color converter as a Plutok backbone (docs/openvoice.md).
 
 ``features``:  waveform -> linear spectrogram -> posterior encoder (mean, or a
 sample when ``tau > 0``) -> forward flow conditioned on the speaker -> ``z_p``.

@@ -151,8 +151,9 @@ class ModelForFiles:
     """The model to decode each ``.plt`` file with.
 
     With ``--model``, that model for every file. Without it, the bundled default, or,
-    for a file whose fingerprint is another bundled model's (an older default, v1),
-    that model: upgrading Plutok never strands files made with an earlier default.
+    for a file whose fingerprint is another bundled model's (``fast``, ``v1``), that
+    model. A file of a model earlier releases bundled is refused with one line naming
+    the release and commit that decode it (:data:`plutok.catalog.RETIRED_MODELS`).
     """
 
     def __init__(self, args: argparse.Namespace) -> None:

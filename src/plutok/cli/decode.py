@@ -159,11 +159,18 @@ def row_encoding(tok: Plutok, row: TokenRow, source: str) -> Encoding:
     """The :class:`Encoding` of one token-corpus row, refused when another model made it."""
     import numpy as np
 
+    from plutok.catalog import retired_model
     from plutok.encoding import Encoding
     from plutok.errors import ContainerError
 
     fingerprint = str(row.fingerprint).lower()
     if len(fingerprint) < 16 or not tok.fingerprint.startswith(fingerprint):
+        retired = retired_model(fingerprint)
+        if retired is not None:
+            raise ContainerError(
+                f"{source}: row {row.path} was made by {retired.describe()}, which this Plutok no longer "
+                f"ships; {retired.where_to_decode()}"
+            )
         raise ContainerError(
             f"{source}: row {row.path} was made by another model (fingerprint {row.fingerprint[:16]}, this "
             f"model's is {tok.fingerprint[:16]}); pass the model that made it with --model"

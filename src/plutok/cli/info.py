@@ -12,7 +12,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "path",
         nargs="?",
         metavar="MODEL_DIR|NAME|FILE.plt",
-        help="a model folder, a bundled model (v1, v2.0, fast) or a .plt file; default: the bundled default",
+        help="a model folder, a bundled model (v1, fast) or a .plt file; default: the bundled default",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
 
@@ -20,9 +20,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     target = Path(args.path) if args.path else None
     if target is not None and target.is_file() and target.suffix == ".plt":
+        from plutok.catalog import retired_model
         from plutok.container import read_plt
 
         plt = read_plt(target)
+        retired = retired_model(plt.fingerprint)
         duration = plt.num_samples / plt.sample_rate
         facts = {
             "file": str(target),
@@ -37,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
             "file_bytes": target.stat().st_size,
             "file_bits_per_second": round(8 * target.stat().st_size / duration, 1) if duration else 0.0,
         }
+        if retired is not None:  # made by a model this version no longer ships: say which, and where it is
+            facts["model"] = f"{retired.describe()}, no longer shipped; {retired.where_to_decode()}"
     else:
         from plutok.api import Plutok
 

@@ -99,11 +99,20 @@ def register(command: Command) -> None:
         default=None,
         help="auto (default): bf16/fp16 autocast on CUDA, fp32 on CPU",
     )
+    # --*-interval: the names of 0.6 and earlier, kept so existing scripts still run.
     sub.add_argument(
-        "--checkpoint-interval", type=int, default=None, help="steps between checkpoints (default 1000)"
+        "--checkpoint-every",
+        "--checkpoint-interval",
+        type=int,
+        default=None,
+        help="steps between checkpoints (default 1000)",
     )
     sub.add_argument(
-        "--eval-interval", type=int, default=None, help="steps between held-out evaluations (default 1000)"
+        "--eval-every",
+        "--eval-interval",
+        type=int,
+        default=None,
+        help="steps between held-out evaluations (default 1000)",
     )
     sub.add_argument(
         "--kmeans", action="store_true", default=None, help="EMA k-means codebook (original style)"
@@ -234,8 +243,8 @@ def run_train_vq(args: argparse.Namespace) -> int:
             "kmeans",
             "device",
             "precision",
-            "checkpoint_interval",
-            "eval_interval",
+            "checkpoint_every",
+            "eval_every",
         )
         if getattr(args, name) is not None
     }

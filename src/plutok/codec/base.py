@@ -1,4 +1,4 @@
-"""Codec contract: analysis features -> codes -> synthesis features (DESIGN §1).
+"""Codec contract: analysis features -> codes -> synthesis features (docs/architecture.md, "Data flow").
 
 A codec is an encoder, an injected :class:`~plutok.quantizers.Quantizer` and a
 decoder. Its input (analysis features, ``(C_in, T_in)``) and its output

@@ -1,4 +1,4 @@
-"""The v2 codec: content features in, speaker-conditioned log-mel out (DESIGN §2).
+"""The v2 codec: content features in, speaker-conditioned log-mel out (why: docs/architecture.md, "Facts the code relies on").
 
 ::
 

@@ -1,4 +1,4 @@
-"""Training corpus builder (DESIGN §5 training sources only); see docs/corpus.md.
+"""Training corpus builder (the project's training sources only); see docs/corpus.md.
 
 CLI: ``plutok corpus build OUT_DIR`` (or ``python -m plutok.corpus build OUT_DIR``).
 """

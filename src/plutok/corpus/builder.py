@@ -79,7 +79,7 @@ MANIFEST_FIELDS = (
     "split",
     "kind",
 )
-# dev split (DESIGN §5 "fixed, documented held-out split"); see docs/corpus.md
+# dev split (fixed and documented: docs/corpus.md, "Dev split")
 DEV_REAL_PER_1000 = 50  # a real clip is dev if sha256("dev", id) % 1000 < 50 (~5 %) ...
 DEV_REAL_MAX_PER_LANGUAGE = 15  # ... keeping at most this many (lowest hashes) per language
 DEV_SYNTH_PER_LANGUAGE = 12  # utterances rendered for the one held-out voice per language

@@ -1,4 +1,4 @@
-"""Real speech of DESIGN §5: the Debian packages that may be used for training.
+"""Real speech the models may be trained on: Debian packages (docs/corpus.md, "Sources and licences").
 
 Each source lists :class:`RealClip` records (file on disk + transcript); files are
 found with ``dpkg -L`` so nothing depends on a hard-coded layout beyond what the

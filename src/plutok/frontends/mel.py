@@ -1,4 +1,4 @@
-"""16 kHz log-mel analysis exactly as the packaged HiFi-GAN expects it (DESIGN §5).
+"""16 kHz log-mel analysis exactly as the packaged HiFi-GAN expects it (docs/architecture.md, "Facts the code relies on").
 
 80-bin Slaney log-mel, n_fft 1024, window 640, hop 160 (100 frames/s), fmin 0,
 fmax 8000, magnitude (not power), natural log of ``max(mel, 1e-5)``. The same

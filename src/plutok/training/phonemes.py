@@ -1,4 +1,4 @@
-"""Phoneme labels for the codec's CTC content objective, from espeak-ng (DESIGN §2).
+"""Phoneme labels for the codec's CTC content objective, from espeak-ng (docs/training.md, ``--ctc-weight``).
 
 Every training source has a transcript and espeak-ng speaks every training language,
 so each utterance gets an IPA phoneme sequence. The codec's CTC head

@@ -56,6 +56,14 @@ from plutok.vqvae import VQVAE, VectorQuantizer, VQVAEConfig, encoded_length
 __all__ = ["CodebookTrainer", "SegmentSampler", "TrainConfig", "kmeans", "train_vqvae"]
 
 
+#: Earlier names of :class:`TrainConfig` fields, read by :meth:`TrainConfig.from_dict`.
+_RENAMED = {
+    "log_interval": "log_every",
+    "eval_interval": "eval_every",
+    "checkpoint_interval": "checkpoint_every",
+}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of one VQ-VAE training run (the architecture is in :class:`VQVAEConfig`).
@@ -70,9 +78,9 @@ class TrainConfig:
         grad_clip: max global gradient norm (0 disables clipping).
         commitment_weight: weight of the commitment loss.
         seed: seeds weight initialisation, crops, k-means and code replacement.
-        log_interval: steps between progress-bar/metrics updates.
-        eval_interval: steps between dev-set evaluations (0: only at the end).
-        checkpoint_interval: steps between checkpoints (0: only at the end).
+        log_every: steps between progress-bar/metrics updates.
+        eval_every: steps between dev-set evaluations (0: only at the end).
+        checkpoint_every: steps between checkpoints (0: only at the end).
         keep_checkpoints: how many step checkpoints to keep on disk.
         kmeans: EMA k-means codebook instead of gradient codebook (see module docstring).
         ema_decay: decay of the EMA k-means statistics.
@@ -96,9 +104,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     commitment_weight: float = 0.25
     seed: int = 0
-    log_interval: int = 50
-    eval_interval: int = 1000
-    checkpoint_interval: int = 1000
+    log_every: int = 50
+    eval_every: int = 1000
+    checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     kmeans: bool = False
     ema_decay: float = 0.99
@@ -115,7 +123,7 @@ class TrainConfig:
             "steps",
             "batch_size",
             "segment_frames",
-            "log_interval",
+            "log_every",
             "keep_checkpoints",
             "replay_size",
         )
@@ -126,7 +134,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.learning_rate must be positive, got {self.learning_rate}")
         if not 0 < self.ema_decay < 1:
             raise ValueError(f"TrainConfig.ema_decay must be in (0, 1), got {self.ema_decay}")
-        for name in ("warmup_steps", "eval_interval", "checkpoint_interval", "dead_code_steps"):
+        for name in ("warmup_steps", "eval_every", "checkpoint_every", "dead_code_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must not be negative, got {getattr(self, name)}")
         if self.precision not in PRECISIONS:
@@ -139,6 +147,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Settings from a dict; the names of 0.6 and earlier (``log_interval``, ...) are read too."""
+        data = {_RENAMED.get(key, key): value for key, value in data.items()}
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -491,15 +501,12 @@ class VQVAETraining(nn.Module):
 
 
 def _trainer_config(config: TrainConfig, code_frames: int, world_size: int) -> TrainerConfig:
-    """The shared trainer's schedule for a v1 run (same names, except the intervals)."""
+    """The shared trainer's schedule for a v1 run (the fields of the same names)."""
     shared = {field.name for field in dataclasses.fields(TrainerConfig)} & set(config.to_dict())
     per_rank = -(-config.kmeans_init_vectors // world_size)
     return TrainerConfig(
         **{name: getattr(config, name) for name in shared},
         init_batches=-(-per_rank // (config.batch_size * code_frames)) if config.kmeans_init else 0,
-        eval_every=config.eval_interval,
-        checkpoint_every=config.checkpoint_interval,
-        log_every=config.log_interval,
     )
 
 
