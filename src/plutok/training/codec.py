@@ -65,6 +65,13 @@ def train_codec(
     frontend_config = frontend_config or cache.config["frontend"]
     reader = AnalysisReader(cache, registry.build("frontend", frontend_config), speaker)
     train = cache.utterances(train_split)
+    if not train:
+        held = sorted({u.split for u in cache.utterances()})
+        raise ModelError(
+            f"{cache_dir}: no cached clip of split {train_split!r} to train on (the cache holds "
+            f"{len(cache)} clip(s){' of split ' + ', '.join(map(repr, held)) if held else ''}); "
+            "re-cache a corpus whose rows have a 'split', or a folder of audio"
+        )
     dev = cache.utterances(dev_split)
     codec_config = dict(codec_config)
     codec_config.setdefault("input_dim", reader.frontend.feature_dim)
