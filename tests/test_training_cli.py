@@ -168,3 +168,51 @@ def test_a_vocabulary_out_of_the_datas_reach_warns_with_the_size_reached(
     assert code == 0 and 16 < reached < 200
     assert f"plutok: warning: the BPE stopped at {reached} tokens of the 200 asked for" in captured.err
     assert json.loads((model / "config.json").read_text())["bpe"]["vocab_size"] == reached
+
+
+def test_init_from_a_bundled_model_reads_its_architecture():
+    from plutok.training.codec import ArchitectureConflict, starting_point
+
+    start = starting_point("default", {"envelope_weight": 0.5, "decoder_blocks": 6})
+    saved = json.loads((start.directory / "config.json").read_text())
+    assert start.codec["channels"] == saved["codec"]["channels"] and start.codec["envelope_weight"] == 0.5
+    assert start.codec["decoder_blocks"] == 6 and start.frontend["name"] == saved["frontend"]["name"]
+    assert "weights_sha256" not in start.codec and "input_dim" not in start.codec
+    assert starting_point("fast", {}).directory == start.directory  # the codec of fast is the default's
+    grown = starting_point("default", {"quantizer": {"codebook_size": 1024}})
+    assert grown.codec["quantizer"] == {**saved["codec"]["quantizer"], "codebook_size": 1024}
+    for given in ({"channels": 128}, {"quantizer": {"dim": 8}}, {"decoder_blocks": 1}):
+        with pytest.raises(ArchitectureConflict):
+            starting_point("default", given)
+    with pytest.raises(ArchitectureConflict, match="--frontend contradicts"):
+        starting_point("default", {}, {"name": "log-mel"})
+
+
+def test_init_from_needs_no_architecture_flags_and_refuses_contradicting_ones(
+    tmp_path, folder_cache, trained_run, capsys
+):
+    codec = str(trained_run / "codec")
+    run = tmp_path / "again"
+    assert main(["train-codec", str(folder_cache), "-o", str(run), "--init-from", codec, *TINY_SCHEDULE]) == 0
+    saved = json.loads((trained_run / "codec" / "config.json").read_text())["codec"]
+    assert json.loads((run / "codec" / "config.json").read_text())["codec"] == saved
+    capsys.readouterr()
+    code = main(
+        [
+            "train-codec",
+            str(folder_cache),
+            "-o",
+            str(tmp_path / "x"),
+            "--init-from",
+            codec,
+            "--channels",
+            "32",
+        ]
+    )
+    assert code == 2 and "--channels 32 contradicts" in capsys.readouterr().err
+    # The bundled model reads Whisper + log-mel with 16 speaker coefficients: this cache has 4.
+    code = main(["train-codec", str(folder_cache), "-o", str(tmp_path / "y"), "--init-from", "default"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "cache again with --speaker" in err, err
+    code = main(["train-codec", str(folder_cache), "-o", str(tmp_path / "z"), "--init-from", "no-such-model"])
+    assert code == 1 and "no such folder, nor a bundled model (default," in capsys.readouterr().err

@@ -140,7 +140,9 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-o", "--output", required=True, help="run folder: checkpoints/, codec/, history.json"
     )
-    parser.add_argument("--codec", default="content", help="registered codec name (default: content)")
+    parser.add_argument(
+        "--codec", default=None, help="registered codec name (default: content, or --init-from's)"
+    )
     parser.add_argument(
         "--frontend",
         type=json.loads,
@@ -152,8 +154,10 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT")
     parser.add_argument(
         "--init-from",
-        metavar="DIR",
-        help="start from this codec or model folder's weights (same architecture) instead of a fresh codec",
+        metavar="DIR|NAME",
+        help="start from the weights of this codec or model folder, or bundled model (default, v2.4, ...), "
+        "instead of a fresh codec; its architecture, frontend and loss weights are the defaults "
+        "(options may change the loss weights, grow the decoder or change the number of codes)",
     )
     parser.add_argument(
         "--freeze-codes",
@@ -176,7 +180,21 @@ def run_train(args: argparse.Namespace) -> int:
     from plutok.training.codec import train_codec
 
     trainer = TrainerConfig(**dataclass_values(TrainerConfig, args))
-    codec_config = {"name": args.codec, **dataclass_values(ContentCodecSettings, args)}
+    given = dataclass_values(ContentCodecSettings, args)
+    codec_config = {"name": args.codec or "content", **given}
+    frontend = args.frontend
+    if args.init_from:
+        from plutok.cli.common import UsageError
+        from plutok.training.codec import ArchitectureConflict, starting_point
+
+        if args.codec:
+            given["name"] = args.codec
+        try:
+            start = starting_point(args.init_from, given, frontend)
+        except ArchitectureConflict as error:
+            raise UsageError(str(error)) from None
+        codec_config = start.codec
+        frontend = frontend or start.frontend
     # Under torchrun: one process group for the run (gloo on CPU, NCCL with --device cuda).
     with distributed.process_group(trainer.device) as ctx:
         _, metrics = train_codec(
@@ -187,7 +205,7 @@ def run_train(args: argparse.Namespace) -> int:
             resume=args.resume,
             train_split=args.train_split,
             dev_split=args.dev_split,
-            frontend_config=args.frontend,
+            frontend_config=frontend,
             init_from=args.init_from,
             freeze_codes=args.freeze_codes,
         )
