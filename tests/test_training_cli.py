@@ -196,7 +196,10 @@ def test_init_from_needs_no_architecture_flags_and_refuses_contradicting_ones(
     assert main(["train-codec", str(folder_cache), "-o", str(run), "--init-from", codec, *TINY_SCHEDULE]) == 0
     saved = json.loads((trained_run / "codec" / "config.json").read_text())["codec"]
     assert json.loads((run / "codec" / "config.json").read_text())["codec"] == saved
-    capsys.readouterr()
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    logged = [row for row in lines if "step" in row]
+    assert [row["step"] for row in logged] == [1, 2, 3]  # each progress line says how fast and how long
+    assert all(row["steps_per_s"] > 0 for row in logged) and logged[-1]["eta"] == "0s"
     code = main(
         [
             "train-codec",
@@ -216,3 +219,24 @@ def test_init_from_needs_no_architecture_flags_and_refuses_contradicting_ones(
     assert code == 1 and len(err.splitlines()) == 1 and "cache again with --speaker" in err, err
     code = main(["train-codec", str(folder_cache), "-o", str(tmp_path / "z"), "--init-from", "no-such-model"])
     assert code == 1 and "no such folder, nor a bundled model (default," in capsys.readouterr().err
+
+
+def test_time_left_reads_as_a_person_writes_it():
+    from plutok.training.trainer import format_duration
+
+    assert [format_duration(s) for s in (0, 44.6, 725, 11220, 90000)] == [
+        "0s",
+        "45s",
+        "12m05s",
+        "3h07m",
+        "25h00m",
+    ]
+
+
+def test_train_vq_help_gives_the_default_step_count_and_time(capsys):
+    from plutok.training import TrainConfig
+
+    with pytest.raises(SystemExit):
+        main(["train-vq", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"(default {TrainConfig.steps}: ~2 s a step" in help_text and "~11 h" in help_text

@@ -81,7 +81,14 @@ def register(command: Command) -> None:
         default=defaults.normalize_latents,
         help="L2-normalise the encoder output before quantizing (default: %(default)s)",
     )
-    sub.add_argument("--steps", type=int, default=None)
+    # The number is TrainConfig.steps (a test checks it): importing it here would load torch at start-up.
+    sub.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="optimiser steps (default 20000: ~2 s a step on a busy 2-core CPU with the "
+        "default model and batch, so ~11 h; the progress bar shows the time left)",
+    )
     sub.add_argument(
         "--batch-size", type=int, default=None, help="segments per step and process (default 16)"
     )
