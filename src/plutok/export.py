@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -175,12 +176,14 @@ def export_onnx(model: str | os.PathLike | None, output: str | os.PathLike) -> d
     speaker_dim = graph.speaker_basis.shape[0] * 2
     codes = torch.zeros(1, 8, dtype=torch.int64)
     speaker = torch.tensor([parts.default_speaker or [0.0] * speaker_dim], dtype=torch.float32)
-    with atomic_path(output) as temporary, torch.no_grad():
+    with atomic_path(output) as temporary, torch.no_grad(), warnings.catch_warnings():
+        # torch calls this exporter legacy; the torch.export-based one needs onnxscript as well.
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             graph,
             (codes, speaker),
             str(temporary),
-            dynamo=False,  # the TorchScript exporter: needs no onnx / onnxscript packages
+            dynamo=False,  # the TorchScript-based exporter: needs onnx only
             input_names=["codes", "speaker"],
             output_names=["waveform"],
             dynamic_axes={"codes": {1: "codes"}, "waveform": {1: "samples"}},
