@@ -123,7 +123,6 @@ def test_assemble_is_a_subcommand(capsys):
     [
         (16, "must be above the codebook size 16"),
         (10**9, "is above the limit 1,048,576"),
-        (100_000, "is out of reach: 16 codes + at most"),
     ],
 )
 def test_impossible_vocabulary_sizes_are_one_line_errors(

@@ -330,10 +330,8 @@ def run_train_bpe(args: argparse.Namespace) -> int:
     store.require_complete()
     vqvae = VQVAE.load(args.vqvae)
     # Codes are computed and fed to the trainer one utterance at a time (one shard open at once).
-    rows = [row for row in store.index_rows() if args.split is None or row.get("split") == args.split]
-    total = len(rows)
-    codes = sum(-(-int(row["frames"]) // vqvae.config.downsample) for row in rows)
-    check_vocab_size(args.vocab_size, vqvae.codebook_size, codes, total)
+    check_vocab_size(args.vocab_size, vqvae.codebook_size)
+    total = sum(1 for row in store.index_rows() if args.split is None or row.get("split") == args.split)
 
     def code_sequences():
         for _, features, _ in tqdm(

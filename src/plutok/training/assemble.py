@@ -45,16 +45,12 @@ __all__ = [
 MAX_VOCAB_SIZE = 1 << 20
 
 
-def check_vocab_size(
-    vocab_size: int, codebook_size: int, codes: int | None = None, sequences: int = 0
-) -> None:
-    """:class:`ModelError` (one line) for a vocabulary no BPE over these codes can have.
+def check_vocab_size(vocab_size: int, codebook_size: int) -> None:
+    """:class:`ModelError` (one line) for a vocabulary no BPE over ``codebook_size`` codes can have.
 
     Tokens ``0..codebook_size - 1`` are the codes themselves, so the size must be above
-    ``codebook_size`` and at most :data:`MAX_VOCAB_SIZE`. With ``codes`` (the number of
-    codes in ``sequences`` training sequences) also when it needs more merges than the
-    data has: each merge joins a pair that occurs at least twice, so it removes at least
-    one token, and a sequence never shrinks below one token.
+    ``codebook_size`` and at most :data:`MAX_VOCAB_SIZE`. A size the training codes
+    cannot reach is not an error: the BPE stops early (:func:`vocab_shortfall`).
     """
     if vocab_size <= codebook_size:
         raise ModelError(
@@ -63,11 +59,6 @@ def check_vocab_size(
         )
     if vocab_size > MAX_VOCAB_SIZE:
         raise ModelError(f"vocabulary size {vocab_size} is above the limit {MAX_VOCAB_SIZE:,}")
-    if codes is not None and vocab_size - codebook_size > codes - sequences:
-        raise ModelError(
-            f"vocabulary size {vocab_size} is out of reach: {codebook_size} codes + at most "
-            f"{max(codes - sequences, 0)} merges in the {codes} training codes; ask for fewer or train on more audio"
-        )
 
 
 def vocab_shortfall(requested: int, reached: int) -> str | None:
@@ -127,9 +118,7 @@ def assemble_model(
     utterances = cache.utterances(split)
     if not utterances:
         raise ModelError(f"{cache_dir}: no cached clip of split {split!r} to train the BPE on")
-    frames_per_code = codec.analysis_frames_per_code
-    codes = sum(-(-reader.frames(u) // frames_per_code) for u in utterances)
-    check_vocab_size(vocab_size, codec.codebook_size, codes, len(utterances))
+    check_vocab_size(vocab_size, codec.codebook_size)
 
     def code_sequences():
         for utterance in tqdm(utterances, desc="codes", unit="utt", disable=not progress):
