@@ -239,3 +239,12 @@ def test_train_vq_help_gives_the_default_step_count_and_time(capsys):
         main(["train-vq", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert f"(default {TrainConfig.steps}: ~2 s a step" in help_text and "~11 h" in help_text
+
+
+def test_the_old_assemble_module_runs_the_subcommand(monkeypatch, capsys):
+    from plutok.training import assemble
+
+    monkeypatch.setattr("sys.argv", ["assemble.py", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        assemble._main()
+    assert exit_info.value.code == 0 and "usage: plutok assemble" in capsys.readouterr().out
