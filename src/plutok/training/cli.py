@@ -155,7 +155,7 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--init-from",
         metavar="DIR|NAME",
-        help="start from the weights of this codec or model folder, or bundled model (default, v2.4, ...), "
+        help="start from the weights of this codec or model folder, or bundled model (default or fast), "
         "instead of a fresh codec; its architecture, frontend and loss weights are the defaults "
         "(options may change the loss weights, grow the decoder or change the number of codes)",
     )
