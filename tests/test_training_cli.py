@@ -216,6 +216,16 @@ def test_init_from_needs_no_architecture_flags_and_refuses_contradicting_ones(
     code = main(["train-codec", str(folder_cache), "-o", str(tmp_path / "y"), "--init-from", "default"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1 and "cache again with --speaker" in err, err
+    other = tmp_path / "cache16"
+    speaker16 = json.dumps({"name": "mel-statistics", "coefficients": 16})
+    clips = folder_cache.parent / "corpus"  # the audio behind folder_cache
+    args = ["cache", str(clips), "-o", str(other), "--frontend", MEL_FRONTEND, "--speaker", speaker16, "-q"]
+    assert main(args) == 0
+    capsys.readouterr()
+    code = main(["train-codec", str(other), "-o", str(tmp_path / "w"), "--init-from", "default"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "default reads stack features" in err, err
+    assert "cache the audio again with plutok cache and its default --frontend" in err
     code = main(["train-codec", str(folder_cache), "-o", str(tmp_path / "z"), "--init-from", "no-such-model"])
     assert code == 1 and "no such folder, nor a bundled model (default," in capsys.readouterr().err
 

@@ -188,7 +188,16 @@ def train_codec(
                 f"{json.dumps(cache.config['speaker'])}; cache again with --speaker '{json.dumps(saved_speaker)}'"
             )
     frontend_config = frontend_config or cache.config["frontend"]
-    reader = AnalysisReader(cache, registry.build("frontend", frontend_config), speaker)
+    try:
+        reader = AnalysisReader(cache, registry.build("frontend", frontend_config), speaker)
+    except ModelError as error:
+        if init_from is None:
+            raise
+        raise ModelError(
+            f"{init_from} reads {frontend_config['name']} features, which this cache of "
+            f"{cache.config['frontend']['name']} features cannot give ({error}); cache the audio again "
+            "with plutok cache and its default --frontend"
+        ) from None
     train = cache.utterances(train_split)
     if not train:
         held = sorted({u.split for u in cache.utterances()})
