@@ -102,8 +102,9 @@ def assemble_model(
     """Train the BPE on the codes of ``split`` and save the full model to ``output``.
 
     The BPE stops early when no pair of tokens occurs twice any more: the model's
-    ``vocab_size`` may be below ``vocab_size`` (:func:`vocab_shortfall` words it); a
-    size no BPE can reach is refused first (:func:`check_vocab_size`).
+    ``vocab_size`` may be below ``vocab_size`` (:func:`vocab_shortfall` words it). A size
+    no BPE can have (at or below the codebook size, or absurdly large) is refused before
+    any work (:func:`check_vocab_size`).
     ``vocoder``: config of the vocoder that reads the codec's output (default: the packaged HiFi-GAN).
     """
     from tqdm import tqdm

@@ -346,8 +346,9 @@ def folder_rows(folder: str | os.PathLike, dev_fraction: float = DEV_FRACTION) -
     The id is the path relative to ``folder`` without its extension. A file is ``dev``
     when the SHA-256 of its relative path, read as a fraction of 2**256, is below
     ``dev_fraction`` (so adding files moves no other between splits); with two or more
-    files and none below (fewer than ~20 files), the file of the smallest hash is ``dev``. ``kind`` is ``real``
-    (what a user's recordings are; :attr:`TrainerConfig.real_weight`).
+    files and none below (fewer than ~20 files), the file of the smallest hash is
+    ``dev``. ``kind`` is ``real`` (what a user's recordings are;
+    :attr:`TrainerConfig.real_weight`).
     Raises :class:`PlutokError` when the folder holds no audio file.
     """
     import hashlib

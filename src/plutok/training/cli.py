@@ -104,6 +104,7 @@ def configure_cache(parser: argparse.ArgumentParser) -> None:
 def run_cache(args: argparse.Namespace) -> int:
     from plutok import registry
     from plutok.devices import resolve_device
+    from plutok.errors import PlutokError
     from plutok.training.cache import DEV_FRACTION, fill_cache, folder_rows, iter_manifest
 
     if Path(args.manifest).is_dir():
@@ -116,6 +117,8 @@ def run_cache(args: argparse.Namespace) -> int:
         )
     else:
         rows = list(iter_manifest(args.manifest, args.splits))
+    if not rows:
+        raise PlutokError(f"{args.manifest}: no clip of split {' or '.join(args.splits)} to cache")
     frontend = registry.build("frontend", args.frontend).to(resolve_device(args.device))
     speaker = registry.build("speaker", args.speaker)
     if args.augment:
@@ -125,8 +128,6 @@ def run_cache(args: argparse.Namespace) -> int:
     counts = fill_cache(args.output, rows, frontend, speaker, progress=not args.quiet)
     print(json.dumps(counts))
     if not counts["added"] + counts["skipped"]:
-        from plutok.errors import PlutokError
-
         raise PlutokError(
             f"no clip could be cached; the reasons are in {Path(args.output) / 'failures.jsonl'}"
         )
