@@ -258,3 +258,15 @@ def test_the_old_assemble_module_runs_the_subcommand(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         assemble._main()
     assert exit_info.value.code == 0 and "usage: plutok assemble" in capsys.readouterr().out
+
+
+def test_a_cache_with_nothing_in_it_is_an_error(tmp_path, speech_like, capsys):
+    folder = write_folder(tmp_path, speech_like, 2, seconds=0.5)
+    args = ["--frontend", MEL_FRONTEND, "--speaker", SPEAKER, "-q"]
+    assert main(["cache", str(folder), "-o", str(tmp_path / "a"), "--splits", "test", *args]) == 1
+    assert "no clip of split test to cache" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "x.wav").write_bytes(b"not audio")
+    assert main(["cache", str(broken), "-o", str(tmp_path / "b"), *args]) == 1
+    assert "no clip could be cached; the reasons are in" in capsys.readouterr().err
