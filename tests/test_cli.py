@@ -22,6 +22,8 @@ SUBCOMMANDS = [
     "train-bpe",
     "cache",
     "train-codec",
+    "assemble",
+    "export-onnx",
 ]
 
 

@@ -33,6 +33,11 @@ _EXTERNAL = (
     ("eval", "plutok.evaluation.cli", "measure quality and bitrate against classical codecs"),
     ("bench", "plutok.bench", "measure encode/decode speed and memory"),
     ("corpus", "plutok.corpus", "build the offline training corpus"),
+    (
+        "export-onnx",
+        "plutok.export",
+        "write the decode path (codes + speaker -> waveform, fast vocoder) as ONNX, for decoding without torch",
+    ),
 )
 
 

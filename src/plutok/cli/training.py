@@ -1,4 +1,4 @@
-"""Training commands: ``extract``, ``train-vq``, ``train-bpe`` (v1); ``cache``, ``train-codec`` (v2);
+"""Training commands: ``extract``, ``train-vq``, ``train-bpe`` (v1); ``cache``, ``train-codec``, ``assemble`` (v2);
 ``vocoder-teacher``, ``train-vocoder`` (the fast vocoder).
 
 The v2 stages live in :mod:`plutok.training.cli`; this module only registers them.
@@ -81,7 +81,14 @@ def register(command: Command) -> None:
         default=defaults.normalize_latents,
         help="L2-normalise the encoder output before quantizing (default: %(default)s)",
     )
-    sub.add_argument("--steps", type=int, default=None)
+    # The number is TrainConfig.steps (a test checks it): importing it here would load torch at start-up.
+    sub.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="optimiser steps (default 20000: ~2 s a step on a busy 2-core CPU with the "
+        "default model and batch, so ~11 h; the progress bar shows the time left)",
+    )
     sub.add_argument(
         "--batch-size", type=int, default=None, help="segments per step and process (default 16)"
     )
@@ -125,7 +132,13 @@ def register(command: Command) -> None:
     sub.add_argument("features", metavar="FEATURES", help="extraction folder from 'plutok extract'")
     sub.add_argument("--vqvae", metavar="VQ_DIR", required=True, help="folder written by 'plutok train-vq'")
     sub.add_argument("-o", "--output", metavar="MODEL_DIR", required=True)
-    sub.add_argument("--vocab-size", type=int, default=12000)
+    sub.add_argument(
+        "--vocab-size",
+        type=int,
+        default=12000,
+        help="tokens in the vocabulary, codes included (default: %(default)s); above the codebook size. "
+        "On little audio the BPE may stop earlier: a warning then gives the size reached",
+    )
     sub.add_argument("--split", default=None, help="only utterances of this split")
     sub.add_argument("--description", default=None, help="free text stored in the model's config")
     sub.add_argument("-q", "--quiet", action="store_true")
@@ -142,6 +155,13 @@ def register(command: Command) -> None:
         "train-codec", "train a v2 codec (content features -> codes -> log-mel)", training_cli.run_train
     )
     training_cli.configure_train(sub)
+    add_threads_option(sub)
+    sub = command(
+        "assemble",
+        "train the BPE on a trained codec's codes and write a complete model directory",
+        training_cli.run_assemble,
+    )
+    training_cli.configure_assemble(sub)
     add_threads_option(sub)
     sub = command(
         "vocoder-teacher",
@@ -301,6 +321,7 @@ def run_train_bpe(args: argparse.Namespace) -> int:
     from plutok.bpe import CodeBPE
     from plutok.features import FeatureStore
     from plutok.tokenizer import Plutok
+    from plutok.training.assemble import check_vocab_size, vocab_shortfall
     from plutok.vqvae import VQVAE
 
     if not distributed.env_context().is_writer:
@@ -309,6 +330,7 @@ def run_train_bpe(args: argparse.Namespace) -> int:
     store.require_complete()
     vqvae = VQVAE.load(args.vqvae)
     # Codes are computed and fed to the trainer one utterance at a time (one shard open at once).
+    check_vocab_size(args.vocab_size, vqvae.codebook_size)
     total = sum(1 for row in store.index_rows() if args.split is None or row.get("split") == args.split)
 
     def code_sequences():
@@ -323,5 +345,8 @@ def run_train_bpe(args: argparse.Namespace) -> int:
     metadata = {"description": args.description or "", "trained": {"features": str(args.features)}}
     model = Plutok.from_backbone(store.backbone(), vqvae, bpe, metadata=metadata)
     model.save(args.output)
+    warning = vocab_shortfall(args.vocab_size, bpe.vocab_size)
+    if warning:
+        print(f"plutok: warning: {warning}", file=sys.stderr)
     print(f"vocabulary {bpe.vocab_size} tokens over {vqvae.codebook_size} codes -> model {args.output}")
     return 0

@@ -1,10 +1,10 @@
 """Last training stage: BPE over the trained codec's codes, then a complete model directory.
 
-``python -m plutok.training.assemble CACHE RUN/codec -o MODEL --vocab-size N``
+``plutok assemble CACHE RUN/codec -o MODEL --vocab-size N``
 
 or, for a decoder trained on a shipped model's codes (``train-codec --init-from MODEL
 --freeze-codes``), the model with that decoder and its own BPE:
-``python -m plutok.training.assemble CACHE RUN/codec -o NEW --decoder-for MODEL``
+``plutok assemble CACHE RUN/codec -o NEW --decoder-for MODEL``
 
 The codec weights are rounded to float16 values first, so the BPE is trained on
 the codes of exactly the model that ships (and the file is half the size). The
@@ -29,7 +29,47 @@ from plutok.errors import ModelError
 from plutok.hub import ModelParts
 from plutok.training.cache import AnalysisReader, FeatureCache
 
-__all__ = ["assemble_model", "load_trained_codec", "medoid_speaker", "replace_decoder", "replace_vocoder"]
+__all__ = [
+    "MAX_VOCAB_SIZE",
+    "assemble_model",
+    "check_vocab_size",
+    "load_trained_codec",
+    "medoid_speaker",
+    "replace_decoder",
+    "replace_vocoder",
+    "vocab_shortfall",
+]
+
+#: Largest vocabulary a BPE may be asked for: beyond any language model's embedding table
+#: (Llama 3: 128k), so a larger number is a typo, not a plan.
+MAX_VOCAB_SIZE = 1 << 20
+
+
+def check_vocab_size(vocab_size: int, codebook_size: int) -> None:
+    """:class:`ModelError` (one line) for a vocabulary no BPE over ``codebook_size`` codes can have.
+
+    Tokens ``0..codebook_size - 1`` are the codes themselves, so the size must be above
+    ``codebook_size`` and at most :data:`MAX_VOCAB_SIZE`. A size the training codes
+    cannot reach is not an error: the BPE stops early (:func:`vocab_shortfall`).
+    """
+    if vocab_size <= codebook_size:
+        raise ModelError(
+            f"vocabulary size {vocab_size} must be above the codebook size {codebook_size} "
+            "(the first tokens are the codes themselves; the rest are merged pairs)"
+        )
+    if vocab_size > MAX_VOCAB_SIZE:
+        raise ModelError(f"vocabulary size {vocab_size} is above the limit {MAX_VOCAB_SIZE:,}")
+
+
+def vocab_shortfall(requested: int, reached: int) -> str | None:
+    """A one-line warning when the BPE stopped below the size asked for (``None`` when it did not)."""
+    if reached >= requested:
+        return None
+    return (
+        f"the BPE stopped at {reached} tokens of the {requested} asked for: no further pair of tokens "
+        "occurs twice in the training codes (more audio gives more merges); the model has "
+        f"{reached} tokens"
+    )
 
 
 def load_trained_codec(codec_dir: str | os.PathLike) -> Any:
@@ -61,6 +101,10 @@ def assemble_model(
 ) -> Plutok:
     """Train the BPE on the codes of ``split`` and save the full model to ``output``.
 
+    The BPE stops early when no pair of tokens occurs twice any more: the model's
+    ``vocab_size`` may be below ``vocab_size`` (:func:`vocab_shortfall` words it). A size
+    no BPE can have (at or below the codebook size, or absurdly large) is refused before
+    any work (:func:`check_vocab_size`).
     ``vocoder``: config of the vocoder that reads the codec's output (default: the packaged HiFi-GAN).
     """
     from tqdm import tqdm
@@ -73,6 +117,9 @@ def assemble_model(
     speaker = registry.build("speaker", cache.config["speaker"])
     reader = AnalysisReader(cache, frontend, speaker)
     utterances = cache.utterances(split)
+    if not utterances:
+        raise ModelError(f"{cache_dir}: no cached clip of split {split!r} to train the BPE on")
+    check_vocab_size(vocab_size, codec.codebook_size)
 
     def code_sequences():
         for utterance in tqdm(utterances, desc="codes", unit="utt", disable=not progress):
@@ -158,41 +205,12 @@ def replace_decoder(
     return model
 
 
-def _main() -> None:  # pragma: no cover - a thin command line over assemble_model
-    import argparse
+def _main() -> None:  # pragma: no cover - the old entry point, now ``plutok assemble``
+    import sys
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("cache")
-    parser.add_argument("codec")
-    parser.add_argument("-o", "--output", required=True)
-    parser.add_argument("--vocab-size", type=int, default=12000)
-    parser.add_argument("--description", default="")
-    parser.add_argument(
-        "--trained", type=json.loads, default={}, help="JSON facts about training for config.json"
-    )
-    parser.add_argument(
-        "--decoder-for",
-        metavar="MODEL",
-        help="keep this model's codes and BPE and swap in the codec's decoder (no BPE training)",
-    )
-    args = parser.parse_args()
-    if args.decoder_for:
-        metadata = {"description": args.description} if args.description else {}
-        if args.trained:
-            metadata["trained"] = args.trained
-        model = replace_decoder(args.decoder_for, args.codec, args.output, metadata)
-        print(json.dumps({"model": args.output, "fingerprint": model.fingerprint}))
-        return
-    model = assemble_model(
-        args.cache,
-        args.codec,
-        args.output,
-        args.vocab_size,
-        metadata={"description": args.description, "trained": args.trained},
-    )
-    print(
-        json.dumps({"model": args.output, "vocab_size": model.vocab_size, "fingerprint": model.fingerprint})
-    )
+    from plutok.cli import main
+
+    raise SystemExit(main(["assemble", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from plutok.frontends.base import Frontend
 from plutok.frontends.mel import LogMel
 from plutok.speaker.base import SpeakerEncoder
 
-__all__ = ["AnalysisReader", "CachedUtterance", "FeatureCache", "fill_cache"]
+__all__ = ["AnalysisReader", "CachedUtterance", "FeatureCache", "fill_cache", "folder_rows", "iter_manifest"]
 
 CONFIG_FILE = "cache.json"
 INDEX_FILE = "index.jsonl"
@@ -295,16 +295,91 @@ def _get(item: Any, key: str) -> str:
 def iter_manifest(
     path: str | os.PathLike, splits: Sequence[str] = ("train", "dev")
 ) -> Iterator[dict[str, Any]]:
-    """Rows of a corpus ``manifest.jsonl`` with absolute paths, for :func:`fill_cache`."""
+    """Rows of a corpus ``manifest.jsonl`` with absolute paths, for :func:`fill_cache`.
+
+    Every row needs ``path``; rows whose ``split`` is not in ``splits`` are left out.
+    Raises :class:`PlutokError` (one line) on a row that is not a JSON object with a
+    ``path``, and when rows exist but none is of ``splits`` (a manifest without
+    ``split`` would otherwise cache nothing and leave training with no data).
+    """
     path = Path(path)
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
+    if path.is_dir():
+        raise PlutokError(f"{path}: a folder, not a manifest (folder_rows reads a folder of audio)")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise PlutokError(f"{path}: cannot read the manifest ({error})") from None
+    rows, found = [], {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
             row = json.loads(line)
-            if row.get("split") in splits:
-                row["path"] = str(
-                    row["path"] if Path(row["path"]).is_absolute() else path.parent / row["path"]
-                )
-                yield row
+            row_path = row["path"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise PlutokError(
+                f"{path}:{number}: bad manifest row (needs a JSON object with 'path'; {error!r})"
+            ) from None
+        split = row.get("split")
+        found[split] = found.get(split, 0) + 1
+        if split in splits:
+            row["path"] = str(row_path if Path(row_path).is_absolute() else path.parent / row_path)
+            rows.append(row)
+    if found and not rows:
+        seen = ", ".join(
+            f"{count} {'without split' if split is None else repr(split)}" for split, count in found.items()
+        )
+        raise PlutokError(
+            f"{path}: no row of split {' or '.join(map(repr, splits))} ({seen}); give each row a "
+            "'split', or cache the folder of audio (a dev split is then chosen for you)"
+        )
+    yield from rows
+
+
+#: Share of a folder's clips :func:`folder_rows` holds out as ``dev``.
+DEV_FRACTION = 0.05
+
+
+def folder_rows(folder: str | os.PathLike, dev_fraction: float = DEV_FRACTION) -> list[dict[str, Any]]:
+    """Manifest rows for every audio file below ``folder``, with a deterministic dev split.
+
+    The id is the path relative to ``folder`` without its extension. A file is ``dev``
+    when the SHA-256 of its relative path, read as a fraction of 2**256, is below
+    ``dev_fraction`` (so adding files moves no other between splits); with two or more
+    files and none below (fewer than ~20 files), the file of the smallest hash is
+    ``dev``. ``kind`` is ``real`` (what a user's recordings are;
+    :attr:`TrainerConfig.real_weight`).
+    Raises :class:`PlutokError` when the folder holds no audio file.
+    """
+    import hashlib
+
+    from plutok.audio import AUDIO_EXTENSIONS, find_files
+
+    folder = Path(folder)
+    files = find_files(folder)
+    if not files:
+        raise PlutokError(f"{folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
+    rows = []
+    for file in files:
+        relative = file.relative_to(folder).as_posix()
+        digest = int.from_bytes(hashlib.sha256(relative.encode()).digest(), "big") / 2**256
+        rows.append(
+            {
+                "id": str(Path(relative).with_suffix("").as_posix()),
+                "path": str(file),
+                "kind": "real",
+                "split": "train",
+                "_hash": digest,
+            }
+        )
+    chosen = [row for row in rows if row["_hash"] < dev_fraction]
+    if not chosen and len(rows) >= 2:
+        chosen = [min(rows, key=lambda row: row["_hash"])]
+    for row in chosen:
+        row["split"] = "dev"
+    for row in rows:
+        del row["_hash"]
+    return rows
 
 
 def _main() -> None:  # pragma: no cover - exercised by the cache CLI test

@@ -1,4 +1,4 @@
-"""``plutok cache`` and ``plutok train-codec``: the v2 training stages from the command line.
+"""``plutok cache``, ``plutok train-codec`` and ``plutok assemble``: the v2 training stages from the command line.
 
 Every setting of the codec (:class:`~plutok.codec.content.ContentCodecSettings`) and
 of the schedule (:class:`~plutok.training.trainer.TrainerConfig`) is an option whose
@@ -10,15 +10,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import typing
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "add_dataclass_options",
+    "configure_assemble",
     "configure_cache",
     "configure_train",
     "dataclass_values",
+    "run_assemble",
     "run_cache",
     "run_train",
 ]
@@ -56,7 +59,12 @@ def dataclass_values(cls: type, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def configure_cache(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", help="corpus manifest.jsonl (plutok corpus build)")
+    parser.add_argument(
+        "manifest",
+        metavar="CORPUS",
+        help="a folder of audio files (about 5%% of them, chosen by a hash of the path, become the dev "
+        "split) or a manifest.jsonl whose rows have 'path' and 'split' (plutok corpus build)",
+    )
     parser.add_argument(
         "-o", "--output", required=True, help="cache folder (created; reruns add what is missing)"
     )
@@ -96,16 +104,33 @@ def configure_cache(parser: argparse.ArgumentParser) -> None:
 def run_cache(args: argparse.Namespace) -> int:
     from plutok import registry
     from plutok.devices import resolve_device
-    from plutok.training.cache import fill_cache, iter_manifest
+    from plutok.errors import PlutokError
+    from plutok.training.cache import DEV_FRACTION, fill_cache, folder_rows, iter_manifest
 
+    if Path(args.manifest).is_dir():
+        rows = [row for row in folder_rows(args.manifest) if row["split"] in args.splits]
+        dev = sum(row["split"] == "dev" for row in rows)
+        print(
+            f"{args.manifest}: a folder without a manifest: {len(rows) - dev} train + {dev} dev clips "
+            f"(dev: ~{DEV_FRACTION:.0%} of the files, chosen by a hash of their path)",
+            file=sys.stderr,
+        )
+    else:
+        rows = list(iter_manifest(args.manifest, args.splits))
+    if not rows:
+        raise PlutokError(f"{args.manifest}: no clip of split {' or '.join(args.splits)} to cache")
     frontend = registry.build("frontend", args.frontend).to(resolve_device(args.device))
     speaker = registry.build("speaker", args.speaker)
-    rows = list(iter_manifest(args.manifest, args.splits))
     if args.augment:
         from plutok.training.augment import augmented_copies, parse_kinds
 
         rows += augmented_copies(rows, parse_kinds(args.augment), args.augment_copies)
-    print(json.dumps(fill_cache(args.output, rows, frontend, speaker, progress=not args.quiet)))
+    counts = fill_cache(args.output, rows, frontend, speaker, progress=not args.quiet)
+    print(json.dumps(counts))
+    if not counts["added"] + counts["skipped"]:
+        raise PlutokError(
+            f"no clip could be cached; the reasons are in {Path(args.output) / 'failures.jsonl'}"
+        )
     return 0
 
 
@@ -116,7 +141,9 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-o", "--output", required=True, help="run folder: checkpoints/, codec/, history.json"
     )
-    parser.add_argument("--codec", default="content", help="registered codec name (default: content)")
+    parser.add_argument(
+        "--codec", default=None, help="registered codec name (default: content, or --init-from's)"
+    )
     parser.add_argument(
         "--frontend",
         type=json.loads,
@@ -128,8 +155,10 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT")
     parser.add_argument(
         "--init-from",
-        metavar="DIR",
-        help="start from this codec or model folder's weights (same architecture) instead of a fresh codec",
+        metavar="DIR|NAME",
+        help="start from the weights of this codec or model folder, or bundled model (default or fast), "
+        "instead of a fresh codec; its architecture, frontend and loss weights are the defaults "
+        "(options may change the loss weights, grow the decoder or change the number of codes)",
     )
     parser.add_argument(
         "--freeze-codes",
@@ -152,7 +181,21 @@ def run_train(args: argparse.Namespace) -> int:
     from plutok.training.codec import train_codec
 
     trainer = TrainerConfig(**dataclass_values(TrainerConfig, args))
-    codec_config = {"name": args.codec, **dataclass_values(ContentCodecSettings, args)}
+    given = dataclass_values(ContentCodecSettings, args)
+    codec_config = {"name": args.codec or "content", **given}
+    frontend = args.frontend
+    if args.init_from:
+        from plutok.cli.common import UsageError
+        from plutok.training.codec import ArchitectureConflict, starting_point
+
+        if args.codec:
+            given["name"] = args.codec
+        try:
+            start = starting_point(args.init_from, given, frontend)
+        except ArchitectureConflict as error:
+            raise UsageError(str(error)) from None
+        codec_config = start.codec
+        frontend = frontend or start.frontend
     # Under torchrun: one process group for the run (gloo on CPU, NCCL with --device cuda).
     with distributed.process_group(trainer.device) as ctx:
         _, metrics = train_codec(
@@ -163,12 +206,67 @@ def run_train(args: argparse.Namespace) -> int:
             resume=args.resume,
             train_split=args.train_split,
             dev_split=args.dev_split,
-            frontend_config=args.frontend,
+            frontend_config=frontend,
             init_from=args.init_from,
             freeze_codes=args.freeze_codes,
         )
     if ctx.is_writer:
         print(json.dumps({"final": metrics, "codec": str(Path(args.output) / "codec")}))
+    return 0
+
+
+def configure_assemble(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("cache", help="feature cache folder (plutok cache): the BPE is trained on its codes")
+    parser.add_argument("codec", help="trained codec folder (RUN/codec of plutok train-codec)")
+    parser.add_argument("-o", "--output", required=True, metavar="MODEL_DIR", help="model folder to write")
+    parser.add_argument(
+        "--vocab-size",
+        type=int,
+        default=12000,
+        help="tokens in the vocabulary, codes included (default: %(default)s); above the codebook size. "
+        "On little audio the BPE may stop earlier: a warning then gives the size reached",
+    )
+    parser.add_argument(
+        "--split", default="train", help="cache split whose codes train the BPE (default: train)"
+    )
+    parser.add_argument("--description", default="", help="free text stored in the model's config")
+    parser.add_argument(
+        "--trained", type=json.loads, default={}, metavar="JSON", help="facts about training for config.json"
+    )
+    parser.add_argument(
+        "--decoder-for",
+        metavar="MODEL",
+        help="keep this model's codes and BPE and swap in the codec's decoder (no BPE training; "
+        "a codec of train-codec --init-from MODEL --freeze-codes)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true")
+
+
+def run_assemble(args: argparse.Namespace) -> int:
+    from plutok.training.assemble import assemble_model, replace_decoder, vocab_shortfall
+
+    if args.decoder_for:
+        metadata: dict[str, Any] = {"description": args.description} if args.description else {}
+        if args.trained:
+            metadata["trained"] = args.trained
+        model = replace_decoder(args.decoder_for, args.codec, args.output, metadata)
+        print(json.dumps({"model": args.output, "fingerprint": model.fingerprint}))
+        return 0
+    model = assemble_model(
+        args.cache,
+        args.codec,
+        args.output,
+        args.vocab_size,
+        metadata={"description": args.description, "trained": args.trained},
+        split=args.split,
+        progress=not args.quiet,
+    )
+    warning = vocab_shortfall(args.vocab_size, model.vocab_size)
+    if warning:
+        print(f"plutok: warning: {warning}", file=sys.stderr)
+    print(
+        json.dumps({"model": args.output, "vocab_size": model.vocab_size, "fingerprint": model.fingerprint})
+    )
     return 0
 
 

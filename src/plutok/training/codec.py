@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,120 @@ from plutok.training.data import SegmentBatcher
 from plutok.training.phonemes import PhonemeInventory, phoneme_labels
 from plutok.training.trainer import Callback, Trainer, TrainerConfig
 
-__all__ = ["train_codec", "CODEC_DIR"]
+__all__ = ["ArchitectureConflict", "CODEC_DIR", "StartingPoint", "starting_point", "train_codec"]
 
 CODEC_DIR = "codec"
+
+#: Codec settings a run started from a saved codec may set to other values: the loss
+#: weights, and the sizes :meth:`~plutok.codec.content.ContentCodec.start_from` can grow.
+_FREE_SETTINGS = (
+    "content_weight",
+    "gradient_weight",
+    "envelope_weight",
+    "band_envelope_weight",
+    "ctc_weight",
+)
+_GROWABLE_SETTINGS = ("decoder_blocks", "upsampled_blocks")
+#: Quantizer keys that shape the saved weights (``codebook_size`` may change: k-means starts it).
+_QUANTIZER_SHAPE = ("name", "dim")
+#: Fixed by the cache and the model's parts, not by the run's settings.
+_DERIVED_SETTINGS = ("input_dim", "output_dim", "speaker_dim", "weights_sha256")
+
+
+class ArchitectureConflict(ModelError):
+    """A setting given for a run started from a saved codec contradicts that codec's architecture."""
+
+
+@dataclass(frozen=True)
+class StartingPoint:
+    """What ``--init-from`` reads: the folder with ``codec.safetensors`` and the saved architecture.
+
+    ``codec``: the saved codec config with the settings given for this run laid over it;
+    ``frontend`` / ``speaker``: the saved parts' configs (``None`` when the folder has none).
+    """
+
+    directory: Path
+    codec: dict[str, Any]
+    frontend: dict[str, Any] | None
+    speaker: dict[str, Any] | None
+
+
+def resolve_model_folder(name: str | os.PathLike) -> Path:
+    """A codec, run or model folder, or a bundled model's name (``default``, ``fast``): the folder with its codec."""
+    from plutok.catalog import BUNDLED_MODELS, DERIVED_MODELS, bundled_model_names
+    from plutok.hub import bundled_model_path
+
+    path = Path(name)
+    if path.exists():
+        # A run folder: its trained codec is in codec/.
+        has_codec = not (path / "config.json").is_file() and (path / CODEC_DIR / "config.json").is_file()
+        return path / CODEC_DIR if has_codec else path
+    text = str(name)
+    if text in DERIVED_MODELS:  # a bundled model with another vocoder: the codec is its base's
+        text = DERIVED_MODELS[text][0]
+    if text in BUNDLED_MODELS:
+        return bundled_model_path(text)
+    raise ModelError(f"{name}: no such folder, nor a bundled model ({', '.join(bundled_model_names())})")
+
+
+def starting_point(
+    init_from: str | os.PathLike, given: dict[str, Any], frontend: dict[str, Any] | None = None
+) -> StartingPoint:
+    """The architecture of the codec ``init_from`` names, with the settings ``given`` for this run.
+
+    Settings not given are the saved codec's (its loss weights too), so a run from a
+    saved codec or a bundled model needs no architecture options. Given settings may
+    change the loss weights, grow the decoder (more ``decoder_blocks`` /
+    ``upsampled_blocks``), and change the quantizer's ``codebook_size`` and upkeep
+    settings; anything else that differs from the saved codec, and a ``frontend`` other
+    than the saved one, raises :class:`ArchitectureConflict`.
+    """
+    directory = resolve_model_folder(init_from)
+    config_path = directory / "config.json"
+    try:
+        saved = json.loads(config_path.read_text(encoding="utf-8"))
+        codec = {k: v for k, v in saved["codec"].items() if k not in _DERIVED_SETTINGS}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ModelError(f"{config_path}: not the config of a v2 codec or model ({error!r})") from None
+    for key, value in given.items():
+        old = codec.get(key)
+        if key == "name" and value != old:
+            raise ArchitectureConflict(f"--codec {value} contradicts {init_from}, a {old!r} codec")
+        if key == "quantizer" and isinstance(value, dict) and isinstance(old, dict):
+            clash = [k for k in _QUANTIZER_SHAPE if k in value and value[k] != old.get(k)]
+            if clash:
+                shown = ", ".join(f"{k} {old.get(k)!r}" for k in clash)
+                raise ArchitectureConflict(f"--quantizer contradicts {init_from}'s quantizer ({shown})")
+            codec["quantizer"] = {**old, **value}
+            continue
+        if key in _GROWABLE_SETTINGS and old is not None and value < old:
+            flag = "--" + key.replace("_", "-")
+            raise ArchitectureConflict(
+                f"{flag} {value} is below {init_from}'s {old}: a decoder can grow, not shrink"
+            )
+        if key not in _FREE_SETTINGS + _GROWABLE_SETTINGS and old is not None and value != old:
+            flag = "--" + key.replace("_", "-")
+            raise ArchitectureConflict(
+                f"{flag} {json.dumps(value)} contradicts {init_from} ({key} {json.dumps(old)}); leave it out"
+            )
+        codec[key] = value
+    saved_frontend = _without_digest(saved.get("frontend"))
+    if frontend is not None and saved_frontend is not None and _built(frontend) != _built(saved_frontend):
+        raise ArchitectureConflict(
+            f"--frontend contradicts {init_from}'s frontend {json.dumps(saved_frontend)}"
+        )
+    return StartingPoint(directory, codec, saved_frontend, _without_digest(saved.get("speaker")))
+
+
+def _built(frontend: dict[str, Any]) -> dict[str, Any]:
+    """A frontend config with every default filled in (what it compares by)."""
+    return registry.build("frontend", frontend).config()
+
+
+def _without_digest(config: Any) -> dict[str, Any] | None:
+    if not isinstance(config, dict):
+        return None
+    return {key: value for key, value in config.items() if key != "weights_sha256"}
 
 
 def train_codec(
@@ -46,7 +158,7 @@ def train_codec(
     model use exactly the statistics of the start. ``frontend_config``: the model's
     frontend when it is not the cache's own (a stack derived from the cache,
     :class:`~plutok.training.cache.AnalysisReader`).
-    ``init_from``: a codec or model folder whose ``codec.safetensors`` (same architecture,
+    ``init_from``: a codec or model folder, or a bundled model's name, whose ``codec.safetensors`` (same architecture,
     or fewer decoder blocks: :meth:`~plutok.codec.content.ContentCodec.start_from`; loss
     weights may differ) starts the run instead of a fresh codec; its statistics and
     codebook are kept (no re-standardisation, no k-means), except a codebook of another
@@ -62,9 +174,38 @@ def train_codec(
         raise ModelError("freeze_codes needs init_from: a fresh encoder's codes mean nothing")
     cache = FeatureCache(cache_dir)
     speaker = registry.build("speaker", cache.config["speaker"])
+    if init_from is not None:
+        folder = resolve_model_folder(init_from)
+        _codec_weights(folder)  # a folder without weights: that, before anything else
+        has_config = (folder / "config.json").is_file()
+        saved_speaker = starting_point(folder, {}).speaker if has_config else None
+        if (
+            saved_speaker is not None
+            and registry.build("speaker", saved_speaker).config() != speaker.config()
+        ):
+            raise ModelError(
+                f"{init_from} reads {json.dumps(saved_speaker)} speaker vectors, the cache has "
+                f"{json.dumps(cache.config['speaker'])}; cache again with --speaker '{json.dumps(saved_speaker)}'"
+            )
     frontend_config = frontend_config or cache.config["frontend"]
-    reader = AnalysisReader(cache, registry.build("frontend", frontend_config), speaker)
+    try:
+        reader = AnalysisReader(cache, registry.build("frontend", frontend_config), speaker)
+    except ModelError as error:
+        if init_from is None:
+            raise
+        raise ModelError(
+            f"{init_from} reads {frontend_config['name']} features, which this cache of "
+            f"{cache.config['frontend']['name']} features cannot give ({error}); cache the audio again "
+            "with plutok cache and its default --frontend"
+        ) from None
     train = cache.utterances(train_split)
+    if not train:
+        held = sorted({u.split for u in cache.utterances()})
+        raise ModelError(
+            f"{cache_dir}: no cached clip of split {train_split!r} to train on (the cache holds "
+            f"{len(cache)} clip(s){' of split ' + ', '.join(map(repr, held)) if held else ''}); "
+            "re-cache a corpus whose rows have a 'split', or a folder of audio"
+        )
     dev = cache.utterances(dev_split)
     codec_config = dict(codec_config)
     codec_config.setdefault("input_dim", reader.frontend.feature_dim)
@@ -75,7 +216,7 @@ def train_codec(
         labels = _phoneme_ids(cache, train, dev, codec_config)
     codec = registry.build("codec", codec_config)
     if init_from is not None:
-        weights = _codec_weights(Path(init_from))
+        weights = _codec_weights(folder)
         added = (
             codec.start_from(weights) if hasattr(codec, "start_from") else codec.load_weights(weights)
         ) or []

@@ -45,7 +45,7 @@ from plutok.errors import ModelError, PlutokError
 from plutok.files import atomic_path, atomic_write_text
 from plutok.settings import TrainerConfig
 
-__all__ = ["Trainer", "TrainerConfig", "state_digest"]
+__all__ = ["Trainer", "TrainerConfig", "format_duration", "state_digest"]
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -73,6 +73,16 @@ class Batches(Protocol):
 
     def restart(self, seed: list[int]) -> None:
         """Continue from a fresh stream of ``seed`` (resuming with another number of ranks)."""
+
+
+def format_duration(seconds: float) -> str:
+    """``45s``, ``12m05s`` or ``3h07m``: a time left, as a person reads it."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -167,6 +177,7 @@ class Trainer:
         self.step_number = 0
         self.history: list[dict[str, float]] = []
         self._bar: Any = None  # the tqdm bar while run() shows one
+        self._started_at = (time.time(), 0)  # (time, step) this run() began at
 
     # -- setup and resume -----------------------------------------------------------------
     def setup(self, resume: bool = False) -> None:
@@ -304,6 +315,7 @@ class Trainer:
         """Train to ``config.steps``; returns the last logged metrics (with dev metrics when due)."""
         config = self.config
         started = time.time()
+        self._started_at = (started, self.step_number)  # for the ETA of the progress lines
         running: dict[str, float] = {}
         window = 0
         last: dict[str, float] = {}
@@ -335,15 +347,27 @@ class Trainer:
                 break
         return last
 
+    def pace(self, elapsed: float) -> dict[str, float | str]:
+        """Steps per second of this run so far and the time left to ``config.steps`` (``eta``, as 1h02m)."""
+        done = self.step_number - self._started_at[1]
+        if done < 1 or elapsed <= 0:
+            return {}
+        rate = done / elapsed
+        return {
+            "steps_per_s": round(rate, 3),
+            "eta": format_duration((self.config.steps - self.step_number) / rate),
+        }
+
     def _report(self, entry: dict[str, float]) -> None:
         if not self.context.is_writer:
             return
-        line = json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in entry.items()})
+        shown: dict[str, Any] = {k: round(v, 4) if isinstance(v, float) else v for k, v in entry.items()}
+        line = json.dumps({**shown, **self.pace(entry["elapsed_s"])})
         if self._bar is not None:
-            shown = {
+            postfix = {
                 k: f"{v:.4g}" for k, v in entry.items() if k in ("loss", "dev_loss", "perplexity", "active")
             }
-            self._bar.set_postfix(shown)
+            self._bar.set_postfix(postfix)
             self._bar.write(line)
         else:
             self.log(line)
