@@ -254,6 +254,30 @@ def test_output_equal_to_an_input_is_refused(plts, tmp_path, capsys, no_decoding
     assert no_decoding == []
 
 
+def test_output_equal_to_the_speaker_reference_is_refused(plts, tmp_path, capsys, no_decoding):
+    voice = plts["voice.wav"]
+    before = voice.read_bytes()
+    link = tmp_path / "link.wav"
+    link.symlink_to(voice)
+    (tmp_path / "ids.txt").write_text("1 2 3")
+    corpus = tmp_path / "tokens.jsonl"
+    corpus.write_text("")  # never read: the output is refused first
+    for target in (voice, link):
+        for source in ([plts["a"]], ["--ids", tmp_path / "ids.txt"], [corpus, "--row", "0"]):
+            code, _, err = run(["decode", *source, "--speaker", voice, "-o", target, "--force"], capsys)
+            assert code == 1 and "would overwrite the input" in err, err
+    # Folder mode: plts/sub/b.plt -> OUT/b.wav, and the reference is OUT/b.wav.
+    folder = tmp_path / "out"
+    folder.mkdir()
+    shutil.copy(voice, folder / "b.wav")
+    code, _, err = run(
+        ["decode", plts["sub/b"], plts["a"], "--speaker", folder / "b.wav", "-o", folder, "--force"], capsys
+    )
+    assert code == 1 and "would overwrite the input" in err, err
+    assert voice.read_bytes() == before and (folder / "b.wav").read_bytes() == before
+    assert no_decoding == []
+
+
 def test_output_folder_for_one_input(tiny_model_dir, plts, tmp_path, capsys):
     code, out, _ = run(["decode", plts["a"], "-o", f"{tmp_path / 'new'}/", "--model", tiny_model_dir], capsys)
     assert code == 0 and (tmp_path / "new" / "a.wav").is_file()

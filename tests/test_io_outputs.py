@@ -103,6 +103,28 @@ def test_output_equal_to_an_input_is_always_refused(audio, tmp_path):
         resolve_outputs(audio[:1], str(alias) + "/", ".decoded", ".wav", force=True)
 
 
+def test_output_equal_to_a_protected_file_is_always_refused(audio, tmp_path):
+    """A file the command reads besides its inputs (a --speaker reference) is never replaced."""
+    voice = tmp_path / "voice.wav"
+    voice.write_bytes(b"reference")
+    link = tmp_path / "link.wav"
+    link.symlink_to(voice)
+    hard = tmp_path / "hard.wav"
+    os.link(voice, hard)
+    for target in (voice, link, hard):
+        with pytest.raises(PlutokError, match="overwrite the input .*voice.wav"):
+            resolve_outputs(audio[:1], str(target), ".decoded", ".wav", force=True, protected=[voice])
+    # Protected through a symlink, the real file named as output.
+    with pytest.raises(PlutokError, match="overwrite the input"):
+        resolve_outputs(audio[:1], str(voice), ".decoded", ".wav", force=True, protected=[link])
+    # A folder -o where an input's output lands on the reference.
+    reference = tmp_path / "a.wav"
+    reference.write_bytes(b"reference")
+    with pytest.raises(PlutokError, match="overwrite the input"):
+        resolve_outputs(audio, str(tmp_path), ".decoded", ".wav", force=True, protected=[reference])
+    assert voice.read_bytes() == b"reference" and reference.read_bytes() == b"reference"
+
+
 def test_format_is_refused_before_any_work(audio, tmp_path):
     with pytest.raises(AudioError, match="cannot write '.aac'.*\\.wav"):
         resolve_outputs(audio[:1], str(tmp_path / "x.aac"), ".decoded", ".wav")

@@ -236,12 +236,13 @@ def resolve_for_rank(
     extension: str,
     force: bool,
     check_format: Any = None,
+    protected: Sequence[str | os.PathLike] = (),
 ) -> list[Path]:
     """:func:`plutok.io.outputs.resolve_outputs` for ``files``, keeping each folder's layout under ``-o FOLDER/``.
 
     Under torchrun another rank may already have written its outputs: names, formats and
     collisions are checked over all inputs, existing files only among this rank's
-    (:func:`my_share`) own.
+    (:func:`my_share`) own. ``protected``: other files the command reads (never replaced).
     """
     from plutok import distributed
     from plutok.errors import PlutokError
@@ -250,8 +251,8 @@ def resolve_for_rank(
     paths = [item.path for item in files]
     names = [Path(item.name) for item in files]
     if not distributed.env_context().distributed:
-        return resolve_outputs(paths, output, suffix, extension, force, names, check_format)
-    outputs = resolve_outputs(paths, output, suffix, extension, True, names, check_format)
+        return resolve_outputs(paths, output, suffix, extension, force, names, check_format, protected)
+    outputs = resolve_outputs(paths, output, suffix, extension, True, names, check_format, protected)
     named = output is not None and len(outputs) == 1 and Path(output) == outputs[0]
     for target in my_share(outputs):
         if target.exists() and not force and not named:

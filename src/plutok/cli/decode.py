@@ -236,9 +236,13 @@ def run(args: argparse.Namespace) -> int:
     extension = _extension(args)
     if args.sample_rate is not None and args.sample_rate > 384_000:
         raise UsageError(f"--sample-rate must be at most 384000 Hz, got {args.sample_rate}")
+    # The voice reference is read like an input, so no output may replace it.
+    protected = [args.speaker] if args.speaker is not None else []
     if mode == "ids":
         label = _pseudo_input(Path("."), "ids") if args.ids == STDIN else Path(args.ids)
-        [output] = resolve_outputs([label], args.output, ".decoded", extension, args.force)
+        [output] = resolve_outputs(
+            [label], args.output, ".decoded", extension, args.force, protected=protected
+        )
         ids = read_ids(args.ids)
         return _decode_ids(args, ids, output)
     if mode == "row":
@@ -246,11 +250,13 @@ def run(args: argparse.Namespace) -> int:
         label = f"row{args.row}" if args.row is not None else Path(args.path).stem
         base = corpus.name[: -len(corpus.suffix)] if corpus.suffix else corpus.name
         pseudo = _pseudo_input(corpus.parent, f"{base}-{label}")
-        [output] = resolve_outputs([pseudo], args.output, ".decoded", extension, args.force)
+        [output] = resolve_outputs(
+            [pseudo], args.output, ".decoded", extension, args.force, protected=protected
+        )
         return _decode_row(args, corpus, output)
     files = collect_inputs(args.inputs, (".plt",), ".plt files")
     output = folder_output(args.output, args.inputs, OUTPUT_EXTENSIONS)
-    outputs = resolve_for_rank(files, output, ".decoded", extension, args.force)
+    outputs = resolve_for_rank(files, output, ".decoded", extension, args.force, protected=protected)
     if not is_many(args.inputs):
         return _decode_one_plt(args, files[0].path, outputs[0])
     return _decode_many(args, my_share(list(zip([item.path for item in files], outputs, strict=True))))

@@ -11,8 +11,9 @@ Rules of :func:`resolve_outputs` (``-o`` is the user's output argument):
   (``talk.wav`` -> ``talk.decoded.wav``). Outputs the user did not name never replace
   an existing file unless ``force``.
 * An output that is one of the inputs (same resolved path, through symlinks or hard
-  links too) is always refused, ``force`` or not; so are two inputs mapping to the same
-  output (``a.wav`` and ``a.flac`` into one folder).
+  links too) is always refused, ``force`` or not; so is an output that is another file
+  the command reads (``protected``: a ``--speaker`` reference), and two inputs mapping to
+  the same output (``a.wav`` and ``a.flac`` into one folder).
 * The extension must be writable by the installed libsndfile (:func:`check_output_format`).
 
 Output formats (:data:`OUTPUT_FORMATS`): ``.wav`` and ``.flac`` are 16-bit PCM (plenty
@@ -117,6 +118,7 @@ def resolve_outputs(
     force: bool = False,
     names: Sequence[str | os.PathLike] | None = None,
     check_format: Callable[[Path], object] | None = None,
+    protected: Sequence[str | os.PathLike] = (),
 ) -> list[Path]:
     """Output path for each input, refusing every unsafe case before any work (rules in the module docstring).
 
@@ -133,6 +135,8 @@ def resolve_outputs(
             an input folder's layout; default each input's file name.
         check_format: called with every output path before anything else; raises for a
             format that cannot be written. Default :func:`check_output_format` (audio).
+        protected: other files the command reads (a ``--speaker`` reference); no output may
+            replace them, exactly as no output may replace an input.
     Returns:
         One output path per input.
     Raises:
@@ -168,8 +172,9 @@ def resolve_outputs(
         outputs = [path.with_name(f"{path.stem}{suffix}{extension}") for path in inputs]
 
     # Sets, not pairwise samefile(): a corpus can have tens of thousands of inputs.
-    by_path = {path.resolve(): path for path in inputs}
-    by_identity = {identity: path for path in inputs if (identity := _identity(path)) is not None}
+    read = [*inputs, *(Path(path) for path in protected)]
+    by_path = {path.resolve(): path for path in read}
+    by_identity = {identity: path for path in read if (identity := _identity(path)) is not None}
     seen: dict[Path, Path] = {}
     for source, target in zip(inputs, outputs, strict=True):
         (check_format or check_output_format)(target)
