@@ -254,6 +254,16 @@ def test_output_equal_to_an_input_is_refused(plts, tmp_path, capsys, no_decoding
     assert no_decoding == []
 
 
+def test_ogg_above_its_rate_limit_is_refused_before_any_decoding(plts, tmp_path, capsys, no_decoding):
+    (tmp_path / "ids.txt").write_text("1 2 3")
+    for source in ([plts["a"]], ["--ids", tmp_path / "ids.txt"]):
+        code, _, err = run(["decode", *source, "--sample-rate", 220000, "-o", tmp_path / "x.ogg"], capsys)
+        assert code == 1 and "x.ogg: .ogg audio can be written at up to 192000 Hz" in err, err
+    code, _, err = run(["decode", plts["a"], "--format", "ogg", "--sample-rate", 384000], capsys)
+    assert code == 1 and "up to 192000 Hz" in err
+    assert no_decoding == [] and not list(tmp_path.glob("*.ogg")) and not list(tmp_path.glob(".*.part"))
+
+
 def test_output_equal_to_the_speaker_reference_is_refused(plts, tmp_path, capsys, no_decoding):
     voice = plts["voice.wav"]
     before = voice.read_bytes()

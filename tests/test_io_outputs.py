@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from plutok.io import outputs
 from plutok.io.outputs import (
     OUTPUT_FORMATS,
     check_output_format,
+    check_output_rate,
     resolve_outputs,
     supported_output_extensions,
     write_audio_checked,
@@ -173,6 +176,46 @@ def test_mp3_at_a_rate_mpeg_lacks_is_resampled(tmp_path):
     written = write_audio_checked(tmp_path / "x.mp3", wav, 20000)
     assert written.sample_rate == 22050 and sf.info(str(written.path)).samplerate == 22050
     assert written.seconds == pytest.approx(0.25, abs=1e-3)
+
+
+def test_ogg_above_the_vorbis_limit_is_refused_not_a_crash(tmp_path):
+    """libsndfile's Vorbis writer segfaults above ~200 kHz: a child process shows a crash as a status."""
+    if ".ogg" not in supported_output_extensions():
+        pytest.skip("this libsndfile cannot write ogg")
+    target = tmp_path / "x.ogg"
+    script = (
+        "import sys, numpy as np\n"
+        "from plutok.errors import AudioError\n"
+        "from plutok.io.outputs import write_audio_checked\n"
+        "try:\n"
+        f"    write_audio_checked({str(target)!r}, np.zeros(22000, np.float32), 220000)\n"
+        "except AudioError as error:\n"
+        "    sys.exit(str(error))\n"
+    )
+    source = Path(outputs.__file__).parents[2]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(source), os.environ.get("PYTHONPATH")])),
+    }
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert "up to 192000 Hz, not 220000 Hz" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(AudioError, match="up to 192000 Hz"):
+        check_output_rate("x.OGG", 192001)
+    check_output_rate("x.ogg", 192000)
+    check_output_rate("x.flac", 384000)
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    def fail(path, *args, **kwargs):
+        Path(path).write_bytes(b"half")
+        raise RuntimeError("Error : disk full")
+
+    monkeypatch.setattr(outputs.sf, "write", fail)
+    with pytest.raises(AudioError, match="could not write"):
+        write_audio_checked(tmp_path / "x.ogg", np.zeros(10, np.float32), 16000)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_bad_audio_is_refused_and_nothing_is_written(tmp_path):

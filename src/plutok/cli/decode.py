@@ -11,6 +11,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -225,6 +226,18 @@ def _check_mode(args: argparse.Namespace) -> str:
     return "plt"
 
 
+def _output_checker(args: argparse.Namespace) -> Callable[[Path], object]:
+    """Checks an output's format, and that it can be written at ``--sample-rate``, before any work."""
+    from plutok.io.outputs import check_output_format, check_output_rate
+
+    def check(path: Path) -> None:
+        check_output_format(path)
+        if args.sample_rate is not None:
+            check_output_rate(path, args.sample_rate)
+
+    return check
+
+
 def run(args: argparse.Namespace) -> int:
     from plutok.io.outputs import resolve_outputs
 
@@ -238,10 +251,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--sample-rate must be at most 384000 Hz, got {args.sample_rate}")
     # The voice reference is read like an input, so no output may replace it.
     protected = [args.speaker] if args.speaker is not None else []
+    check = _output_checker(args)
     if mode == "ids":
         label = _pseudo_input(Path("."), "ids") if args.ids == STDIN else Path(args.ids)
         [output] = resolve_outputs(
-            [label], args.output, ".decoded", extension, args.force, protected=protected
+            [label], args.output, ".decoded", extension, args.force, check_format=check, protected=protected
         )
         ids = read_ids(args.ids)
         return _decode_ids(args, ids, output)
@@ -251,12 +265,12 @@ def run(args: argparse.Namespace) -> int:
         base = corpus.name[: -len(corpus.suffix)] if corpus.suffix else corpus.name
         pseudo = _pseudo_input(corpus.parent, f"{base}-{label}")
         [output] = resolve_outputs(
-            [pseudo], args.output, ".decoded", extension, args.force, protected=protected
+            [pseudo], args.output, ".decoded", extension, args.force, check_format=check, protected=protected
         )
         return _decode_row(args, corpus, output)
     files = collect_inputs(args.inputs, (".plt",), ".plt files")
     output = folder_output(args.output, args.inputs, OUTPUT_EXTENSIONS)
-    outputs = resolve_for_rank(files, output, ".decoded", extension, args.force, protected=protected)
+    outputs = resolve_for_rank(files, output, ".decoded", extension, args.force, check, protected)
     if not is_many(args.inputs):
         return _decode_one_plt(args, files[0].path, outputs[0])
     return _decode_many(args, my_share(list(zip([item.path for item in files], outputs, strict=True))))

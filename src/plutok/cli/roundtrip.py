@@ -39,7 +39,7 @@ def sample_path() -> Path:
 
 def _outputs(args: argparse.Namespace, source: Path) -> tuple[Path, Path | None]:
     from plutok.errors import PlutokError
-    from plutok.io.outputs import check_output_format, resolve_outputs
+    from plutok.io.outputs import check_output_format, check_output_rate, resolve_outputs
 
     if args.sample and args.output is None:
         # Not beside the sample: that is inside the installed package.
@@ -51,6 +51,8 @@ def _outputs(args: argparse.Namespace, source: Path) -> tuple[Path, Path | None]
             )
     else:
         [output] = resolve_outputs([source], args.output, ".decoded", ".wav", args.force)
+    if args.sample_rate is not None:
+        check_output_rate(output, args.sample_rate)
     plt = None
     if args.plt:
         plt = Path(args.plt)

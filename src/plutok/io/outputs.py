@@ -37,10 +37,12 @@ from plutok.errors import AudioError, PlutokError
 from plutok.files import atomic_path
 
 __all__ = [
+    "MAX_OUTPUT_RATES",
     "MP3_SAMPLE_RATES",
     "OUTPUT_FORMATS",
     "WrittenAudio",
     "check_output_format",
+    "check_output_rate",
     "is_folder_output",
     "resolve_outputs",
     "supported_output_extensions",
@@ -56,6 +58,11 @@ OUTPUT_FORMATS: dict[str, tuple[str, str]] = {
 }
 # The only rates MPEG-1/2/2.5 layer III can carry, in Hz.
 MP3_SAMPLE_RATES: tuple[int, ...] = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+# Highest rate each format is written at, in Hz, where it is below the CLI's 384 kHz. libvorbis
+# tunes its encoder for rates up to 192 kHz; above that libsndfile 1.2.2 + libvorbis 1.3
+# crash the process writing Vorbis (measured: 200 kHz works, 210 kHz and 220 kHz segfault),
+# so 192 kHz, the highest standard rate, is the limit. Mp3 is resampled instead (_mp3_rate).
+MAX_OUTPUT_RATES: dict[str, int] = {".ogg": 192_000}
 
 
 def _writable(format_name: str, subtype: str) -> bool:
@@ -93,6 +100,23 @@ def check_output_format(path: str | os.PathLike) -> tuple[str, str]:
             f"writable formats here: {works}"
         )
     return spec
+
+
+def check_output_rate(path: str | os.PathLike, sample_rate: int) -> None:
+    """Refuse a rate the format of ``path`` cannot be written at (:data:`MAX_OUTPUT_RATES`).
+
+    Call it before any decoding work when the rate is known (``--sample-rate``).
+
+    Raises:
+        AudioError: ``sample_rate`` above the format's limit.
+    """
+    path = Path(path)
+    limit = MAX_OUTPUT_RATES.get(path.suffix.lower())
+    if limit is not None and sample_rate > limit:
+        raise AudioError(
+            f"{path}: {path.suffix.lower()} audio can be written at up to {limit} Hz, not {sample_rate} Hz; "
+            f"choose a lower --sample-rate or another format"
+        )
 
 
 def is_folder_output(output: str) -> bool:
@@ -228,7 +252,8 @@ def write_audio_checked(path: str | os.PathLike, wav: np.ndarray, sample_rate: i
     Returns:
         :class:`WrittenAudio`, with the rate actually written.
     Raises:
-        AudioError: unsupported extension, empty or non-1-D audio, NaN/inf samples, bad rate.
+        AudioError: unsupported extension, empty or non-1-D audio, NaN/inf samples, bad rate
+            (also a rate above the format's :data:`MAX_OUTPUT_RATES`).
     """
     path = Path(path)
     format_name, subtype = check_output_format(path)
@@ -244,6 +269,7 @@ def write_audio_checked(path: str | os.PathLike, wav: np.ndarray, sample_rate: i
     if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
         raise AudioError(f"{path}: sample rate must be a positive integer in Hz, got {sample_rate!r}")
     sample_rate = int(sample_rate)
+    check_output_rate(path, sample_rate)  # before the encoder: libvorbis crashes above its limit
     samples = np.ascontiguousarray(wav, dtype=np.float32)
     if format_name == "MP3" and sample_rate not in MP3_SAMPLE_RATES:
         target = _mp3_rate(sample_rate)
