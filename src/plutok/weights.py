@@ -15,6 +15,7 @@ __all__ = [
     "read_weights",
     "round_to_half",
     "save_module_weights",
+    "weights_in_directory",
 ]
 
 
@@ -56,6 +57,27 @@ def save_module_weights(module: nn.Module, path: Path) -> None:
 
     with atomic_path(path) as temporary:
         save_file(half_where_exact(module.state_dict()), str(temporary))
+
+
+def weights_in_directory(directory: Path, name: object, what: str) -> Path:
+    """``directory / name`` for a weights file a model config names, refused unless it lies inside ``directory``.
+
+    A config is data from whoever made the model: ``../../etc/passwd`` or ``/etc/passwd``
+    must not make Plutok open files elsewhere. The name is checked as written, not after
+    following symlinks, so a model folder whose files link into a shared store (as
+    download caches are laid out) still loads.
+
+    Raises:
+        ModelError: ``name`` is not a relative file name inside ``directory``.
+    """
+    from plutok.errors import ModelError
+
+    relative = Path(name) if isinstance(name, str) and name else None
+    if relative is None or relative.is_absolute() or ".." in relative.parts or relative.drive:
+        raise ModelError(
+            f"{directory}: the {what} weights file {name!r} must be a file name inside the model folder"
+        )
+    return Path(directory) / relative
 
 
 def read_weights(path: Path, what: str) -> dict[str, torch.Tensor]:

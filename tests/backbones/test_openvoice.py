@@ -201,6 +201,22 @@ def test_from_config_rejects_wrong_weights(tmp_path):
         OpenVoiceBackbone.from_config(small.config(), tmp_path / "nowhere")
 
 
+@pytest.mark.parametrize(
+    "weights", ["../outside.safetensors", "sub/../../outside.safetensors", "ABSOLUTE", "", 7]
+)
+def test_weights_outside_the_model_folder_are_refused(tmp_path, weights):
+    """A config naming ``../../../../etc/passwd`` must not make Plutok open it."""
+    small = OpenVoiceBackbone.random(_odd_config())
+    model = tmp_path / "model"
+    (model / "sub").mkdir(parents=True)
+    small.save_weights(tmp_path)  # a valid weights file, just outside the model folder
+    (tmp_path / "backbone.safetensors").rename(tmp_path / "outside.safetensors")
+    config = small.config()
+    config["weights"] = str(tmp_path / "outside.safetensors") if weights == "ABSOLUTE" else weights
+    with pytest.raises(ModelError, match="must be a file name inside the model folder"):
+        OpenVoiceBackbone.from_config(config, model)
+
+
 # --------------------------------------------------------------------------- sampling and input checks
 
 

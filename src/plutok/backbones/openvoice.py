@@ -33,7 +33,7 @@ from plutok.backbones.openvoice_modules import (
     linear_spectrogram,
 )
 from plutok.errors import AudioError, ModelError
-from plutok.weights import describe_mismatch, load_module_weights
+from plutok.weights import describe_mismatch, load_module_weights, weights_in_directory
 
 __all__ = ["OpenVoiceBackbone", "WEIGHTS_FILE"]
 
@@ -117,7 +117,8 @@ class OpenVoiceBackbone(Backbone):
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"bad openvoice backbone config: {exc!r}") from exc
         model = ToneColorConverter(cfg)
-        load_module_weights(model, Path(directory) / config.get("weights", WEIGHTS_FILE), "backbone")
+        weights = weights_in_directory(Path(directory), config.get("weights", WEIGHTS_FILE), "backbone")
+        load_module_weights(model, weights, "backbone")
         return cls(cfg, model)
 
     def weights_digest(self) -> str:
