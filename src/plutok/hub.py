@@ -31,7 +31,7 @@ from typing import Any
 
 from plutok import registry
 from plutok.bpe import load_tokenizer
-from plutok.catalog import BUNDLED_MODELS, DERIVED_MODELS, retired_model_named
+from plutok.catalog import BUNDLED_MODELS, DERIVED_MODELS, bundled_model_names, retired_model_named
 from plutok.digests import update_with_state_dict
 from plutok.errors import ModelError
 from plutok.files import atomic_write_text, give_default_permissions
@@ -209,19 +209,45 @@ def _derived_model_parts(name: str) -> ModelParts:
     return parts
 
 
+def _model_directory(path: str | os.PathLike) -> Path:
+    """The folder a ``path`` that is not a bundled name means; a bare name never means a folder here.
+
+    A bare name (no path separator) is taken for a bundled model: if a folder of the working
+    directory could answer to it, a folder called ``v2.4`` or ``fast`` wherever Plutok runs
+    would silently replace the bundled model. Such a folder must be written as ``./name``.
+    """
+    if not isinstance(path, str):
+        return Path(path)  # a Path object is a path, never a name
+    separators = tuple(sep for sep in ("/", os.sep, os.altsep) if sep)
+    if any(sep in path for sep in separators) or path in (".", ".."):
+        return Path(path)
+    names = ", ".join(bundled_model_names())
+    retired = retired_model_named(path)
+    if retired is not None and not Path(path).is_dir():
+        raise ModelError(f"{retired.describe()}, is no longer shipped; {retired.where_to_decode()}")
+    if Path(path).is_dir():
+        raise ModelError(
+            f"{path!r} is not a bundled model ({names}); to load the folder {path} in the working "
+            f"directory, write it as a path: ./{path}"
+        )
+    raise ModelError(f"{path!r} is neither a bundled model ({names}) nor a model folder")
+
+
 def load_model_parts(path: str | os.PathLike | None = None) -> ModelParts:
-    """Build every part of the model directory ``path``: a folder, a bundled name (``"v1"``, ``"fast"``), or None (default).
+    """Build every part of a model: ``path`` a bundled name (``"v1"``, ``"fast"``), a folder, or None (default).
+
+    Bundled names win; a folder is found only by a path (``./v2.4``, ``models/mine``), never
+    by a bare name that happens to be a folder of the working directory.
 
     Raises:
-        ModelError: a broken or missing model directory, or the name of a model earlier
-            releases bundled (one line saying which release and commit still have it).
+        ModelError: a broken or missing model directory, a bare name that is no bundled
+            model, or the name of a model earlier releases bundled (one line saying which
+            release and commit still have it).
     """
-    if isinstance(path, str) and not Path(path).exists() and (retired := retired_model_named(path)):
-        raise ModelError(f"{retired.describe()}, is no longer shipped; {retired.where_to_decode()}")
-    if isinstance(path, str) and path in DERIVED_MODELS and not Path(path).exists():
+    if isinstance(path, str) and path in DERIVED_MODELS:
         return _derived_model_parts(path)
-    bundled = path is None or (isinstance(path, str) and path in BUNDLED_MODELS and not Path(path).exists())
-    directory = bundled_model_path(path or "default") if bundled else Path(path)  # type: ignore[arg-type]
+    bundled = path is None or (isinstance(path, str) and path in BUNDLED_MODELS)
+    directory = bundled_model_path(path or "default") if bundled else _model_directory(path)  # type: ignore[arg-type]
     config = _read_config(directory, bundled)
     config_path = directory / CONFIG_FILE
     try:

@@ -91,7 +91,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--model",
         metavar="DIR",
         default=None,
-        help=f"model directory or bundled model name: {', '.join(bundled_model_names())} (default: the "
+        help=f"bundled model name: {', '.join(bundled_model_names())}, or a model directory given as a path "
+        "(./NAME for a folder here) (default: the "
         "bundled default model; decoding .plt files without --model uses the bundled model that made each file)",
     )
     group.add_argument(
