@@ -138,6 +138,26 @@ def test_multi_shard_file_output(tmp_path):
     assert len(list(read_rows(tmp_path / "corpus-00002.jsonl"))) == 1  # a numbered shard alone
 
 
+def test_a_file_reads_only_its_own_corpus(tmp_path):
+    """Another corpus's ``tokens-NNNNN`` files beside ``tokens.parquet`` are not its shards."""
+    folder = tmp_path / "out"
+    write_token_shards(encoder(), inputs(4), folder, rows_per_shard=2, progress=False)  # tokens-0000[01]
+    own = [Path(f"mine/f{index}.wav") for index in (7, 8)]
+    write_token_shards(encoder(), own, folder / "tokens.parquet", progress=False)
+    assert [row.path for row in read_rows(folder / "tokens.parquet")] == [p.as_posix() for p in own]
+    with pytest.raises(PlutokError, match="out of range.*2 rows"):
+        find_row(folder / "tokens.parquet", row=2)
+    with pytest.raises(PlutokError, match="no row for path"):
+        find_row(folder / "tokens.parquet", path="corpus/f1.wav")
+    assert len(list(read_rows(folder))) == 4  # the folder corpus is still whole
+    # A file without a manifest (copied on its own) is read alone.
+    lone = tmp_path / "copy" / "tokens.parquet"
+    lone.parent.mkdir()
+    lone.write_bytes((folder / "tokens.parquet").read_bytes())
+    (lone.parent / "tokens-00001.parquet").write_bytes((folder / "tokens-00001.parquet").read_bytes())
+    assert [row.path for row in read_rows(lone)] == [p.as_posix() for p in own]
+
+
 def test_resume_after_kill_skips_finished_shards(tmp_path):
     output = tmp_path / "out"
 

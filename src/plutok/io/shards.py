@@ -583,16 +583,34 @@ def _shard_files(source: str | os.PathLike) -> tuple[list[Path], Path, bool]:
             f"{path}: not a token shard (expected a .parquet or .jsonl file, or a folder of them)"
         )
     # A file output is shard 0 of a corpus whose later shards sit beside it as STEM-NNNNN.EXT.
+    # Only its manifest says how many there are: another corpus's files can match that name
+    # (a folder corpus ``out/`` writes ``out/tokens-00001.parquet`` beside ``out/tokens.parquet``).
+    shards = _file_corpus_shards(path)
     pattern = re.compile(rf"{re.escape(path.stem)}-(\d{{5,}}){re.escape(path.suffix)}")
     siblings = []
-    if path.parent.is_dir():
+    if shards > 1 and path.parent.is_dir():
         siblings = [(m, p) for p in path.parent.iterdir() if (m := pattern.fullmatch(p.name)) and p.is_file()]
     files = ([path] if path.is_file() else []) + [
-        p for _, p in sorted(siblings, key=lambda item: int(item[0].group(1)))
+        p for m, p in sorted(siblings, key=lambda item: int(item[0].group(1))) if int(m.group(1)) < shards
     ]
     if not files:
         raise PlutokError(f"{path}: no such file")
     return files, path, False
+
+
+def _file_corpus_shards(path: Path) -> int:
+    """How many shards the file corpus ``path`` has, by its manifest; 1 without one (a lone file)."""
+    manifest_path = _sidecar(path, False, "manifest.json")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 1
+    if not isinstance(manifest, dict) or manifest.get("kind") != FORMAT_TAG:
+        return 1
+    shards = manifest.get("num_shards")
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise PlutokError(f"{manifest_path}: corrupt token shard manifest (num_shards {shards!r})")
+    return shards
 
 
 def _parquet_file(path: Path) -> Any:
@@ -654,8 +672,9 @@ def read_rows(source: str | os.PathLike) -> Iterator[TokenRow]:
     """Every row of a token corpus, in shard order then plan (sorted path) order.
 
     ``source`` is a directory of ``tokens-NNNNN`` shards, or a ``.parquet``/``.jsonl``
-    file: that file and the ``STEM-NNNNN`` shards beside it (pass a numbered shard to
-    read only that one). Shards not written yet are simply absent.
+    file: that file and, when its manifest (``FILE.manifest.json``) says the corpus has
+    more shards, the ``STEM-NNNNN`` shards beside it; a file without a manifest (a
+    numbered shard, a copied file) is read alone. Shards not written yet are simply absent.
 
     Raises:
         PlutokError: no shards there, a file that is not a token shard, mixed formats.
