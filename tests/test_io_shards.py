@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from plutok.errors import AudioError, PlutokError
+from plutok.io import shards
 from plutok.io.shards import (
     ShardWriter,
     TokenRow,
@@ -178,6 +182,81 @@ def test_resume_after_kill_skips_finished_shards(tmp_path):
     assert [row.path for row in read_rows(output)] == [p.as_posix() for p in inputs(5)]
     again = write_token_shards(encoder(calls=calls), inputs(5), output, rows_per_shard=2, progress=False)
     assert (again.skipped, again.written) == (3, 0) and len(calls) == 2
+
+
+def test_a_second_writer_into_the_same_output_is_refused(tmp_path):
+    """Two runs writing different corpora into one folder at once left one corpus or a mix."""
+    output = tmp_path / "out"
+    holder = ShardWriter(output, rows_per_shard=2)
+    with holder.claim():
+        for other in (output, tmp_path / "out/"):
+            with pytest.raises(
+                PlutokError, match=rf"_lock: another plutok run \(pid {os.getpid()}\) is writing"
+            ):
+                write_token_shards(encoder(), inputs(3), other, rows_per_shard=2, progress=False)
+        with pytest.raises(PlutokError, match="another plutok run"):  # the ranks of a torchrun too
+            with ShardWriter(output, rank=1, world=2).claim():
+                pass
+    assert not output.joinpath("_manifest.json").exists() and not list(output.glob("tokens-*"))
+    # Released: the same output is free again, and a file output has its own lock beside it.
+    write_token_shards(encoder(), inputs(3), output, rows_per_shard=2, progress=False)
+    with ShardWriter(tmp_path / "c.jsonl").claim():
+        assert (tmp_path / "c.jsonl.lock").is_file()
+    # The ranks of one torchrun share the output.
+    with ShardWriter(output, rank=0, world=2).claim(), ShardWriter(output, rank=1, world=2).claim():
+        pass
+
+
+def test_a_killed_writer_leaves_the_output_free_to_resume(tmp_path):
+    """The lock dies with its process: kill -9 must not leave a lock that refuses the rerun."""
+    output = tmp_path / "out"
+    script = (
+        "import sys\n"
+        "from plutok.io.shards import ShardWriter\n"
+        f"with ShardWriter({str(output)!r}).claim():\n"
+        "    print('held', flush=True)\n"
+        "    sys.stdin.read()\n"
+    )
+    source = Path(shards.__file__).parents[2]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(source), os.environ.get("PYTHONPATH")])),
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "held"
+        with pytest.raises(PlutokError, match=rf"another plutok run \(pid {child.pid}\)"):
+            write_token_shards(encoder(), inputs(3), output, progress=False)
+    finally:
+        child.kill()
+        child.communicate()
+    summary = write_token_shards(encoder(), inputs(3), output, progress=False)
+    assert summary.rows == 3
+
+
+def test_a_manifest_written_meanwhile_is_never_replaced(tmp_path):
+    """Two runs that both found no manifest: the second must check the first's, not overwrite it."""
+    output = tmp_path / "out"
+    first, second = ShardWriter(output, rows_per_shard=2), ShardWriter(output, rows_per_shard=2, world=2)
+    real_is_file = Path.is_file
+    raced = []
+
+    def first_begins_meanwhile(path):
+        found = real_is_file(path)
+        if path == second.manifest_path and not found and not raced:
+            raced.append(path)
+            first.begin(first.plan(inputs(4)))  # the other run writes its manifest right now
+        return found
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Path, "is_file", first_begins_meanwhile)
+        with pytest.raises(PlutokError, match="other settings"):
+            second.begin(second.plan(inputs(5)))
+    assert raced
+    assert json.loads(first.manifest_path.read_text())["num_inputs"] == 4
+    assert [p.name for p in output.iterdir()] == ["_manifest.json"]
 
 
 def test_rerun_with_other_inputs_or_settings_is_refused(tmp_path):

@@ -17,6 +17,11 @@ works) and ``<output>.NAME`` beside a file output:
   other inputs or settings is refused instead of mixing two corpora.
 * ``failures.jsonl`` (``failures-rank<r>.jsonl`` under torchrun, one per rank): inputs
   that gave no row, as ``{"path", "message", "shard"}`` lines.
+* ``lock``: an empty file that a run holds an OS lock on (``flock``) while it writes, so
+  a second ``plutok encode`` into the same output is refused at once instead of mixing
+  two corpora. The lock dies with its process, so a rerun after a kill resumes; the
+  ranks of one torchrun share it. The file is left in place (removing a lock file
+  races with the next run taking it).
 
 Resuming: inputs are sorted (as strings) and cut into fixed shards, so shard ``k``
 always holds the same inputs; rank ``r`` of ``world`` writes the shards with
@@ -34,6 +39,7 @@ in both formats, so a row reads back identically from either.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -41,6 +47,7 @@ import math
 import numbers
 import os
 import re
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePath
@@ -50,7 +57,7 @@ import numpy as np
 
 from plutok import __version__
 from plutok.errors import PlutokError
-from plutok.files import atomic_path, atomic_write_text
+from plutok.files import atomic_path, atomic_write_text, give_default_permissions
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -336,6 +343,49 @@ class ShardWriter:
         return self.sidecar("manifest.json")
 
     @property
+    def lock_path(self) -> Path:
+        return self.sidecar("lock")
+
+    @contextlib.contextmanager
+    def claim(self) -> Iterator[None]:
+        """Hold the output for this run: refused while another run writes to it (see the module docstring).
+
+        Alone, the lock is exclusive; the ranks of one torchrun (``world > 1``) share it,
+        and a run of another size is refused.
+
+        Raises:
+            PlutokError: another run holds the output.
+        """
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): the manifest check alone guards the output
+            yield
+            return
+        lock = self.lock_path
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(handle, (fcntl.LOCK_EX if self.world == 1 else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(handle, 32, 0).decode("ascii", "replace").strip()
+                who = f" (pid {holder})" if holder.isdigit() else ""
+                raise PlutokError(
+                    f"{lock}: another plutok run{who} is writing to {self.output}; "
+                    "wait for it to finish or choose another output"
+                ) from None
+            if self.world == 1:
+                os.ftruncate(handle, 0)
+                os.pwrite(handle, f"{os.getpid()}\n".encode("ascii"), 0)
+            try:
+                yield
+            finally:
+                if self.world == 1:
+                    os.ftruncate(handle, 0)
+        finally:
+            os.close(handle)  # releases the lock
+
+    @property
     def failures_path(self) -> Path:
         """This rank's failure list (``failures.jsonl`` alone, ``failures-rank<r>.jsonl`` under torchrun)."""
         return self.sidecar("failures.jsonl" if self.world == 1 else f"failures-rank{self.rank}.jsonl")
@@ -373,7 +423,18 @@ class ShardWriter:
         written atomically, so concurrent writes are harmless.
         """
         manifest = self._manifest(plan)
-        if self.manifest_path.is_file():
+        created = False
+        if not self.manifest_path.is_file():
+            stray = next((self.shard_path(k) for k in range(len(plan)) if self.shard_path(k).exists()), None)
+            if stray is not None:
+                raise PlutokError(
+                    f"{stray} exists but has no {self.manifest_path.name} beside it (not written by plutok?); "
+                    "remove it or choose another output"
+                )
+            # Never replaces a manifest another run wrote meanwhile: that one is then checked.
+            text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+            created = _create_new_file(self.manifest_path, text)
+        if not created:
             try:
                 existing = json.loads(self.manifest_path.read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -390,14 +451,6 @@ class ShardWriter:
                     f"{self.output} holds token shards made with other settings ({', '.join(differ)} differ); "
                     "use another output, or delete the old shards to start over"
                 )
-        else:
-            stray = next((self.shard_path(k) for k in range(len(plan)) if self.shard_path(k).exists()), None)
-            if stray is not None:
-                raise PlutokError(
-                    f"{stray} exists but has no {self.manifest_path.name} beside it (not written by plutok?); "
-                    "remove it or choose another output"
-                )
-            atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         mine_done = {index for index in self.my_shards(plan) if self.is_complete(index)}
         # Any earlier run's lists count (its world size may have differed); incomplete shards are redone.
         self.failures = [
@@ -472,6 +525,28 @@ class ShardWriter:
         return rows, failures
 
 
+def _create_new_file(path: Path, text: str) -> bool:
+    """Write ``text`` to ``path`` whole, unless ``path`` exists (then False; it is left as it is)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    temporary = Path(name)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        give_default_permissions(temporary)
+        try:
+            os.link(temporary, path)  # atomic, and fails where path exists (os.replace would not)
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: the lock still keeps runs apart
+            if path.exists():
+                return False
+            os.replace(temporary, path)
+        return True
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def _sidecar(output: Path, is_directory: bool, name: str) -> Path:
     return output / f"_{name}" if is_directory else output.with_name(f"{output.name}.{name}")
 
@@ -522,10 +597,25 @@ def write_token_shards(
         progress: show a tqdm bar over this rank's files.
     Returns:
         This rank's :class:`ShardSummary`.
+    Raises:
+        PlutokError: another run is writing to ``output`` (:meth:`ShardWriter.claim`), or
+            ``output`` holds another corpus.
     """
+    writer = ShardWriter(output, format, rows_per_shard, rank, world, fingerprint)
+    with writer.claim():
+        return _write_claimed(writer, results_for_shard, paths, progress)
+
+
+def _write_claimed(
+    writer: ShardWriter,
+    results_for_shard: Callable[[list[Path]], Iterable[tuple[Path, TokenRow | PlutokError]]],
+    paths: Sequence[str | os.PathLike],
+    progress: bool,
+) -> ShardSummary:
+    """:func:`write_token_shards` once the output is held."""
     from tqdm import tqdm
 
-    writer = ShardWriter(output, format, rows_per_shard, rank, world, fingerprint)
+    rank, world = writer.rank, writer.world
     plan = writer.plan(paths)
     writer.begin(plan)
     summary = ShardSummary(output=writer.output, format=writer.format, shards=len(plan))
