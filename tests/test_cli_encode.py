@@ -11,7 +11,7 @@ import soundfile as sf
 
 from plutok.api import Plutok
 from plutok.cli import main
-from plutok.io.shards import read_failures, read_rows
+from plutok.io.shards import ShardWriter, read_failures, read_rows
 
 
 def run(argv, capsys) -> tuple[int, str, str]:
@@ -124,6 +124,16 @@ def test_several_shards_resume_after_a_kill(tiny_model_dir, corpus, tmp_path, mo
     argv[argv.index("--rows-per-shard") + 1] = "3"
     code, _, err = run([*argv, "--model", tiny_model_dir], capsys)
     assert code == 1 and "other settings" in err
+
+
+def test_a_second_encode_into_a_busy_output_is_one_line(tiny_model_dir, corpus, tmp_path, capsys):
+    output = tmp_path / "tokens"
+    argv = ["encode", corpus, "-o", f"{output}/", "--format", "parquet", "-q", "--model", tiny_model_dir]
+    with ShardWriter(output).claim():  # another plutok encode writing there right now
+        code, _, err = run(argv, capsys)
+    assert code == 1 and err.count("\n") == 1 and "_lock: another plutok run" in err, err
+    assert not list(output.glob("tokens-*"))
+    assert run(argv, capsys)[0] == 0 and len(list(read_rows(output))) == 5
 
 
 def test_torchrun_ranks_write_disjoint_shards(tiny_model_dir, corpus, tmp_path, monkeypatch, capsys):

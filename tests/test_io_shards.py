@@ -202,9 +202,13 @@ def test_a_second_writer_into_the_same_output_is_refused(tmp_path):
     write_token_shards(encoder(), inputs(3), output, rows_per_shard=2, progress=False)
     with ShardWriter(tmp_path / "c.jsonl").claim():
         assert (tmp_path / "c.jsonl.lock").is_file()
+    assert not (tmp_path / "c.jsonl.lock").exists()  # the last holder removes it
     # The ranks of one torchrun share the output.
-    with ShardWriter(output, rank=0, world=2).claim(), ShardWriter(output, rank=1, world=2).claim():
-        pass
+    with ShardWriter(output, rank=0, world=2).claim():
+        with ShardWriter(output, rank=1, world=2).claim():
+            pass
+        assert (output / "_lock").is_file()  # rank 0 still holds it
+    assert not (output / "_lock").exists()
 
 
 def test_a_killed_writer_leaves_the_output_free_to_resume(tmp_path):

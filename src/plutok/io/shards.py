@@ -17,11 +17,11 @@ works) and ``<output>.NAME`` beside a file output:
   other inputs or settings is refused instead of mixing two corpora.
 * ``failures.jsonl`` (``failures-rank<r>.jsonl`` under torchrun, one per rank): inputs
   that gave no row, as ``{"path", "message", "shard"}`` lines.
-* ``lock``: an empty file that a run holds an OS lock on (``flock``) while it writes, so
-  a second ``plutok encode`` into the same output is refused at once instead of mixing
-  two corpora. The lock dies with its process, so a rerun after a kill resumes; the
-  ranks of one torchrun share it. The file is left in place (removing a lock file
-  races with the next run taking it).
+* ``lock``: a file that a run holds an OS lock on (``flock``) while it writes, so a
+  second ``plutok encode`` into the same output is refused at once instead of mixing
+  two corpora. The lock dies with its process, so a rerun after a kill resumes (the
+  killed run's file stays, unlocked); the ranks of one torchrun share it. The last
+  holder removes it.
 
 Resuming: inputs are sorted (as strings) and cut into fixed shards, so shard ``k``
 always holds the same inputs; rank ``r`` of ``world`` writes the shards with
@@ -363,26 +363,39 @@ class ShardWriter:
             return
         lock = self.lock_path
         lock.parent.mkdir(parents=True, exist_ok=True)
-        handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
+        mode = fcntl.LOCK_EX if self.world == 1 else fcntl.LOCK_SH
+        while True:
+            handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
             try:
-                fcntl.flock(handle, (fcntl.LOCK_EX if self.world == 1 else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+                fcntl.flock(handle, mode | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.pread(handle, 32, 0).decode("ascii", "replace").strip()
+                os.close(handle)
                 who = f" (pid {holder})" if holder.isdigit() else ""
                 raise PlutokError(
                     f"{lock}: another plutok run{who} is writing to {self.output}; "
                     "wait for it to finish or choose another output"
                 ) from None
+            except BaseException:
+                os.close(handle)
+                raise
+            # The holder before us may have removed the file after we opened it: then the
+            # lock we got is on a file nobody else will see; take the one at ``lock`` again.
+            if _same_file(handle, lock):
+                break
+            os.close(handle)
+        try:
             if self.world == 1:
                 os.ftruncate(handle, 0)
                 os.pwrite(handle, f"{os.getpid()}\n".encode("ascii"), 0)
-            try:
-                yield
-            finally:
-                if self.world == 1:
-                    os.ftruncate(handle, 0)
+            yield
         finally:
+            try:
+                # Only the last holder removes the file (a rank that still shares it keeps it).
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                lock.unlink(missing_ok=True)
+            except OSError:
+                pass
             os.close(handle)  # releases the lock
 
     @property
@@ -523,6 +536,16 @@ class ShardWriter:
         else:
             _write_jsonl(self.shard_path(index), rows)
         return rows, failures
+
+
+def _same_file(handle: int, path: Path) -> bool:
+    """Whether the open file ``handle`` is the file at ``path`` now."""
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(handle)
+    return (status.st_dev, status.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def _create_new_file(path: Path, text: str) -> bool:
