@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -74,3 +76,52 @@ def test_read_write_round_trip_flac_with_resampling(tmp_path):
     resampled, rate = load_audio(path, target_rate=16000)
     assert rate == 16000 and abs(resampled.shape[0] - 16000) <= 1
     assert not list(tmp_path.glob("*.part"))  # atomic write left no temporary file
+
+
+def _wav_bytes(tmp_path, samples: int = 4000, **extra) -> bytes:
+    path = tmp_path / "whole.wav"
+    sf.write(path, 0.1 * np.ones(samples, np.float32), 16000, subtype="PCM_16", **extra)
+    return path.read_bytes()
+
+
+def test_truncated_wav_is_refused_like_a_truncated_flac(tmp_path):
+    whole = _wav_bytes(tmp_path)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole[: len(whole) // 2])  # a copy or download that stopped half way
+    with pytest.raises(
+        AudioError, match=r"cut.wav: truncated WAV file: its header declares 8000 bytes of audio"
+    ):
+        load_audio(cut)
+    # Chunks before the audio (LIST, as sox and DAWs write) are walked, not mistaken for it.
+    listed = tmp_path / "listed.wav"
+    info = b"LIST" + (5).to_bytes(4, "little") + b"INFO!" + b"\0"  # odd size, padded
+    listed.write_bytes(whole[:36] + info + whole[36:])
+    assert load_audio(listed)[0].shape == (4000,)
+    listed.write_bytes(whole[:36] + info + whole[36:-2])
+    with pytest.raises(AudioError, match="truncated WAV"):
+        load_audio(listed)
+    flac = tmp_path / "cut.flac"
+    sf.write(flac, 0.1 * np.ones(16000, np.float32), 16000)
+    flac.write_bytes(flac.read_bytes()[:-200])
+    with pytest.raises(AudioError):
+        load_audio(flac)
+
+
+def test_wav_of_unknown_length_from_a_pipe_is_read(tmp_path):
+    """A streaming writer puts 0xFFFFFFFF as the data size: that is no truncation."""
+    whole = _wav_bytes(tmp_path)
+    streamed = tmp_path / "streamed.wav"
+    assert whole[36:40] == b"data"
+    streamed.write_bytes(whole[:40] + (0xFFFFFFFF).to_bytes(4, "little") + whole[44:])
+    assert load_audio(streamed)[0].shape == (4000,)
+
+
+def test_a_file_name_that_is_not_utf8_is_read(tmp_path):
+    name = os.fsdecode(b"caf\xe9.wav")  # Latin-1 bytes on disk, as old archives have
+    path = tmp_path / name
+    try:
+        path.write_bytes(_wav_bytes(tmp_path))
+    except (UnicodeEncodeError, OSError):
+        pytest.skip("this file system only takes UTF-8 names")
+    wav, rate = load_audio(path)
+    assert rate == 16000 and wav.shape == (4000,)

@@ -162,6 +162,30 @@ def test_a_file_reads_only_its_own_corpus(tmp_path):
     assert [row.path for row in read_rows(lone)] == [p.as_posix() for p in own]
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_a_file_name_that_is_not_utf8_is_stored_escaped(tmp_path, fmt):
+    """Such a name aborted the whole corpus (manifest hash, row path, failure list)."""
+    latin = Path(os.fsdecode(b"corpus/caf\xe9.wav"))
+    paths = [*inputs(2), latin, Path(os.fsdecode(b"corpus/\xff.wav"))]
+
+    def results(shard):
+        for path in shard:
+            if path.name.startswith("\udcff"):
+                yield path, AudioError(f"{path}: not a readable audio file")
+            else:
+                yield path, make_row(path, seed=int(path.stem[1:]) if path.stem[1:].isdigit() else 1)
+
+    output = tmp_path / "out"
+    summary = write_token_shards(results, paths, output, format=fmt, progress=False)
+    assert (summary.rows, summary.failed) == (3, 1)
+    assert find_row(output, path=str(latin)).path == "corpus/caf\\xe9.wav"
+    assert find_row(output, path="corpus/caf\\xe9.wav").path == "corpus/caf\\xe9.wav"
+    [failure] = read_failures(output)
+    assert failure.path == "corpus/\\xff.wav" and failure.message.startswith("corpus/\\xff.wav")
+    # The rerun finds the same manifest: nothing is redone.
+    assert write_token_shards(results, paths, output, format=fmt, progress=False).skipped == 1
+
+
 def test_resume_after_kill_skips_finished_shards(tmp_path):
     output = tmp_path / "out"
 

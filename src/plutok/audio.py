@@ -51,6 +51,41 @@ def resample(wav: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
     return soxr.resample(wav, source_rate, target_rate, quality="HQ").astype(np.float32, copy=False)
 
 
+# The data size streaming writers put in a WAV header when the length is not known yet
+# (ffmpeg writing to a pipe): not a promise of that many bytes.
+_WAV_UNKNOWN_SIZE = 0xFFFFFFFF
+
+
+def _check_wav_length(path: Path) -> None:
+    """Refuse a RIFF/WAVE file whose ``data`` chunk declares more bytes than the file holds.
+
+    libsndfile reads such a file silently up to where it ends (a FLAC cut short fails to
+    decode); a cut-off recording must not become tokens as if it were whole.
+
+    Raises:
+        AudioError: the file ends before the audio its header declares.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        header = handle.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return  # not plain WAV (RF64, W64, another format): libsndfile checks it
+        position = 12
+        while position + 8 <= size:
+            handle.seek(position)
+            chunk = handle.read(8)
+            declared = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"data":
+                present = size - position - 8
+                if declared > present and declared != _WAV_UNKNOWN_SIZE:
+                    raise AudioError(
+                        f"{path}: truncated WAV file: its header declares {declared} bytes of audio, "
+                        f"the file holds {present}"
+                    )
+                return
+            position += 8 + declared + (declared & 1)  # chunks are padded to an even size
+
+
 def _to_float(wav: np.ndarray) -> np.ndarray:
     if np.issubdtype(wav.dtype, np.integer):
         info = np.iinfo(wav.dtype)
@@ -133,8 +168,11 @@ def load_audio_stream(path: str | os.PathLike, target_rate: int | None = None) -
         raise AudioError(f"{path}: is a directory, expected an audio file")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: file is empty")
+    _check_wav_length(path)
     try:
-        with sf.SoundFile(str(path)) as handle:
+        # Bytes, not str: soundfile encodes a str name strictly as UTF-8, so a file whose
+        # name is not UTF-8 (decoded with surrogate escapes) could not be opened.
+        with sf.SoundFile(os.fsencode(path)) as handle:
             source_rate = int(handle.samplerate)
             rate = int(target_rate or source_rate)
             stream = (

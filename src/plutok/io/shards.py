@@ -198,10 +198,16 @@ def _row_problem(row: TokenRow, fingerprint: str | None) -> str | None:
     return None
 
 
+def _storable(path: str) -> str:
+    """``path`` as UTF-8 text can hold it: a file name that is not UTF-8 (its bytes decoded with
+    surrogate escapes, as Python does) keeps those bytes as ``\\xNN`` escapes (``caf\\xe9.wav``)."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _canonical(row: TokenRow) -> TokenRow:
-    """The row exactly as it reads back: plain ints, speaker rounded to float32."""
+    """The row exactly as it reads back: plain ints, speaker rounded to float32, a UTF-8 path."""
     return TokenRow(
-        path=row.path,
+        path=_storable(row.path),
         duration=float(row.duration),
         sample_rate=int(row.sample_rate),
         num_samples=int(row.num_samples),
@@ -424,7 +430,7 @@ class ShardWriter:
             "rows_per_shard": self.rows_per_shard,
             "num_inputs": sum(len(shard) for shard in plan),
             "num_shards": len(plan),
-            "inputs_sha256": hashlib.sha256(names.encode("utf-8")).hexdigest(),
+            "inputs_sha256": hashlib.sha256(names.encode("utf-8", "surrogateescape")).hexdigest(),
             "fingerprint": self.fingerprint,
             "plutok_version": __version__,
         }
@@ -576,7 +582,17 @@ def _sidecar(output: Path, is_directory: bool, name: str) -> Path:
 
 def _write_failures(path: Path, failures: Sequence[Failure]) -> None:
     ordered = sorted(failures, key=lambda item: (item.shard, item.path))
-    atomic_write_text(path, "".join(json.dumps(asdict(item), ensure_ascii=False) + "\n" for item in ordered))
+    lines = (
+        json.dumps(
+            {
+                key: _storable(value) if isinstance(value, str) else value
+                for key, value in asdict(item).items()
+            },
+            ensure_ascii=False,
+        )
+        for item in ordered
+    )
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
 def _load_failures(output: Path, is_directory: bool) -> list[Failure]:
@@ -836,6 +852,7 @@ def find_row(source: str | os.PathLike, row: int | None = None, path: str | None
             start += count
         raise PlutokError(f"{source}: row {row} is out of range (it has {start} rows)")
     assert path is not None
+    path = _storable(path)  # as the rows store a name that is not UTF-8
     for file in files:
         for item in _read_file(file):
             if _same_path(item.path, path):
