@@ -199,3 +199,38 @@ def test_output_naming_an_existing_folder_writes_into_it(tiny_model_dir, speech_
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("plutok: error:")
     assert "existing directory" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "error, line",
+    [
+        (
+            ValueError("bad\nvalue"),
+            "plutok: error: internal error: ValueError: bad value; rerun with --debug",
+        ),
+        (MemoryError(), "plutok: error: out of memory"),
+    ],
+)
+def test_an_unexpected_exception_is_one_line(monkeypatch, capsys, error, line):
+    from plutok.cli import info
+
+    def broken(args):
+        raise error
+
+    monkeypatch.setattr(info, "run", broken)
+    monkeypatch.delenv("PLUTOK_DEBUG", raising=False)
+    assert main(["info", "x"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(line) and err.count("\n") == 1, err
+    # The traceback on request: an option before or after the command, or the environment.
+    for argv, env in (
+        (["--debug", "info", "x"], None),
+        (["info", "x", "--debug"], None),
+        (["info", "x"], "1"),
+    ):
+        if env:
+            monkeypatch.setenv("PLUTOK_DEBUG", env)
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "Traceback (most recent call last)" in err and "in broken" in err
+        assert err.splitlines()[-1].startswith(line.split(";")[0])
