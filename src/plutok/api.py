@@ -157,7 +157,11 @@ class Plutok:
     def from_pretrained(
         cls, path: str | os.PathLike | None = None, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS
     ) -> Plutok:
-        """Load a saved model directory (format v1 or v2), or the bundled default when ``path`` is None."""
+        """Load a bundled model by name (``"v1"``, ``"fast"``), a saved model directory (format v1 or v2)
+        by its path, or the bundled default when ``path`` is None.
+
+        A bare name is always a bundled model's: a folder in the working directory is loaded
+        only as a path (``"./my-model"`` or a :class:`~pathlib.Path`)."""
         return cls(load_model_parts(path), chunk_seconds=chunk_seconds)
 
     @classmethod
