@@ -14,7 +14,7 @@ from plutok.errors import ModelError
 @pytest.fixture
 def lookalikes(tiny_model_dir, tmp_path, monkeypatch):
     """A working directory holding model folders named like bundled models, and one that is not."""
-    for name in ("v1", "fast", "mine"):
+    for name in ("v1", "fast", "v2.4", "mine"):
         shutil.copytree(tiny_model_dir, tmp_path / name)
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -32,8 +32,11 @@ def test_a_derived_bundled_name_wins_too(lookalikes, monkeypatch):
 
 
 def test_a_folder_is_found_by_its_path_only(lookalikes, tiny_model):
-    with pytest.raises(ModelError, match=r"'mine' is not a bundled model .*write it as a path: \./mine"):
-        Plutok.from_pretrained("mine")
+    for name in ("mine", "v2.4"):  # v2.4: a retired name, so no bundled model answers to it
+        with pytest.raises(
+            ModelError, match=rf"'{name}' is not a bundled model .*write it as a path: \./{name}"
+        ):
+            Plutok.from_pretrained(name)
     for path in ("./mine", str(lookalikes / "mine"), lookalikes / "mine"):
         assert Plutok.from_pretrained(path).fingerprint == tiny_model.fingerprint
     with pytest.raises(ModelError, match="'nothing' is neither a bundled model .* nor a model folder"):
