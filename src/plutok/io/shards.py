@@ -40,6 +40,7 @@ in both formats, so a row reads back identically from either.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import json
@@ -382,6 +383,14 @@ class ShardWriter:
                     f"{lock}: another plutok run{who} is writing to {self.output}; "
                     "wait for it to finish or choose another output"
                 ) from None
+            except OSError as error:
+                os.close(handle)
+                if error.errno not in _NO_FLOCK:
+                    raise
+                # A file system without flock (Lustre mounted without it, some FUSE): the
+                # manifest, created only where none exists, still keeps corpora apart.
+                yield
+                return
             except BaseException:
                 os.close(handle)
                 raise
@@ -542,6 +551,10 @@ class ShardWriter:
         else:
             _write_jsonl(self.shard_path(index), rows)
         return rows, failures
+
+
+# What flock() fails with on a file system that has no locks (not "held by another").
+_NO_FLOCK = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
 
 
 def _same_file(handle: int, path: Path) -> bool:
