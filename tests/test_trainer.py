@@ -223,6 +223,17 @@ def _swap_decoder_keeps_the_token_ids(mel_cache, tmp_path, wav):
     train_codec(mel_cache, tmp_path / "other", codec_config, _schedule(steps=2, seed=5))
     with pytest.raises(ModelError, match="other codes"):
         replace_decoder(tmp_path / "base-model", tmp_path / "other" / "codec", tmp_path / "x")
+    # Codes that moved keep the base model's BPE with bpe_from: same vocabulary and voice.
+    kept = assemble_model(
+        mel_cache,
+        tmp_path / "other" / "codec",
+        tmp_path / "kept",
+        24,
+        progress=False,
+        bpe_from=tmp_path / "base-model",
+    )
+    assert kept.parts.bpe.tokenizer.to_str() == base.parts.bpe.tokenizer.to_str()
+    assert kept.parts.default_speaker == base.parts.default_speaker and kept.fingerprint != base.fingerprint
 
 
 @pytest.mark.parametrize(

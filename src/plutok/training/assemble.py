@@ -6,6 +6,12 @@ or, for a decoder trained on a shipped model's codes (``train-codec --init-from 
 --freeze-codes``), the model with that decoder and its own BPE:
 ``plutok assemble CACHE RUN/codec -o NEW --decoder-for MODEL``
 
+or, for a codec trained on from a model with the same codebook (``--init-from MODEL``,
+codes free to move), that model's BPE instead of one trained on ``CACHE``'s codes:
+``plutok assemble CACHE RUN/codec -o NEW --bpe-from MODEL``. A fine-tuning set is
+usually far smaller than the corpus the shipped BPE was trained on, and a BPE is only
+a reversible grouping of codes: any code sequence encodes, so the old one stays valid.
+
 The codec weights are rounded to float16 values first, so the BPE is trained on
 the codes of exactly the model that ships (and the file is half the size). The
 model's default voice (what ``decode_ids`` uses without a speaker) is the medoid
@@ -98,8 +104,12 @@ def assemble_model(
     split: str = "train",
     progress: bool = True,
     vocoder: dict[str, Any] | None = None,
+    bpe_from: str | os.PathLike | None = None,
 ) -> Plutok:
     """Train the BPE on the codes of ``split`` and save the full model to ``output``.
+
+    ``bpe_from``: a model (bundled name or folder) whose BPE and default voice are kept
+    instead (no BPE training); its codebook size must be the codec's.
 
     The BPE stops early when no pair of tokens occurs twice any more: the model's
     ``vocab_size`` may be below ``vocab_size`` (:func:`vocab_shortfall` words it). A size
@@ -117,6 +127,26 @@ def assemble_model(
     speaker = registry.build("speaker", cache.config["speaker"])
     reader = AnalysisReader(cache, frontend, speaker)
     utterances = cache.utterances(split)
+    if bpe_from is not None:
+        from plutok.hub import load_model_parts
+
+        source = load_model_parts(bpe_from)
+        if source.bpe.codebook_size != codec.codebook_size:
+            raise ModelError(
+                f"{bpe_from}: its BPE reads {source.bpe.codebook_size} codes, the codec makes {codec.codebook_size}"
+            )
+        parts = ModelParts(
+            frontend=frontend,
+            speaker=speaker,
+            codec=codec,
+            vocoder=registry.build("vocoder", vocoder or {"name": "hifigan-16k"}),
+            bpe=source.bpe,
+            metadata=dict(metadata or {}),
+            default_speaker=source.default_speaker,
+        )
+        model = Plutok(parts)
+        model.save(output)
+        return model
     if not utterances:
         raise ModelError(f"{cache_dir}: no cached clip of split {split!r} to train the BPE on")
     check_vocab_size(vocab_size, codec.codebook_size)

@@ -239,6 +239,12 @@ def configure_assemble(parser: argparse.ArgumentParser) -> None:
         help="keep this model's codes and BPE and swap in the codec's decoder (no BPE training; "
         "a codec of train-codec --init-from MODEL --freeze-codes)",
     )
+    parser.add_argument(
+        "--bpe-from",
+        metavar="MODEL",
+        help="keep this model's BPE and default voice instead of training a BPE on CACHE "
+        "(a codec of train-codec --init-from MODEL whose codes moved; same codebook size)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true")
 
 
@@ -260,8 +266,9 @@ def run_assemble(args: argparse.Namespace) -> int:
         metadata={"description": args.description, "trained": args.trained},
         split=args.split,
         progress=not args.quiet,
+        bpe_from=args.bpe_from,
     )
-    warning = vocab_shortfall(args.vocab_size, model.vocab_size)
+    warning = None if args.bpe_from else vocab_shortfall(args.vocab_size, model.vocab_size)
     if warning:
         print(f"plutok: warning: {warning}", file=sys.stderr)
     print(
