@@ -185,6 +185,10 @@ def test_init_from_a_bundled_model_reads_its_architecture():
             starting_point("default", given)
     with pytest.raises(ArchitectureConflict, match="--frontend contradicts"):
         starting_point("default", {}, {"name": "log-mel"})
+    # The same features at another precision are allowed: the codec is trained on to them.
+    float32 = json.loads(json.dumps(saved["frontend"]))
+    float32["members"][0]["compute_type"] = "float32"
+    assert starting_point("default", {}, float32).frontend == start.frontend
 
 
 def test_init_from_needs_no_architecture_flags_and_refuses_contradicting_ones(

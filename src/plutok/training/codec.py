@@ -88,7 +88,10 @@ def starting_point(
     change the loss weights, grow the decoder (more ``decoder_blocks`` /
     ``upsampled_blocks``), and change the quantizer's ``codebook_size`` and upkeep
     settings; anything else that differs from the saved codec, and a ``frontend`` other
-    than the saved one, raises :class:`ArchitectureConflict`.
+    than the saved one, raises :class:`ArchitectureConflict`. A frontend that differs only
+    in numeric precision (``compute_type``: the same features, rounded differently) is
+    allowed: training on adapts the codec to it (how the float32 default was made from the
+    int8 one).
     """
     directory = resolve_model_folder(init_from)
     config_path = directory / "config.json"
@@ -120,11 +123,24 @@ def starting_point(
             )
         codec[key] = value
     saved_frontend = _without_digest(saved.get("frontend"))
-    if frontend is not None and saved_frontend is not None and _built(frontend) != _built(saved_frontend):
+    if (
+        frontend is not None
+        and saved_frontend is not None
+        and _without_precision(_built(frontend)) != _without_precision(_built(saved_frontend))
+    ):
         raise ArchitectureConflict(
             f"--frontend contradicts {init_from}'s frontend {json.dumps(saved_frontend)}"
         )
     return StartingPoint(directory, codec, saved_frontend, _without_digest(saved.get("speaker")))
+
+
+def _without_precision(config: Any) -> Any:
+    """A frontend config without its ``compute_type`` settings, at every depth."""
+    if isinstance(config, dict):
+        return {k: _without_precision(v) for k, v in config.items() if k != "compute_type"}
+    if isinstance(config, list):
+        return [_without_precision(v) for v in config]
+    return config
 
 
 def _built(frontend: dict[str, Any]) -> dict[str, Any]:
