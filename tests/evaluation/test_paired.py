@@ -44,6 +44,8 @@ def test_differences_are_per_clip_with_standard_errors():
     )
     assert rows[("a", "stoi")].difference == pytest.approx(0.15) and rows[("b", "wer")].clips == 2
     assert rows[("all", "speaker_similarity")].standard_errors == 0.0
+    only_b = paired.paired_differences(_results(), "old", _results(), "new", where=("source", {"b"}))
+    assert {(r.group, r.clips) for r in only_b} == {("all", 2)}
 
 
 def test_cli_prints_a_table_and_refuses_unknown_systems(tmp_path, capsys):

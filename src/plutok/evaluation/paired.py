@@ -99,6 +99,7 @@ def paired_differences(
     results_b: dict[str, Any],
     system_b: str,
     group_by: str | None = None,
+    where: tuple[str, set[str]] | None = None,
 ) -> list[PairedDifference]:
     """``B - A`` per metric on the clips both systems scored, over all and per ``group_by`` value.
 
@@ -106,6 +107,7 @@ def paired_differences(
         results_a, results_b: ``results.json`` of ``plutok eval`` (may be the same run).
         system_a, system_b: system names in them (``plutok``, ``codec2-1200``, ...).
         group_by: an utterance field (``source``, ``speaker``, ``language``, ``kind``) or None.
+        where: ``(field, values)``: only the clips whose ``field`` is one of ``values``.
     """
     for results, name in ((results_a, system_a), (results_b, system_b)):
         if name not in results["rows"]:
@@ -114,6 +116,9 @@ def paired_differences(
     rows_b = {row["id"]: row for row in results_b["rows"][system_b]}
     meta = {u["id"]: u for u in results_a["utterances"]}
     shared = [clip for clip in rows_a if clip in rows_b]
+    if where is not None:
+        field, values = where
+        shared = [clip for clip in shared if str(meta.get(clip, {}).get(field)) in values]
     groups: dict[str, list[str]] = {"all": shared}
     if group_by:
         for clip in shared:
@@ -134,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("specs", nargs="+", help="RESULTS_A SYSTEM_A [RESULTS_B] SYSTEM_B")
     parser.add_argument("--group", help="also per value of this utterance field (source, speaker, language)")
+    parser.add_argument(
+        "--where", metavar="FIELD=V1,V2", help="only clips whose utterance FIELD is one of the values"
+    )
     args = parser.parse_args(argv)
     if len(args.specs) == 3:
         path_a, system_a, system_b = args.specs
@@ -144,8 +152,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give RESULTS_A SYSTEM_A [RESULTS_B] SYSTEM_B")
     results_a = json.loads(Path(path_a).read_text("utf-8"))
     results_b = results_a if path_b == path_a else json.loads(Path(path_b).read_text("utf-8"))
+    where = None
+    if args.where:
+        field, _, values = args.where.partition("=")
+        if not values:
+            parser.error("--where takes FIELD=V1,V2")
+        where = (field, set(values.split(",")))
     try:
-        rows = paired_differences(results_a, system_a, results_b, system_b, args.group)
+        rows = paired_differences(results_a, system_a, results_b, system_b, args.group, where)
     except KeyError as error:
         print(f"error: {error.args[0]}", file=sys.stderr)
         return 2
