@@ -19,6 +19,7 @@ KERNEL_SENSITIVE_MODULES = {
     "test_vqvae.py",
     "test_openvoice.py",
     "test_default_model.py",
+    "test_default_fixture.py",
     "test_streaming.py",
     "test_chunking.py",
     "test_robustness.py",
