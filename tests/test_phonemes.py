@@ -86,13 +86,15 @@ def _batch(lengths):
 
 def test_ctc_loss_only_on_rows_with_labels_and_phonemes_read_back(codec_config):
     from plutok import registry
+    from plutok.training.objectives import ContentCodecObjective
 
     codec = registry.build("codec", codec_config)
-    total, metrics = codec.loss(_batch([4, 0]))
+    objective = ContentCodecObjective(codec.settings)
+    total, metrics = objective(codec, _batch([4, 0]))
     assert "ctc" in metrics and torch.isfinite(metrics["ctc"])
     plain = metrics["mel_l1"] + metrics["gradient"] + metrics["content"] + metrics["quantizer"]
     torch.testing.assert_close(total, plain + metrics["ctc"])
-    _, unlabelled = codec.loss(_batch([0, 0]))
+    _, unlabelled = objective(codec, _batch([0, 0]))
     assert "ctc" not in unlabelled
     # 10 codes give 20 CTC frames; the greedy reading uses only the inventory's symbols.
     readings = codec.phonemes_from_codes(torch.randint(0, 16, (2, 10)))

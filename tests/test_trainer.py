@@ -108,7 +108,7 @@ def test_precision_and_schedule_are_checked():
 
 
 def test_band_envelope_loss_scores_stoi_band_amplitudes():
-    from plutok.codec.content import band_envelope_loss, third_octave_bands
+    from plutok.training.objectives import band_envelope_loss, third_octave_bands
 
     bands = third_octave_bands(80)
     # STOI's 15 bands from 150 Hz to 4.3 kHz: every one holds a bin of the 80-bin mel, and
@@ -144,7 +144,7 @@ def test_band_envelope_loss_scores_stoi_band_amplitudes():
 
 
 def test_envelope_loss_scores_the_shape_of_band_trajectories():
-    from plutok.codec.content import ENVELOPE_FRAMES, envelope_loss
+    from plutok.training.objectives import ENVELOPE_FRAMES, envelope_loss
 
     torch.manual_seed(0)
     target = torch.randn(2, 5, 90)
@@ -251,18 +251,19 @@ def test_new_parts_start_from_the_saved_codecs_output(tiny_content_codec, tmp_pa
     """Added decoder blocks start as the identity and a new CTC head fresh: same decoded output."""
     from plutok import registry
     from plutok.errors import ModelError
+    from plutok.training.codec import start_from
 
     torch.manual_seed(0)
     dims = {"input_dim": 6, "output_dim": 5, "speaker_dim": 3}
     small = registry.build("codec", tiny_content_codec(**dims))
     small.save_weights(tmp_path)
     grown = registry.build("codec", tiny_content_codec(**dims, **changes))
-    assert grown.start_from(tmp_path / "codec.safetensors") == new_parts
+    assert start_from(grown, tmp_path / "codec.safetensors") == new_parts
     codes, speaker = torch.randint(0, 16, (2, 9)), torch.randn(2, 3)
     torch.testing.assert_close(grown.decode_tensor(codes, speaker), small.decode_tensor(codes, speaker))
     wider = registry.build("codec", tiny_content_codec(**dims, channels=24))
     with pytest.raises(ModelError, match="cannot start this codec: .*wrong shapes"):
-        wider.start_from(tmp_path / "codec.safetensors")
+        start_from(wider, tmp_path / "codec.safetensors")
 
 
 def test_a_codec_grows_its_codebook_from_a_saved_one(mel_cache, codec_config, tmp_path):

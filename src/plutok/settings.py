@@ -129,7 +129,7 @@ class ContentCodecSettings:
     envelope_weight: float = 0.0
     #: Weight of the band-amplitude term: 1 - correlation of the linear amplitude of STOI's
     #: 15 one-third-octave bands (150 Hz - 4.3 kHz) over 380 ms of speech, after undoing the
-    #: speaker normalisation (:func:`~plutok.codec.content.band_envelope_loss`).
+    #: speaker normalisation (:func:`~plutok.training.objectives.band_envelope_loss`).
     band_envelope_weight: float = 0.0
     quantizer: dict[str, Any] = field(default_factory=lambda: {"name": "fsq", "levels": [8, 5, 5, 5]})
     #: Weight of the CTC phoneme objective on the code vectors (0: no CTC head).

@@ -4,8 +4,8 @@ A codec is an encoder, an injected :class:`~plutok.quantizers.Quantizer` and a
 decoder. Its input (analysis features, ``(C_in, T_in)``) and its output
 (synthesis features, ``(C_out, T_out)``) may differ in dimension and frame rate;
 ``analysis_frames_per_code`` and ``synthesis_frames_per_code`` relate both to the
-codes. It owns its training loss (:meth:`Codec.loss`) and declares its receptive
-field, which :meth:`encode_long`/:meth:`decode_long` use to process long input in
+codes. It holds forward passes only (its training objective lives in
+:mod:`plutok.training.objectives`) and declares its receptive field, which :meth:`encode_long`/:meth:`decode_long` use to process long input in
 chunks equal to one pass (an attention or flow decoder must declare its own).
 """
 
@@ -157,16 +157,6 @@ class Codec(nn.Module, Part):
     @abstractmethod
     def decode_tensor(self, codes: torch.Tensor, speaker: torch.Tensor | None) -> torch.Tensor:
         """Synthesis features ``(B, C_out, N * synthesis_frames_per_code)`` of codes ``(B, N)``."""
-
-    @abstractmethod
-    def loss(self, batch: CodecBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Training loss of a batch and named scalar metrics (``quantizer`` output included)."""
-
-    def quantizer_parts(
-        self,
-    ) -> tuple[object | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """``(quantizer, latent, codes, code_mask)`` of the last :meth:`loss` call, for the trainer's upkeep."""
-        return None, None, None, None
 
     # -- numpy API ------------------------------------------------------------------------
     def _device(self) -> torch.device:

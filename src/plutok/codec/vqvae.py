@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from plutok.codec.base import Codec, CodecBatch
+from plutok.codec.base import Codec
 from plutok.digests import state_dict_sha256
 from plutok.vqvae import VQVAE, WEIGHTS_NAME, ResBlock, VQVAEConfig
 
@@ -94,18 +93,6 @@ class VQVAECodec(Codec):
 
     def decode_tensor(self, codes: torch.Tensor, speaker: torch.Tensor | None) -> torch.Tensor:
         return self.model.decode_tensor(self.model.vq_layer.lookup(codes))
-
-    def loss(self, batch: CodecBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        output = self.model(batch.analysis)
-        reconstruction = F.mse_loss(output.reconstruction, batch.target) + F.l1_loss(
-            output.reconstruction, batch.target
-        )
-        total = reconstruction + output.codebook_loss + 0.25 * output.commitment_loss
-        return total, {
-            "reconstruction": reconstruction,
-            "perplexity": output.perplexity,
-            "usage": output.usage,
-        }
 
     # numpy encode/decode go through the VQ-VAE's own (identical) checks.
     def encode(self, analysis: np.ndarray) -> np.ndarray:

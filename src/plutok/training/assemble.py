@@ -208,7 +208,8 @@ def replace_decoder(
 ) -> Plutok:
     """Save a copy of a v2 model with the decoder of ``codec_dir`` (``RUN/codec`` of ``train-codec --freeze-codes``).
 
-    The new codec must make exactly the model's codes (its :meth:`code_state_dict`, rounded
+    The new codec must make exactly the model's codes (its
+    :func:`~plutok.training.codec.code_state_dict`, rounded
     to float16 values as shipped, equal to the model's), so the model's BPE, and every token
     id a language model learned, keep their meaning; otherwise :class:`ModelError` (run
     :func:`assemble_model` for a new BPE). The fingerprint changes with the decoder.
@@ -216,12 +217,13 @@ def replace_decoder(
     import torch
 
     from plutok.hub import load_model_parts
+    from plutok.training.codec import code_state_dict
 
     parts = load_model_parts(model_dir)
     codec = load_trained_codec(codec_dir).round_to_half()
-    if not hasattr(codec, "code_state_dict") or not hasattr(parts.codec, "code_state_dict"):
-        raise ModelError("only a codec with a code_state_dict (the v2 'content' codec) can swap its decoder")
-    old, new = parts.codec.code_state_dict(), codec.code_state_dict()
+    if parts.legacy_backbone is not None:
+        raise ModelError("a v1 model's decoder cannot be swapped")
+    old, new = code_state_dict(parts.codec), code_state_dict(codec)
     changed = sorted(key for key in old if key not in new or not torch.equal(old[key], new[key]))
     if changed or set(new) != set(old):
         raise ModelError(

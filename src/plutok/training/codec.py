@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,20 +15,37 @@ import torch
 
 from plutok import distributed, registry
 from plutok.codec.base import Codec
-from plutok.codec.content import CODEBOOK_KEY
 from plutok.errors import ModelError
 from plutok.files import atomic_write_text
 from plutok.training.cache import AnalysisReader, CachedUtterance, FeatureCache
 from plutok.training.data import SegmentBatcher
+from plutok.training.objectives import ContentCodecObjective, Objective, VQVAECodecObjective
 from plutok.training.phonemes import PhonemeInventory, phoneme_labels
 from plutok.training.trainer import Callback, Trainer, TrainerConfig
+from plutok.weights import describe_mismatch, read_weights
 
-__all__ = ["ArchitectureConflict", "CODEC_DIR", "StartingPoint", "starting_point", "train_codec"]
+__all__ = [
+    "ArchitectureConflict",
+    "CODEBOOK_KEY",
+    "CODEC_DIR",
+    "StartingPoint",
+    "code_state_dict",
+    "freeze_code_weights",
+    "start_from",
+    "starting_point",
+    "train_codec",
+]
 
 CODEC_DIR = "codec"
+#: The codebook's key; :func:`start_from` may give a codec a codebook of another size.
+CODEBOOK_KEY = "quantizer.codebook"
+#: Blocks :func:`start_from` may add to a saved codec.
+_GROWABLE = re.compile(r"^(decoder|upsampled)\.blocks\.\d+\.")
+#: The modules of the CTC phoneme head (``ctc_weight`` > 0).
+_PHONEME_HEAD = ("phoneme_in.", "phoneme.", "to_phonemes.")
 
 #: Codec settings a run started from a saved codec may set to other values: the loss
-#: weights, and the sizes :meth:`~plutok.codec.content.ContentCodec.start_from` can grow.
+#: weights, and the sizes :func:`start_from` can grow.
 _FREE_SETTINGS = (
     "content_weight",
     "gradient_weight",
@@ -174,12 +192,12 @@ def train_codec(
     model use exactly the statistics of the start. ``frontend_config``: the model's
     frontend when it is not the cache's own (a stack derived from the cache,
     :class:`~plutok.training.cache.AnalysisReader`).
-    ``init_from``: a codec or model folder, or a bundled model's name, whose ``codec.safetensors`` (same architecture,
-    or fewer decoder blocks: :meth:`~plutok.codec.content.ContentCodec.start_from`; loss
-    weights may differ) starts the run instead of a fresh codec; its statistics and
+    ``init_from``: a codec or model folder, or a bundled model's name, whose ``codec.safetensors``
+    (same architecture, or fewer decoder blocks: :func:`start_from`; loss weights may differ)
+    starts the run instead of a fresh codec; its statistics and
     codebook are kept (no re-standardisation, no k-means), except a codebook of another
     size, which k-means over the loaded encoder's latents starts. ``freeze_codes``: train only what
-    decodes (:meth:`~plutok.codec.content.ContentCodec.freeze_codes`), so an ``init_from``
+    decodes (:func:`freeze_code_weights`), so an ``init_from``
     model's codes, and the token ids its BPE makes of them, keep their meaning.
     Under ``torchrun`` (a process group joined first) every rank trains on its own crops
     and rank 0 writes (see :mod:`plutok.training.trainer`).
@@ -233,9 +251,7 @@ def train_codec(
     codec = registry.build("codec", codec_config)
     if init_from is not None:
         weights = _codec_weights(folder)
-        added = (
-            codec.start_from(weights) if hasattr(codec, "start_from") else codec.load_weights(weights)
-        ) or []
+        added = (start_from(codec, weights) if codec.name == "content" else codec.load_weights(weights)) or []
         if added and distributed.context().is_writer:
             print(json.dumps({"started_from": str(weights), "new_parts": added}), flush=True)
         # The loaded codebook is the start: a k-means over its own encoder would replace it.
@@ -268,11 +284,17 @@ def train_codec(
     )
     dev_batches = SegmentBatcher(dev, speaker, segment, a, s, reader=reader, phonemes=labels) if dev else None
     if freeze_codes:
-        if not hasattr(codec, "freeze_codes"):
-            raise ModelError(f"codec {codec_config['name']!r} cannot keep its codes fixed")
-        codec.freeze_codes()
+        freeze_code_weights(codec)
     out = Path(out_dir)
-    trainer = Trainer(codec, batches, dev_batches, trainer_config, out, callback=callback)
+    trainer = Trainer(
+        codec,
+        batches,
+        dev_batches,
+        trainer_config,
+        out,
+        callback=callback,
+        objective=codec_objective(codec, update_codebook=not freeze_codes),
+    )
     trainer.setup(resume=resume)
     metrics = trainer.run()
     if distributed.context().distributed:
@@ -290,6 +312,95 @@ def train_codec(
         atomic_write_text(target / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
         atomic_write_text(out / "history.json", json.dumps(trainer.history, indent=1) + "\n")
     return codec, metrics
+
+
+def codec_objective(codec: Codec, update_codebook: bool = True) -> Objective:
+    """The training objective of ``codec`` (:mod:`plutok.training.objectives`)."""
+    if codec.name == "vqvae":
+        return VQVAECodecObjective()
+    return ContentCodecObjective(codec.settings, update_codebook=update_codebook)
+
+
+def _code_modules(codec: Codec) -> dict[str, torch.nn.Module]:
+    """The modules of ``codec`` that decide its codes (encoder and codebook)."""
+    if codec.name != "content":
+        raise ModelError(f"codec {codec.name!r} cannot keep its codes fixed")
+    return {
+        name: getattr(codec, name)
+        for name in ("encoder_in", "encoder", "encoder_norm", "to_latent", "quantizer")
+    }
+
+
+def freeze_code_weights(codec: Codec) -> None:
+    """Stop training what decides the codes (standardisation, encoder, codebook): they stay as they are.
+
+    The trainer's codebook upkeep stops too (``ContentCodecObjective(update_codebook=False)``),
+    and the quantizer loss becomes a constant.
+    """
+    for module in _code_modules(codec).values():
+        module.requires_grad_(False)
+
+
+def code_state_dict(codec: Codec) -> dict[str, torch.Tensor]:
+    """The weights and statistics that decide the codes (what :func:`freeze_code_weights` keeps)."""
+    state = {"analysis_mean": codec.analysis_mean, "analysis_std": codec.analysis_std}
+    for prefix, module in _code_modules(codec).items():
+        state.update({f"{prefix}.{key}": value for key, value in module.state_dict().items()})
+    return state
+
+
+def start_from(codec: Codec, path: Path) -> list[str]:
+    """Load into ``codec`` the weights of a trained codec that may have fewer decoder blocks or codes; returns what is new.
+
+    Everything the saved codec has must match (keys and shapes); blocks ``codec`` adds at
+    the end of ``decoder`` (25 Hz) or ``upsampled`` (100 Hz) start as the identity (their
+    last layer zero), so training begins from the saved codec's exact output and a bigger
+    decoder can be trained on for the codes of a model that ships. A CTC phoneme head the
+    saved codec lacks starts fresh (``ctc_weight`` on a codec trained without it). A
+    codebook with another number of codes (same code dimension) is not loaded:
+    ``"quantizer.codebook"`` is then in the returned list, and the caller initialises it
+    from the trained encoder's latents (the trainer's k-means): how v2.4 grew from
+    1,024 to 4,096 codes.
+    """
+    state = read_weights(path, "codec")
+    expected = codec.state_dict()
+    added_codebook = []
+    saved_codebook = state.get(CODEBOOK_KEY)
+    if (
+        saved_codebook is not None
+        and CODEBOOK_KEY in expected
+        and saved_codebook.shape[1:] == expected[CODEBOOK_KEY].shape[1:]
+        and saved_codebook.shape[0] != expected[CODEBOOK_KEY].shape[0]
+    ):
+        state = {key: value for key, value in state.items() if key != CODEBOOK_KEY}
+        expected = {key: value for key, value in expected.items() if key != CODEBOOK_KEY}
+        added_codebook = [CODEBOOK_KEY]
+    added = sorted(
+        {".".join(key.split(".")[:3]) for key in expected if key not in state and _GROWABLE.match(key)}
+    )
+    # A phoneme head the saved codec lacks is a loss head (nothing decodes through it):
+    # it starts from its random initialisation.
+    heads = []
+    if not any(key.startswith(_PHONEME_HEAD) for key in state):
+        heads = sorted({key.split(".")[0] for key in expected if key.startswith(_PHONEME_HEAD)})
+    kept = {
+        key: shape
+        for key, shape in expected.items()
+        if not key.startswith(tuple(part + "." for part in added + heads))
+    }
+    problem = describe_mismatch(
+        {k: tuple(v.shape) for k, v in kept.items()}, {k: tuple(v.shape) for k, v in state.items()}
+    )
+    if problem:
+        raise ModelError(f"{path} cannot start this codec: {problem}")
+    codec.load_state_dict({key: value.float() for key, value in state.items()}, strict=False)
+    with torch.no_grad():
+        for block in added:
+            stack, _, index = block.split(".")
+            project = getattr(codec, stack).blocks[int(index)].project
+            project.weight.zero_()
+            project.bias.zero_()
+    return added + heads + added_codebook
 
 
 def _codec_weights(folder: Path) -> Path:

@@ -1,8 +1,8 @@
 """One training loop for every trained part (codecs, vocoders, the v1 VQ-VAE): setup, resume, step, evaluate, checkpoint.
 
-The model owns its loss (``loss(batch) -> (loss, metrics)``) and a codec's quantizer
-owns its upkeep (:meth:`Quantizer.initialize`, :meth:`Quantizer.upkeep`); the trainer
-only schedules. Checkpoints are ``checkpoints/step-NNNNNNN.safetensors`` (model,
+The objective scores the model (``objective(model, batch) -> (loss, metrics)``,
+:mod:`plutok.training.objectives`) and a codec's quantizer owns its upkeep
+(:meth:`Quantizer.initialize`, :meth:`Quantizer.upkeep`); the trainer only schedules. Checkpoints are ``checkpoints/step-NNNNNNN.safetensors`` (model,
 optimiser and upkeep tensors) plus ``.json`` (step, every rank's sampler position,
 metrics, configs): no pickles. ``resume`` continues from the newest complete
 checkpoint and draws the same batches an uninterrupted run would have drawn.
@@ -44,6 +44,7 @@ from plutok import distributed
 from plutok.errors import ModelError, PlutokError
 from plutok.files import atomic_path, atomic_write_text
 from plutok.settings import TrainerConfig
+from plutok.training.objectives import ModelLoss, Objective
 
 __all__ = ["Trainer", "TrainerConfig", "format_duration", "state_digest"]
 
@@ -121,12 +122,12 @@ def state_digest(model: nn.Module, extra: dict[str, torch.Tensor] | None = None)
 
 
 class Trainer:
-    """Trains ``model`` (any module with ``loss(batch)`` and ``config()``) on ``train``.
+    """Trains ``model`` on ``train`` under ``objective`` (:mod:`plutok.training.objectives`).
 
     Args:
-        model: the part to train. Optional hooks: ``quantizer`` + ``latent(analysis)``
-            (k-means initialisation), ``quantizer_parts()`` (upkeep after each step),
-            ``no_weight_decay`` (parameter-name prefixes AdamW must not decay).
+        model: the part to train (its forward passes). Optional hooks: ``quantizer`` +
+            ``latent(analysis)`` (k-means initialisation), ``no_weight_decay``
+            (parameter-name prefixes AdamW must not decay).
         train, dev: batches; dev loss is reported over a fixed list of dev batches.
         config: the schedule.
         out_dir: where ``checkpoints/`` go; ``None`` writes nothing.
@@ -134,6 +135,9 @@ class Trainer:
         log: called with one JSON line per logged step (default: print, flushed).
         evaluate: replaces the dev-batch loss (called on every rank; must reduce over ranks).
         progress: a tqdm bar over the steps (rank 0).
+        objective: ``objective(model, batch) -> (loss, metrics)``; its ``quantizer_parts``
+            feed the codebook upkeep after each step. Default: the model's own ``loss(batch)``
+            (a training wrapper that carries its loss, as the v1 VQ-VAE's does).
     """
 
     def __init__(
@@ -147,7 +151,9 @@ class Trainer:
         log: Callable[[str], None] | None = None,
         evaluate: Callable[[], dict[str, float]] | None = None,
         progress: bool = False,
+        objective: Objective | None = None,
     ) -> None:
+        self.objective = objective if objective is not None else ModelLoss()
         self.device = training_device(config.device)
         self.model = model.to(self.device)
         self.train_data = train
@@ -231,7 +237,7 @@ class Trainer:
             group["lr"] = config.learning_rate_at(self.step_number)
         batch = self.train_data.sample(config.batch_size).to(self.device)
         with self._autocast():
-            loss, metrics = self.model.loss(batch)
+            loss, metrics = self.objective(self.model, batch)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -254,8 +260,7 @@ class Trainer:
         result.update(loss=float(loss.detach()), lr=config.learning_rate_at(self.step_number))
         if norm is not None:
             result["grad_norm"] = float(norm)
-        upkeep = getattr(self.model, "quantizer_parts", None)
-        parts = upkeep() if upkeep is not None else (None,)
+        parts = self.objective.quantizer_parts(self.model)
         if parts[0] is not None:
             quantizer, latent, codes, mask = parts
             if self.context.distributed:
@@ -275,7 +280,7 @@ class Trainer:
         totals: dict[str, float] = {}
         for batch in self.dev_batches:
             with self._autocast():
-                loss, metrics = self.model.loss(batch.to(self.device))
+                loss, metrics = self.objective(self.model, batch.to(self.device))
             for key, value in {"loss": loss, **metrics}.items():
                 totals[key] = totals.get(key, 0.0) + float(value)
         return self._mean_over_ranks(totals, len(self.dev_batches), prefix="dev_")

@@ -8,8 +8,8 @@ Two stages, both resumable:
    log-mel and the teacher's waveform are stored float16, memory-mapped, like the
    feature cache (``mel.f16``, ``wave.f16``, ``index.jsonl`` written after the frames).
 2. ``train`` (:func:`train_vocoder`): the :class:`~plutok.training.trainer.Trainer`
-   on random crops of that set; the net's loss is
-   :meth:`plutok.vocoders.istft.ISTFTNet.loss`. Writes ``RUN/vocoder/`` (config +
+   on random crops of that set under
+   :class:`~plutok.training.objectives.ISTFTDistillationObjective`. Writes ``RUN/vocoder/`` (config +
    weights rounded to float16 values), which :func:`plutok.training.assemble.replace_vocoder` puts into a model.
 
 The targets are the teacher's output, not the recordings: the student learns the
@@ -33,6 +33,7 @@ from plutok.files import atomic_write_text
 from plutok.settings import TrainerConfig
 from plutok.training.cache import FeatureCache, read_index
 from plutok.training.data import SeededDraws
+from plutok.training.objectives import ISTFTDistillationObjective
 from plutok.training.trainer import Callback, Trainer
 from plutok.vocoders.istft import ISTFTNet, ISTFTVocoder, ISTFTVocoderSettings
 from plutok.weights import round_to_half
@@ -265,7 +266,9 @@ def train_vocoder(
     batches = VocoderBatcher(teacher, train_rows, segment, margin, seed=trainer_config.seed)
     dev = VocoderBatcher(teacher, dev_rows, segment, margin)
     out = Path(out_dir)
-    trainer = Trainer(net, batches, dev, trainer_config, out, callback=callback)
+    trainer = Trainer(
+        net, batches, dev, trainer_config, out, callback=callback, objective=ISTFTDistillationObjective()
+    )
     trainer.setup(resume=resume)
     metrics = trainer.run()
     vocoder = ISTFTVocoder(net=net.cpu())

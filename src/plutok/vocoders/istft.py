@@ -11,9 +11,10 @@ inverse FFT makes the waveform, which is why it is orders of magnitude cheaper
 than HiFi-GAN's transposed convolutions. The STFT frames are aligned with the
 log-mel's (frame ``t`` centred on sample ``t * hop + hop / 2``), so the network
 learns no shift. Trained by distillation from the packaged HiFi-GAN
-(:mod:`plutok.training.vocoder`): its waveforms are the targets, compared in the
-vocoder's own STFT domain (which, unlike real audio, makes phase a well-posed
-regression target) and by multi-resolution STFT losses.
+(:mod:`plutok.training.vocoder`, objective
+:class:`~plutok.training.objectives.ISTFTDistillationObjective`): its waveforms are the
+targets, compared in the vocoder's own STFT domain (which, unlike real audio, makes
+phase a well-posed regression target) and by multi-resolution STFT losses.
 """
 
 from __future__ import annotations
@@ -110,58 +111,6 @@ class ISTFTNet(nn.Module):
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
         s = self.settings
         return istft_same(self.spectrum(log_mel), s.n_fft, s.hop_length, self.window)
-
-    def loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Distillation loss against the teacher's waveform (:class:`~plutok.training.vocoder.VocoderBatch`).
-
-        ``spectrum``: L1 between the predicted and the teacher's complex STFT (same
-        frames; the batch's wave carries the ``(n_fft - hop) / 2`` samples of context
-        each side that the crop's edge frames need); ``log_magnitude``: L1 of their
-        log-magnitudes (quiet frames count too); ``multi_resolution``: spectral
-        convergence + log-magnitude L1 of the synthesised waveform at four other STFT
-        sizes (what the ear hears, not only this framing), away from the crop's edges.
-        """
-        s = self.settings
-        margin = (s.n_fft - s.hop_length) // 2
-        predicted = self.spectrum(batch.log_mel)
-        target = torch.stft(
-            batch.wave, s.n_fft, s.hop_length, win_length=s.n_fft, window=self.window,
-            center=False, return_complex=True,
-        )  # fmt: skip
-        frames = min(predicted.shape[-1], target.shape[-1])
-        predicted, target = predicted[..., :frames], target[..., :frames]
-        spectrum = (torch.view_as_real(predicted) - torch.view_as_real(target)).abs().mean()
-        log_magnitude = (torch.log(predicted.abs() + 1e-5) - torch.log(target.abs() + 1e-5)).abs().mean()
-        wave = istft_same(predicted, s.n_fft, s.hop_length, self.window)
-        teacher = batch.wave[..., margin : margin + wave.shape[-1]]
-        # The synthesised wave lacks the overlap of frames beyond the crop in its first and
-        # last (n_fft - hop) / 2 samples: those are left out of the waveform loss.
-        multi_resolution = multi_resolution_stft_loss(wave[..., margin:-margin], teacher[..., margin:-margin])
-        total = spectrum + log_magnitude + multi_resolution
-        return total, {
-            "spectrum": spectrum,
-            "log_magnitude": log_magnitude,
-            "multi_resolution": multi_resolution,
-        }
-
-
-def multi_resolution_stft_loss(
-    predicted: torch.Tensor, target: torch.Tensor, sizes: tuple[int, ...] = (256, 512, 1024, 2048)
-) -> torch.Tensor:
-    """Mean over STFT sizes (hop = size / 4) of spectral convergence + log-magnitude L1, ``(B, N)`` waves."""
-    total = predicted.new_zeros(())
-    for size in sizes:
-        window = torch.hann_window(size, device=predicted.device)
-        spectra = [
-            torch.stft(wave, size, size // 4, window=window, return_complex=True).abs()
-            for wave in (predicted, target)
-        ]
-        convergence = torch.linalg.norm(spectra[1] - spectra[0]) / torch.linalg.norm(spectra[1]).clamp(
-            min=1e-7
-        )
-        log_l1 = (torch.log(spectra[0] + 1e-5) - torch.log(spectra[1] + 1e-5)).abs().mean()
-        total = total + convergence + log_l1
-    return total / len(sizes)
 
 
 class ISTFTVocoder(Vocoder):
