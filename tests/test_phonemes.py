@@ -89,7 +89,7 @@ def test_ctc_loss_only_on_rows_with_labels_and_phonemes_read_back(codec_config):
     from plutok.training.objectives import ContentCodecObjective
 
     codec = registry.build("codec", codec_config)
-    objective = ContentCodecObjective(codec.settings)
+    objective = ContentCodecObjective(codec.objective)
     total, metrics = objective(codec, _batch([4, 0]))
     assert "ctc" in metrics and torch.isfinite(metrics["ctc"])
     plain = metrics["mel_l1"] + metrics["gradient"] + metrics["content"] + metrics["quantizer"]
@@ -107,7 +107,7 @@ def test_ctc_head_is_saved_with_its_inventory_and_absent_by_default(codec_config
     codec = registry.build("codec", codec_config)
     codec.save_weights(tmp_path)
     again = registry.build("codec", codec.config(), directory=tmp_path)
-    assert again.settings.phoneme_symbols == ("a", "b", "c")
+    assert again.heads.phoneme_symbols == ("a", "b", "c")
     codes = torch.randint(0, 16, (1, 10))
     assert again.phonemes_from_codes(codes) == codec.phonemes_from_codes(codes)
     plain = {k: v for k, v in codec_config.items() if k not in ("ctc_weight", "phoneme_symbols")}

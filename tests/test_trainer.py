@@ -287,7 +287,7 @@ def test_a_codec_grows_its_codebook_from_a_saved_one(mel_cache, codec_config, tm
     assert grown.config()["band_envelope_weight"] == 1.0 and "band_envelope_weight" not in base.config()
     # One step at the schedule's first learning rate barely moves the encoder; its k-means
     # codebook is not a copy of the saved one.
-    assert torch.allclose(grown.encoder_in.weight, base.encoder_in.weight, atol=1e-2)
+    assert torch.allclose(grown.encoder.encoder_in.weight, base.encoder.encoder_in.weight, atol=1e-2)
     assert not torch.allclose(grown.quantizer.codebook[:size], base.quantizer.codebook)
     with pytest.raises(ModelError, match="cannot change the number of codes"):
         train_codec(

@@ -3,7 +3,8 @@
 A model's ``config.json`` names each part by its registered name; :func:`build`
 turns a config section back into the part. Built-in parts are listed in
 ``_BUILTIN`` as ``"module:Class"`` so that nothing heavy is imported until a part
-is used. A new part is a new file plus one line here, or, from outside the
+is used. A codec is assembled from parts of the kinds ``encoder``, ``quantizer`` and
+``decoder``, each built here from its section of the codec's config. A new part is a new file plus one line here, or, from outside the
 package, a call to :func:`register` before the model is loaded::
 
     @register("vocoder", "my-vocoder")
@@ -19,9 +20,9 @@ from typing import Any, TypeVar
 
 from plutok.errors import ModelError
 
-__all__ = ["KINDS", "build", "get", "names", "register"]
+__all__ = ["KINDS", "build", "get", "names", "register", "settings_class"]
 
-KINDS = ("frontend", "speaker", "codec", "quantizer", "vocoder")
+KINDS = ("frontend", "speaker", "codec", "encoder", "quantizer", "decoder", "vocoder")
 
 _BUILTIN: dict[str, dict[str, str]] = {
     "frontend": {
@@ -36,6 +37,12 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "vqvae": "plutok.codec.vqvae:VQVAECodec",
         "content": "plutok.codec.content:ContentCodec",
     },
+    "encoder": {
+        "convnext": "plutok.codec.encoders.convnext:ConvNeXtEncoder",
+    },
+    "decoder": {
+        "convnext-film": "plutok.codec.decoders.convnext:ConvNeXtDecoder",
+    },
     "quantizer": {
         "vq": "plutok.quantizers.vq:VectorQuantizer",
         "fsq": "plutok.quantizers.fsq:FiniteScalarQuantizer",
@@ -46,6 +53,13 @@ _BUILTIN: dict[str, dict[str, str]] = {
     },
 }
 _REGISTERED: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
+#: The settings dataclasses of built-in codec parts, importable without torch: ``plutok
+#: train-codec`` makes its ``--encoder-*``/``--decoder-*`` options from them at start-up.
+#: A part registered from outside the package gives its own (``settings_class``).
+_BUILTIN_SETTINGS: dict[str, dict[str, str]] = {
+    "encoder": {"convnext": "plutok.settings:ConvNeXtEncoderSettings"},
+    "decoder": {"convnext-film": "plutok.settings:ConvNeXtDecoderSettings"},
+}
 
 T = TypeVar("T", bound=type)
 
@@ -86,3 +100,13 @@ def build(kind: str, config: dict[str, Any], directory: Path | None = None) -> A
     if not isinstance(config, dict) or not isinstance(config.get("name"), str):
         raise ModelError(f"{kind} config must be a JSON object with a 'name', got {config!r}")
     return get(kind, config["name"]).from_config(config, directory)
+
+
+def settings_class(kind: str, name: str) -> type | None:
+    """The settings dataclass of a part (``None`` when it declares none), without importing
+    a built-in part's module (torch) when its settings are listed in ``_BUILTIN_SETTINGS``."""
+    target = _BUILTIN_SETTINGS.get(kind, {}).get(name)
+    if target is not None and name not in _REGISTERED[kind]:
+        module, attribute = target.split(":")
+        return getattr(importlib.import_module(module), attribute)
+    return getattr(get(kind, name), "settings_class", None)

@@ -14,7 +14,23 @@ from typing import Any
 
 from plutok.errors import ModelError
 
-__all__ = ["ContentCodecSettings", "ISTFTVocoderSettings", "TrainerConfig", "VQVAEConfig", "warmup_cosine"]
+__all__ = [
+    "ContentCodecSettings",
+    "ContentHeadSettings",
+    "ContentObjectiveSettings",
+    "ConvNeXtDecoderSettings",
+    "ConvNeXtEncoderSettings",
+    "ISTFTVocoderSettings",
+    "SamplingSettings",
+    "TrainerConfig",
+    "VQVAEConfig",
+    "warmup_cosine",
+]
+
+#: Settings of codec parts that training fills in from the data and the other parts
+#: (the frontend's width, the vocoder's features, the speaker encoder, the quantizer):
+#: not command-line options.
+DERIVED_FIELDS = ("input_dim", "output_dim", "speaker_dim", "latent_dim")
 
 
 def warmup_cosine(
@@ -102,9 +118,128 @@ class VQVAEConfig:
         return cls(**dict(data))
 
 
+def _check_odd_kernel(kernel_size: int) -> None:
+    if kernel_size % 2 != 1:
+        raise ModelError(f"kernel_size must be odd, got {kernel_size}")
+
+
+@dataclass(frozen=True)
+class ConvNeXtEncoderSettings:
+    """The ``convnext`` codec encoder (:class:`~plutok.codec.encoders.convnext.ConvNeXtEncoder`).
+
+    ``input_dim`` and ``latent_dim`` are set by the codec (the frontend's width, the
+    quantizer's dimension); ``frames_per_code`` analysis frames make one code.
+    """
+
+    input_dim: int = 512
+    latent_dim: int = 4
+    frames_per_code: int = 1
+    channels: int = 256
+    blocks: int = 4
+    kernel_size: int = 7
+    expansion: int = 2
+
+    def __post_init__(self) -> None:
+        _check_odd_kernel(self.kernel_size)
+        if self.frames_per_code < 1:
+            raise ModelError("frames per code must be positive")
+
+
+@dataclass(frozen=True)
+class ConvNeXtDecoderSettings:
+    """The ``convnext-film`` codec decoder (:class:`~plutok.codec.decoders.convnext.ConvNeXtDecoder`).
+
+    ``latent_dim``, ``output_dim`` and ``speaker_dim`` are set by the codec (the
+    quantizer's dimension, the synthesis features, the speaker vector); each code
+    decodes to ``frames_per_code`` (2 or 4) synthesis frames.
+    """
+
+    latent_dim: int = 4
+    output_dim: int = 80
+    speaker_dim: int = 32
+    frames_per_code: int = 4
+    channels: int = 256
+    blocks: int = 4
+    upsampled_channels: int = 128
+    upsampled_blocks: int = 2
+    kernel_size: int = 7
+    expansion: int = 2
+
+    def __post_init__(self) -> None:
+        _check_odd_kernel(self.kernel_size)
+        if self.frames_per_code not in (2, 4):
+            raise ModelError("synthesis_frames_per_code must be 2 or 4")
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How a sampling decoder (flow matching, diffusion) draws its output.
+
+    ``steps``: solver steps (``None``: the decoder's own default); ``seed``: the noise's
+    seed, so one set of codes always decodes to the same features. A deterministic
+    decoder ignores both.
+    """
+
+    steps: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.steps < 1:
+            raise ModelError(f"sampling steps must be at least 1, got {self.steps}")
+
+
+@dataclass(frozen=True)
+class ContentHeadSettings:
+    """The content codec's training heads on the code vectors (content prediction, CTC phonemes)."""
+
+    content_channels: int = 256
+    #: The content head predicts the first ``content_dim`` analysis channels (0: all). With a
+    #: stacked Whisper + log-mel frontend, 512 keeps the content objective on Whisper's part.
+    content_dim: int = 0
+    kernel_size: int = 7
+    expansion: int = 2
+    #: The CTC head's phoneme inventory (class ``i + 1`` is ``phoneme_symbols[i]``, 0 the
+    #: blank); set by training from the labels (:mod:`plutok.training.phonemes`). Empty: no head.
+    phoneme_symbols: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "phoneme_symbols", tuple(self.phoneme_symbols))
+        _check_odd_kernel(self.kernel_size)
+        if self.content_dim < 0:
+            raise ModelError(f"content_dim must be >= 0, got {self.content_dim}")
+
+
+@dataclass(frozen=True)
+class ContentObjectiveSettings:
+    """Loss weights of :class:`~plutok.training.objectives.ContentCodecObjective` (recorded in the codec's config)."""
+
+    content_weight: float = 1.0
+    gradient_weight: float = 1.0
+    #: Weight of the envelope term: 1 - correlation of each mel band's trajectory over
+    #: 300 ms segments of speech (STOI's view of intelligibility, in the log-mel domain).
+    envelope_weight: float = 0.0
+    #: Weight of the band-amplitude term: 1 - correlation of the linear amplitude of STOI's
+    #: 15 one-third-octave bands (150 Hz - 4.3 kHz) over 380 ms of speech, after undoing the
+    #: speaker normalisation (:func:`~plutok.training.objectives.band_envelope_loss`).
+    band_envelope_weight: float = 0.0
+    #: Weight of the CTC phoneme objective on the code vectors (0: no CTC head).
+    ctc_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("ctc_weight", "envelope_weight", "band_envelope_weight"):
+            if getattr(self, name) < 0:
+                raise ModelError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
 @dataclass(frozen=True)
 class ContentCodecSettings:
-    """Architecture and loss weights of :class:`ContentCodec`."""
+    """The flat ``codec`` section of the first v2 models: a ``content`` codec of the
+    ``convnext`` encoder and the ``convnext-film`` decoder with shared widths.
+
+    Models saved so keep loading (:meth:`parts` maps it onto the parts), and a codec of
+    those parts is written back in this form, so its config, fingerprint and ``.plt``
+    files stay as they were.
+    """
 
     input_dim: int = 512
     output_dim: int = 80
@@ -153,6 +288,85 @@ class ContentCodecSettings:
             raise ModelError(
                 f"content_dim must be in [0, input_dim={self.input_dim}], got {self.content_dim}"
             )
+
+    def parts(self) -> tuple[dict[str, Any], dict[str, Any], ContentHeadSettings, ContentObjectiveSettings]:
+        """``(encoder, decoder, heads, objective)``: the encoder and decoder config sections
+        (``latent_dim`` left to the codec: the quantizer's) and the codec's own settings."""
+        encoder = {
+            "name": "convnext",
+            "input_dim": self.input_dim,
+            "frames_per_code": self.analysis_frames_per_code,
+            "channels": self.channels,
+            "blocks": self.encoder_blocks,
+            "kernel_size": self.kernel_size,
+            "expansion": self.expansion,
+        }
+        decoder = {
+            "name": "convnext-film",
+            "output_dim": self.output_dim,
+            "speaker_dim": self.speaker_dim,
+            "frames_per_code": self.synthesis_frames_per_code,
+            "channels": self.channels,
+            "blocks": self.decoder_blocks,
+            "upsampled_channels": self.upsampled_channels,
+            "upsampled_blocks": self.upsampled_blocks,
+            "kernel_size": self.kernel_size,
+            "expansion": self.expansion,
+        }
+        heads = ContentHeadSettings(
+            self.content_channels, self.content_dim, self.kernel_size, self.expansion, self.phoneme_symbols
+        )
+        objective = ContentObjectiveSettings(
+            self.content_weight,
+            self.gradient_weight,
+            self.envelope_weight,
+            self.band_envelope_weight,
+            self.ctc_weight,
+        )
+        return encoder, decoder, heads, objective
+
+    @classmethod
+    def from_parts(
+        cls,
+        encoder: ConvNeXtEncoderSettings,
+        decoder: ConvNeXtDecoderSettings,
+        quantizer: dict[str, Any],
+        heads: ContentHeadSettings,
+        objective: ContentObjectiveSettings,
+    ) -> ContentCodecSettings | None:
+        """The flat form of these parts, or ``None`` when they do not share what it shares."""
+        shared = {
+            (encoder.channels, encoder.kernel_size, encoder.expansion),
+            (decoder.channels, decoder.kernel_size, decoder.expansion),
+        }
+        if len(shared) != 1 or (heads.kernel_size, heads.expansion) != (
+            encoder.kernel_size,
+            encoder.expansion,
+        ):
+            return None
+        return cls(
+            input_dim=encoder.input_dim,
+            output_dim=decoder.output_dim,
+            speaker_dim=decoder.speaker_dim,
+            analysis_frames_per_code=encoder.frames_per_code,
+            synthesis_frames_per_code=decoder.frames_per_code,
+            channels=encoder.channels,
+            encoder_blocks=encoder.blocks,
+            decoder_blocks=decoder.blocks,
+            upsampled_channels=decoder.upsampled_channels,
+            upsampled_blocks=decoder.upsampled_blocks,
+            content_channels=heads.content_channels,
+            kernel_size=encoder.kernel_size,
+            expansion=encoder.expansion,
+            content_weight=objective.content_weight,
+            content_dim=heads.content_dim,
+            gradient_weight=objective.gradient_weight,
+            envelope_weight=objective.envelope_weight,
+            band_envelope_weight=objective.band_envelope_weight,
+            quantizer=dict(quantizer),
+            ctc_weight=objective.ctc_weight,
+            phoneme_symbols=heads.phoneme_symbols,
+        )
 
 
 #: Training precisions (:attr:`TrainerConfig.precision`).

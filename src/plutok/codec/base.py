@@ -1,7 +1,8 @@
 """Codec contract: analysis features -> codes -> synthesis features (docs/architecture.md, "Data flow").
 
-A codec is an encoder, an injected :class:`~plutok.quantizers.Quantizer` and a
-decoder. Its input (analysis features, ``(C_in, T_in)``) and its output
+A codec is an encoder, a :class:`~plutok.quantizers.Quantizer` and a decoder
+(for the ``content`` codec, each a registered part: :mod:`plutok.codec.encoders`,
+:mod:`plutok.codec.decoders`). Its input (analysis features, ``(C_in, T_in)``) and its output
 (synthesis features, ``(C_out, T_out)``) may differ in dimension and frame rate;
 ``analysis_frames_per_code`` and ``synthesis_frames_per_code`` relate both to the
 codes. It holds forward passes only (its training objective lives in
@@ -22,6 +23,7 @@ from torch import nn
 from plutok.chunking import chunked_apply
 from plutok.errors import AudioError, ModelError, TokenError
 from plutok.parts import Part
+from plutok.settings import SamplingSettings
 
 __all__ = ["Codec", "CodecBatch", "check_codes", "check_features"]
 
@@ -155,8 +157,17 @@ class Codec(nn.Module, Part):
         """Codes ``(B, ceil(T_in / analysis_frames_per_code))`` of ``(B, C_in, T_in)``."""
 
     @abstractmethod
-    def decode_tensor(self, codes: torch.Tensor, speaker: torch.Tensor | None) -> torch.Tensor:
-        """Synthesis features ``(B, C_out, N * synthesis_frames_per_code)`` of codes ``(B, N)``."""
+    def decode_tensor(
+        self, codes: torch.Tensor, speaker: torch.Tensor | None, sampling: SamplingSettings | None = None
+    ) -> torch.Tensor:
+        """Synthesis features ``(B, C_out, N * synthesis_frames_per_code)`` of codes ``(B, N)``.
+
+        ``sampling``: steps and seed of a sampling decoder (``None``: its defaults; a
+        deterministic decoder ignores it).
+        """
+
+    def set_statistics(self, analysis: torch.Tensor, speakers: torch.Tensor) -> None:  # noqa: B027 - optional hook
+        """Fix input standardisations from training data (analysis ``(C_in, N)``, speakers ``(M, speaker_dim)``)."""
 
     # -- numpy API ------------------------------------------------------------------------
     def _device(self) -> torch.device:
@@ -184,7 +195,9 @@ class Codec(nn.Module, Part):
         return codes.cpu().numpy().astype(np.int64)
 
     @torch.no_grad()
-    def decode(self, codes: object, speaker: np.ndarray | None = None) -> np.ndarray:
+    def decode(
+        self, codes: object, speaker: np.ndarray | None = None, sampling: SamplingSettings | None = None
+    ) -> np.ndarray:
         """Synthesis features float32 ``(C_out, N * synthesis_frames_per_code)`` of codes ``(N,)``.
 
         Raises:
@@ -199,7 +212,7 @@ class Codec(nn.Module, Part):
             vector = None
             if speaker is not None and self.speaker_conditioned:
                 vector = torch.as_tensor(np.asarray(speaker, dtype=np.float32), device=device)[None]
-            decoded = self.decode_tensor(tensor, vector)
+            decoded = self.decode_tensor(tensor, vector, sampling)
         finally:
             self.train(was_training)
         return decoded[0].float().cpu().numpy()
@@ -217,11 +230,15 @@ class Codec(nn.Module, Part):
         )
 
     def decode_long(
-        self, codes: np.ndarray, speaker: np.ndarray | None, chunk_codes: int | None
+        self,
+        codes: np.ndarray,
+        speaker: np.ndarray | None,
+        chunk_codes: int | None,
+        sampling: SamplingSettings | None = None,
     ) -> np.ndarray:
         """:meth:`decode` over chunks of ``chunk_codes`` codes with ``decoder_context`` of them."""
         return chunked_apply(
-            lambda begin, end: self.decode(codes[begin:end], speaker),
+            lambda begin, end: self.decode(codes[begin:end], speaker, sampling),
             codes.shape[0],
             chunk_codes,
             self.decoder_context,

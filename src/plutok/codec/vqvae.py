@@ -18,6 +18,7 @@ import torch
 
 from plutok.codec.base import Codec
 from plutok.digests import state_dict_sha256
+from plutok.settings import SamplingSettings
 from plutok.vqvae import VQVAE, WEIGHTS_NAME, ResBlock, VQVAEConfig
 
 __all__ = ["VQVAECodec", "receptive_field"]
@@ -91,14 +92,18 @@ class VQVAECodec(Codec):
         flat = encoded.transpose(1, 2).reshape(-1, encoded.shape[1])
         return self.model.vq_layer.nearest(flat).reshape(encoded.shape[0], encoded.shape[2])
 
-    def decode_tensor(self, codes: torch.Tensor, speaker: torch.Tensor | None) -> torch.Tensor:
+    def decode_tensor(
+        self, codes: torch.Tensor, speaker: torch.Tensor | None, sampling: SamplingSettings | None = None
+    ) -> torch.Tensor:
         return self.model.decode_tensor(self.model.vq_layer.lookup(codes))
 
     # numpy encode/decode go through the VQ-VAE's own (identical) checks.
     def encode(self, analysis: np.ndarray) -> np.ndarray:
         return self.model.encode(analysis)
 
-    def decode(self, codes: object, speaker: np.ndarray | None = None) -> np.ndarray:
+    def decode(
+        self, codes: object, speaker: np.ndarray | None = None, sampling: SamplingSettings | None = None
+    ) -> np.ndarray:
         return self.model.decode(codes)
 
     # -- saving ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import torch
 
 from plutok import distributed, registry
 from plutok.codec.base import Codec
+from plutok.codec.encoders.base import CodecEncoder
 from plutok.errors import ModelError
 from plutok.files import atomic_write_text
 from plutok.training.cache import AnalysisReader, CachedUtterance, FeatureCache
@@ -241,17 +242,16 @@ def train_codec(
             "re-cache a corpus whose rows have a 'split', or a folder of audio"
         )
     dev = cache.utterances(dev_split)
-    codec_config = dict(codec_config)
-    codec_config.setdefault("input_dim", reader.frontend.feature_dim)
-    codec_config.setdefault("output_dim", cache.config["mel_dim"])
-    codec_config.setdefault("speaker_dim", speaker.speaker_dim)
+    codec_config = with_dimensions(
+        codec_config, reader.frontend.feature_dim, cache.config["mel_dim"], speaker.speaker_dim
+    )
     labels = None
-    if codec_config.get("ctc_weight", 0) > 0:
+    if _section(codec_config, "objective").get("ctc_weight", 0) > 0:
         labels = _phoneme_ids(cache, train, dev, codec_config)
     codec = registry.build("codec", codec_config)
     if init_from is not None:
         weights = _codec_weights(folder)
-        added = (start_from(codec, weights) if codec.name == "content" else codec.load_weights(weights)) or []
+        added = start_from(codec, weights)
         if added and distributed.context().is_writer:
             print(json.dumps({"started_from": str(weights), "new_parts": added}), flush=True)
         # The loaded codebook is the start: a k-means over its own encoder would replace it.
@@ -261,7 +261,7 @@ def train_codec(
             trainer_config = dataclasses.replace(trainer_config, init_batches=0)
         elif freeze_codes:
             raise ModelError("freeze_codes keeps the saved codebook: it cannot change the number of codes")
-    elif hasattr(codec, "set_statistics"):
+    else:
         rng = np.random.default_rng(trainer_config.seed)
         sample = rng.choice(len(train), size=min(len(train), 2000), replace=False)
         frames = np.concatenate([reader(train[int(i)]) for i in sample], axis=1)
@@ -314,21 +314,42 @@ def train_codec(
     return codec, metrics
 
 
+#: Where the parts' sections of a ``content`` codec config sit: ``encoder``/``decoder``
+#: sections in the parts' form; the flat form of the first v2 models holds everything at the top.
+_DIMENSIONS = {"encoder": ("input_dim",), "decoder": ("output_dim", "speaker_dim")}
+
+
+def _section(codec_config: dict[str, Any], name: str) -> dict[str, Any]:
+    """The part of ``codec_config`` holding ``name``'s settings (``heads``, ``objective``, ``encoder``, ``decoder``)."""
+    if "encoder" in codec_config or "decoder" in codec_config:
+        return codec_config.setdefault(name, {})
+    return codec_config
+
+
+def with_dimensions(
+    codec_config: dict[str, Any], input_dim: int, output_dim: int, speaker_dim: int
+) -> dict[str, Any]:
+    """A copy of ``codec_config`` with the data's widths where it leaves them out."""
+    config = {key: dict(value) if isinstance(value, dict) else value for key, value in codec_config.items()}
+    values = {"input_dim": input_dim, "output_dim": output_dim, "speaker_dim": speaker_dim}
+    for part, names in _DIMENSIONS.items():
+        for name in names:
+            _section(config, part).setdefault(name, values[name])
+    return config
+
+
 def codec_objective(codec: Codec, update_codebook: bool = True) -> Objective:
     """The training objective of ``codec`` (:mod:`plutok.training.objectives`)."""
     if codec.name == "vqvae":
         return VQVAECodecObjective()
-    return ContentCodecObjective(codec.settings, update_codebook=update_codebook)
+    return ContentCodecObjective(codec.objective, update_codebook=update_codebook)
 
 
 def _code_modules(codec: Codec) -> dict[str, torch.nn.Module]:
-    """The modules of ``codec`` that decide its codes (encoder and codebook)."""
-    if codec.name != "content":
-        raise ModelError(f"codec {codec.name!r} cannot keep its codes fixed")
-    return {
-        name: getattr(codec, name)
-        for name in ("encoder_in", "encoder", "encoder_norm", "to_latent", "quantizer")
-    }
+    """The parts of ``codec`` that decide its codes: its encoder and quantizer."""
+    if not isinstance(getattr(codec, "encoder", None), CodecEncoder):
+        raise ModelError(f"codec {codec.name!r} has no encoder part: its codes cannot be kept fixed")
+    return {"encoder": codec.encoder, "quantizer": codec.quantizer}
 
 
 def freeze_code_weights(codec: Codec) -> None:
@@ -343,17 +364,15 @@ def freeze_code_weights(codec: Codec) -> None:
 
 def code_state_dict(codec: Codec) -> dict[str, torch.Tensor]:
     """The weights and statistics that decide the codes (what :func:`freeze_code_weights` keeps)."""
-    state = {"analysis_mean": codec.analysis_mean, "analysis_std": codec.analysis_std}
-    for prefix, module in _code_modules(codec).items():
-        state.update({f"{prefix}.{key}": value for key, value in module.state_dict().items()})
-    return state
+    kept = {saved for part in _code_modules(codec) for saved in codec.saved_names(part).values()}
+    return {key: value for key, value in codec.state_dict().items() if key in kept}
 
 
 def start_from(codec: Codec, path: Path) -> list[str]:
     """Load into ``codec`` the weights of a trained codec that may have fewer decoder blocks or codes; returns what is new.
 
-    Everything the saved codec has must match (keys and shapes); blocks ``codec`` adds at
-    the end of ``decoder`` (25 Hz) or ``upsampled`` (100 Hz) start as the identity (their
+    Everything the saved codec has must match (keys and shapes); blocks a ``convnext-film``
+    decoder adds at the end of ``decoder`` (25 Hz) or ``upsampled`` (100 Hz) start as the identity (their
     last layer zero), so training begins from the saved codec's exact output and a bigger
     decoder can be trained on for the codes of a model that ships. A CTC phoneme head the
     saved codec lacks starts fresh (``ctc_weight`` on a codec trained without it). A
@@ -394,12 +413,11 @@ def start_from(codec: Codec, path: Path) -> list[str]:
     if problem:
         raise ModelError(f"{path} cannot start this codec: {problem}")
     codec.load_state_dict({key: value.float() for key, value in state.items()}, strict=False)
+    module_keys = {saved: key for key, saved in codec.saved_names("decoder").items()}
     with torch.no_grad():
         for block in added:
-            stack, _, index = block.split(".")
-            project = getattr(codec, stack).blocks[int(index)].project
-            project.weight.zero_()
-            project.bias.zero_()
+            for tensor in ("weight", "bias"):
+                codec.get_parameter(module_keys[f"{block}.project.{tensor}"]).zero_()
     return added + heads + added_codebook
 
 
@@ -426,11 +444,12 @@ def _phoneme_ids(
     """
     everything = [*train, *dev]
     phonemes = phoneme_labels([(u.id, u.text, u.language) for u in everything], cache.directory)
-    if codec_config.get("phoneme_symbols"):
-        inventory = PhonemeInventory(codec_config["phoneme_symbols"])
+    heads = _section(codec_config, "heads")
+    if heads.get("phoneme_symbols"):
+        inventory = PhonemeInventory(heads["phoneme_symbols"])
     else:
         inventory = PhonemeInventory.from_sequences(phonemes[u.id] for u in train if u.id in phonemes)
-        codec_config["phoneme_symbols"] = list(inventory.symbols)
+        heads["phoneme_symbols"] = list(inventory.symbols)
     if not len(inventory):
         raise ModelError("ctc_weight > 0 but no training utterance has phoneme labels (no text?)")
     return {key: inventory.encode(value) for key, value in phonemes.items()}
