@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from plutok.errors import ModelError
 
-__all__ = ["KINDS", "build", "get", "names", "register", "settings_class"]
+__all__ = ["KINDS", "build", "get", "names", "option_settings", "register", "settings_class"]
 
 KINDS = ("frontend", "speaker", "codec", "encoder", "quantizer", "decoder", "vocoder")
 
@@ -110,3 +110,16 @@ def settings_class(kind: str, name: str) -> type | None:
         module, attribute = target.split(":")
         return getattr(importlib.import_module(module), attribute)
     return getattr(get(kind, name), "settings_class", None)
+
+
+def option_settings(kind: str) -> dict[str, type]:
+    """``{name: settings class}`` of the parts of ``kind`` whose settings are known without
+    importing a built-in part's module: what a command line can offer options for at start-up."""
+    found = {}
+    for name in names(kind):
+        if name in _BUILTIN.get(kind, {}) and name not in _BUILTIN_SETTINGS.get(kind, {}):
+            continue  # its settings would import its module (torch); a JSON section still works
+        cls = settings_class(kind, name)
+        if cls is not None:
+            found[name] = cls
+    return found

@@ -1,8 +1,10 @@
 """``plutok cache``, ``plutok train-codec`` and ``plutok assemble``: the v2 training stages from the command line.
 
-Every setting of the codec (:class:`~plutok.codec.content.ContentCodecSettings`) and
-of the schedule (:class:`~plutok.training.trainer.TrainerConfig`) is an option whose
-default is read from the dataclass field, so the CLI and the library cannot drift.
+Every setting is an option whose default is read from a dataclass field, so the CLI and
+the library cannot drift: the schedule (:class:`~plutok.training.trainer.TrainerConfig`),
+the content codec's heads and loss weights, and the settings of each registered codec
+encoder and decoder (``--encoder-*``, ``--decoder-*``, from the part's settings class in
+:mod:`plutok.registry`); ``--encoder`` / ``--decoder`` pick the parts.
 """
 
 from __future__ import annotations
@@ -27,32 +29,65 @@ __all__ = [
 ]
 
 
-def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """One ``--field-name`` option per dataclass field (bool: ``--x/--no-x``; dict/list: JSON)."""
+def add_dataclass_options(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    skip: tuple[str, ...] = (),
+    prefix: str = "",
+    note: str = "",
+    taken: set[str] | None = None,
+    aliases: dict[str, str] | None = None,
+) -> None:
+    """One ``--<prefix>field-name`` option per dataclass field (bool: ``--x/--no-x``; dict/list: JSON).
+
+    ``note`` ends each help text; options already in ``taken`` (dests) are not added again;
+    ``aliases``: ``{dest: another name}`` for options that keep an older name too.
+    """
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
-        if field.name in skip:
+        dest = prefix.replace("-", "_") + field.name
+        if field.name in skip or (taken is not None and dest in taken):
             continue
+        if taken is not None:
+            taken.add(dest)
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
-        flag = "--" + field.name.replace("_", "-")
+        flags = ["--" + dest.replace("_", "-")]
+        if aliases and dest in aliases:
+            flags.append("--" + aliases[dest].replace("_", "-"))
         kind = hints[field.name]
         if kind is bool:
             parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=None, help=f"(default: {default})"
+                *flags,
+                dest=dest,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"(default: {default}{note})",
             )
         elif isinstance(default, (dict, list)):
             parser.add_argument(
-                flag, type=json.loads, default=None, metavar="JSON", help=f"(default: {json.dumps(default)})"
+                *flags,
+                dest=dest,
+                type=json.loads,
+                default=None,
+                metavar="JSON",
+                help=f"(default: {json.dumps(default)}{note})",
             )
         else:
-            parser.add_argument(flag, type=type(default), default=None, help=f"(default: {default})")
+            parse = type(default) if default is not None else _optional_int
+            parser.add_argument(
+                *flags, dest=dest, type=parse, default=None, help=f"(default: {default}{note})"
+            )
 
 
-def dataclass_values(cls: type, args: argparse.Namespace) -> dict[str, Any]:
+def _optional_int(text: str) -> int | None:
+    return None if text.lower() == "none" else int(text)
+
+
+def dataclass_values(cls: type, args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
     """The options of :func:`add_dataclass_options` the user gave (others keep the dataclass default)."""
     values = {}
     for field in dataclasses.fields(cls):
-        value = getattr(args, field.name, None)
+        value = getattr(args, prefix.replace("-", "_") + field.name, None)
         if value is not None:
             values[field.name] = value
     return values
@@ -134,8 +169,43 @@ def run_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Options of the flat codec settings of the first v2 models, still accepted: each sets the
+#: field of that name in every part (encoder, decoder, heads) that has it.
+_SHARED_OPTIONS = {
+    "channels": ("encoder", "decoder"),
+    "kernel_size": ("encoder", "decoder", "heads"),
+    "expansion": ("encoder", "decoder", "heads"),
+    "upsampled_channels": ("decoder",),
+    "upsampled_blocks": ("decoder",),
+}
+#: Old names of part options (the flat settings' names).
+_ALIASES = {
+    "encoder_frames_per_code": "analysis_frames_per_code",
+    "decoder_frames_per_code": "synthesis_frames_per_code",
+}
+#: The codec parts with options of their own.
+_PART_KINDS = ("encoder", "decoder")
+
+
+def _part_argument(text: str) -> dict[str, Any]:
+    """``--encoder``/``--decoder``: a registered name, or a JSON config section with a ``name``."""
+    if text.lstrip().startswith("{"):
+        value = json.loads(text)
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+            raise argparse.ArgumentTypeError("a JSON part config needs a 'name'")
+        return value
+    return {"name": text}
+
+
 def configure_train(parser: argparse.ArgumentParser) -> None:
-    from plutok.settings import ContentCodecSettings, TrainerConfig
+    from plutok import registry
+    from plutok.settings import (
+        DERIVED_FIELDS,
+        ContentCodecSettings,
+        ContentHeadSettings,
+        ContentObjectiveSettings,
+        TrainerConfig,
+    )
 
     parser.add_argument("cache", help="feature cache folder (plutok cache)")
     parser.add_argument(
@@ -143,6 +213,22 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--codec", default=None, help="registered codec name (default: content, or --init-from's)"
+    )
+    for kind, default in (("encoder", "convnext"), ("decoder", "convnext-film")):
+        parser.add_argument(
+            f"--{kind}",
+            type=_part_argument,
+            default=None,
+            metavar="NAME|JSON",
+            help=f"the codec's {kind}: a registered {kind} name or its config as JSON (default: {default}, "
+            f"or --init-from's); its settings are the --{kind}-* options",
+        )
+    parser.add_argument(
+        "--quantizer",
+        type=json.loads,
+        default=None,
+        metavar="JSON",
+        help=f"the codec's quantizer config (default: {json.dumps(ContentCodecSettings().quantizer)})",
     )
     parser.add_argument(
         "--frontend",
@@ -167,31 +253,125 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--train-split", default="train")
     parser.add_argument("--dev-split", default="dev")
-    group = parser.add_argument_group("codec settings")
-    add_dataclass_options(
-        group, ContentCodecSettings, skip=("input_dim", "output_dim", "speaker_dim", "phoneme_symbols")
+    shared = parser.add_argument_group(
+        "settings shared by the parts that have them (the first v2 codec's names)"
     )
+    for name in _SHARED_OPTIONS:
+        default = getattr(ContentCodecSettings(), name)
+        shared.add_argument(
+            f"--{name.replace('_', '-')}", type=int, default=None, help=f"(default: {default})"
+        )
+    for kind in _PART_KINDS:
+        group = parser.add_argument_group(f"{kind} settings (of the --{kind} part)")
+        taken: set[str] = set()
+        for name, settings in registry.option_settings(kind).items():
+            add_dataclass_options(
+                group,
+                settings,
+                skip=DERIVED_FIELDS,
+                prefix=f"{kind}-",
+                note=f"; {name}",
+                taken=taken,
+                aliases=_ALIASES,
+            )
+    group = parser.add_argument_group("content heads (training only)")
+    add_dataclass_options(group, ContentHeadSettings, skip=("kernel_size", "expansion", "phoneme_symbols"))
+    group = parser.add_argument_group("loss weights (recorded in the codec's config)")
+    add_dataclass_options(group, ContentObjectiveSettings)
     group = parser.add_argument_group("schedule")
     add_dataclass_options(group, TrainerConfig)
 
 
+#: The parts a ``content`` codec has unless told otherwise.
+_DEFAULT_PARTS = {"encoder": "convnext", "decoder": "convnext-film"}
+
+
+def codec_config_from_args(args: argparse.Namespace, defaults: bool = True) -> dict[str, Any]:
+    """The codec config ``train-codec``'s options describe: the parts' sections, heads, loss weights.
+
+    ``defaults``: fill in the default codec, parts and quantizer; without (a run started
+    from a saved codec, whose own are the defaults) only what the options give.
+
+    Raises:
+        ModelError: an option of a part the codec does not have.
+    """
+    from plutok.errors import ModelError
+    from plutok.settings import ContentCodecSettings, ContentHeadSettings, ContentObjectiveSettings
+
+    sections: dict[str, dict[str, Any]] = {}
+    for kind in _PART_KINDS:
+        section = dict(getattr(args, kind) or {})
+        if defaults:
+            section.setdefault("name", _DEFAULT_PARTS[kind])
+        sections[kind] = section
+    heads = dataclass_values(ContentHeadSettings, args)
+    for kind in _PART_KINDS:
+        name = sections[kind].get("name")
+        # Without a name (a saved codec's part), the saved part checks its settings when built.
+        fields = _setting_fields(kind, name) if name else None
+        for key, value in vars(args).items():
+            if not key.startswith(f"{kind}_") or value is None:
+                continue
+            field = key[len(kind) + 1 :]
+            if fields is not None and field not in fields:
+                raise ModelError(f"--{key.replace('_', '-')}: the {kind} {name!r} has no setting {field!r}")
+            sections[kind][field] = value
+    for option, owners in _SHARED_OPTIONS.items():
+        value = getattr(args, option, None)
+        if value is None:
+            continue
+        used = False
+        for owner in owners:
+            if owner == "heads":
+                heads.setdefault(option, value)
+                used = True
+                continue
+            name = sections[owner].get("name", _DEFAULT_PARTS[owner])
+            if option in _setting_fields(owner, name):
+                sections[owner].setdefault(option, value)
+                used = True
+        if not used:
+            raise ModelError(f"--{option.replace('_', '-')}: no part of this codec has that setting")
+    config: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("encoder", sections["encoder"]),
+            ("decoder", sections["decoder"]),
+            ("heads", heads),
+            ("objective", dataclass_values(ContentObjectiveSettings, args)),
+        )
+        if value or defaults
+    }
+    if args.codec or defaults:
+        config["name"] = args.codec or "content"
+    if args.quantizer is not None or defaults:
+        config["quantizer"] = (
+            args.quantizer if args.quantizer is not None else ContentCodecSettings().quantizer
+        )
+    return config
+
+
+def _setting_fields(kind: str, name: str) -> set[str]:
+    from plutok import registry
+
+    settings = registry.settings_class(kind, name)
+    return {field.name for field in dataclasses.fields(settings)} if settings else set()
+
+
 def run_train(args: argparse.Namespace) -> int:
     from plutok import distributed
-    from plutok.settings import ContentCodecSettings, TrainerConfig
+    from plutok.settings import TrainerConfig
     from plutok.training.codec import train_codec
 
     trainer = TrainerConfig(**dataclass_values(TrainerConfig, args))
-    given = dataclass_values(ContentCodecSettings, args)
-    codec_config = {"name": args.codec or "content", **given}
+    codec_config = codec_config_from_args(args, defaults=not args.init_from)
     frontend = args.frontend
     if args.init_from:
         from plutok.cli.common import UsageError
         from plutok.training.codec import ArchitectureConflict, starting_point
 
-        if args.codec:
-            given["name"] = args.codec
         try:
-            start = starting_point(args.init_from, given, frontend)
+            start = starting_point(args.init_from, codec_config, frontend)
         except ArchitectureConflict as error:
             raise UsageError(str(error)) from None
         codec_config = start.codec

@@ -119,6 +119,13 @@ def starting_point(
         codec = {k: v for k, v in saved["codec"].items() if k not in _DERIVED_SETTINGS}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise ModelError(f"{config_path}: not the config of a v2 codec or model ({error!r})") from None
+    if any(key in given for key in _PART_SECTIONS):
+        flat = _flat_given(given)
+        if flat is None or any(key in codec for key in _PART_SECTIONS):
+            codec = _merged_parts(init_from, codec, given)
+            given = {}
+        else:
+            given = flat
     for key, value in given.items():
         old = codec.get(key)
         if key == "name" and value != old:
@@ -160,6 +167,136 @@ def _without_precision(config: Any) -> Any:
     if isinstance(config, list):
         return [_without_precision(v) for v in config]
     return config
+
+
+#: The sections of a codec config in the parts' form.
+_PART_SECTIONS = ("encoder", "decoder", "heads", "objective")
+#: The flat settings' names of the ``convnext`` / ``convnext-film`` parts' settings.
+_FLAT_NAMES = {
+    "encoder": {
+        "name": "convnext",
+        "input_dim": "input_dim",
+        "frames_per_code": "analysis_frames_per_code",
+        "channels": "channels",
+        "blocks": "encoder_blocks",
+        "kernel_size": "kernel_size",
+        "expansion": "expansion",
+    },
+    "decoder": {
+        "name": "convnext-film",
+        "output_dim": "output_dim",
+        "speaker_dim": "speaker_dim",
+        "frames_per_code": "synthesis_frames_per_code",
+        "channels": "channels",
+        "blocks": "decoder_blocks",
+        "upsampled_channels": "upsampled_channels",
+        "upsampled_blocks": "upsampled_blocks",
+        "kernel_size": "kernel_size",
+        "expansion": "expansion",
+    },
+    "heads": {
+        name: name
+        for name in ("content_channels", "content_dim", "kernel_size", "expansion", "phoneme_symbols")
+    },
+}
+
+
+def _flat_given(given: dict[str, Any]) -> dict[str, Any] | None:
+    """Settings given in the parts' form, in the flat form's names (``None``: not expressible there)."""
+    flat: dict[str, Any] = {key: given[key] for key in ("name", "quantizer") if key in given}
+    flat.update(given.get("objective", {}))
+    for section, names in _FLAT_NAMES.items():
+        for key, value in given.get(section, {}).items():
+            if key == "name":
+                if value != names["name"]:
+                    return None
+                continue
+            if key not in names or flat.get(names[key], value) != value:
+                return None
+            flat[names[key]] = value
+    return flat
+
+
+def _parts_form(codec: dict[str, Any]) -> dict[str, Any]:
+    """A saved codec section in the parts' form (the flat form mapped onto its parts), widths left out."""
+    if any(key in codec for key in _PART_SECTIONS):
+        return {key: dict(value) if isinstance(value, dict) else value for key, value in codec.items()}
+    from plutok.parts import settings_from_config
+    from plutok.settings import ContentCodecSettings
+
+    encoder, decoder, heads, objective = settings_from_config(ContentCodecSettings, codec, "codec").parts()
+    for section in (encoder, decoder):
+        for key in ("input_dim", "output_dim", "speaker_dim"):
+            section.pop(key, None)
+    heads_section = dataclasses.asdict(heads)
+    heads_section["phoneme_symbols"] = list(heads_section["phoneme_symbols"])
+    return {
+        "name": codec["name"],
+        "encoder": encoder,
+        "quantizer": dict(codec.get("quantizer", {})),
+        "decoder": decoder,
+        "heads": heads_section,
+        "objective": dataclasses.asdict(objective),
+    }
+
+
+def _merged_parts(init_from: Any, saved: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The saved codec in the parts' form with the parts' settings ``given`` laid over it.
+
+    The encoder decides the codes: none of its settings may change. A decoder of another
+    kind replaces the saved one (it starts fresh); the same decoder may grow its blocks.
+    The quantizer follows the flat form's rules; the heads may gain a phoneme inventory;
+    the loss weights are free.
+    """
+    merged = _parts_form(saved)
+    if "name" in given and given["name"] != merged["name"]:
+        raise ArchitectureConflict(
+            f"--codec {given['name']} contradicts {init_from}, a {merged['name']!r} codec"
+        )
+    for key, value in given.get("encoder", {}).items():
+        old = merged["encoder"].get(key)
+        if old is not None and value != old:
+            flag = "--encoder" if key == "name" else "--encoder-" + key.replace("_", "-")
+            raise ArchitectureConflict(
+                f"{flag} {json.dumps(value)} contradicts {init_from}'s encoder ({key} {json.dumps(old)}), "
+                "which decides the codes; leave it out"
+            )
+        merged["encoder"][key] = value
+    decoder = dict(given.get("decoder", {}))
+    if decoder.get("name", merged["decoder"]["name"]) != merged["decoder"]["name"]:
+        merged["decoder"] = decoder  # another kind of decoder: it starts fresh
+    else:
+        for key, value in decoder.items():
+            old = merged["decoder"].get(key)
+            flag = "--decoder-" + key.replace("_", "-")
+            if key in ("blocks", "upsampled_blocks") and old is not None and value < old:
+                raise ArchitectureConflict(
+                    f"{flag} {value} is below {init_from}'s {old}: a decoder can grow, not shrink"
+                )
+            if key not in ("blocks", "upsampled_blocks") and old is not None and value != old:
+                raise ArchitectureConflict(
+                    f"{flag} {json.dumps(value)} contradicts {init_from}'s decoder ({key} {json.dumps(old)})"
+                )
+            merged["decoder"][key] = value
+    if "quantizer" in given:
+        old = merged.get("quantizer", {})
+        clash = [
+            k for k in _QUANTIZER_SHAPE if k in given["quantizer"] and given["quantizer"][k] != old.get(k)
+        ]
+        if clash:
+            shown = ", ".join(f"{k} {old.get(k)!r}" for k in clash)
+            raise ArchitectureConflict(f"--quantizer contradicts {init_from}'s quantizer ({shown})")
+        merged["quantizer"] = {**old, **given["quantizer"]}
+    for key, value in given.get("heads", {}).items():
+        old = merged.setdefault("heads", {}).get(key)
+        if key != "phoneme_symbols" and old is not None and value != old:
+            flag = "--" + key.replace("_", "-")
+            raise ArchitectureConflict(
+                f"{flag} {json.dumps(value)} contradicts {init_from} ({key} {json.dumps(old)})"
+            )
+        merged["heads"][key] = value
+    merged["objective"] = {**merged.get("objective", {}), **given.get("objective", {})}
+    return merged
 
 
 def _built(frontend: dict[str, Any]) -> dict[str, Any]:
