@@ -28,7 +28,7 @@ codec records as ``objective``); the codec holds forward passes only.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -267,8 +267,10 @@ class ContentCodec(Codec):
             flat = settings_from_config(ContentCodecSettings, config, "content codec")
             quantizer = registry.build("quantizer", dict(flat.quantizer))
             encoder_config, decoder_config, heads, objective = flat.parts()
-        encoder_config.setdefault("latent_dim", quantizer.dim)
-        decoder_config.setdefault("latent_dim", quantizer.dim)
+        for kind, section in (("encoder", encoder_config), ("decoder", decoder_config)):
+            settings = registry.settings_class(kind, section.get("name", ""))
+            if settings is not None and "latent_dim" in {field.name for field in fields(settings)}:
+                section.setdefault("latent_dim", quantizer.dim)
         codec = cls(
             registry.build("encoder", encoder_config),
             quantizer,

@@ -470,9 +470,22 @@ def with_dimensions(
     config = {key: dict(value) if isinstance(value, dict) else value for key, value in codec_config.items()}
     values = {"input_dim": input_dim, "output_dim": output_dim, "speaker_dim": speaker_dim}
     for part, names in _DIMENSIONS.items():
-        for name in names:
-            _section(config, part).setdefault(name, values[name])
+        section = _section(config, part)
+        if section is config:  # the flat form: every width is a setting of it
+            wanted = set(names)
+        else:
+            wanted = set(names) & _setting_names(part, section.get("name"))
+        for name in sorted(wanted):
+            section.setdefault(name, values[name])
     return config
+
+
+def _setting_names(kind: str, name: str | None) -> set[str]:
+    """The settings fields of the registered part ``name`` of ``kind`` (empty when unknown)."""
+    if not isinstance(name, str):
+        return set()
+    settings = registry.settings_class(kind, name)
+    return {field.name for field in dataclasses.fields(settings)} if settings is not None else set()
 
 
 def codec_objective(codec: Codec, update_codebook: bool = True) -> Objective:
