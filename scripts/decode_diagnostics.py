@@ -31,7 +31,9 @@ def patch_unquantized() -> None:
         latents["last"] = F.normalize(latent, dim=1) if self.quantizer.settings.get("normalize") else latent
         return encode(self, analysis)
 
-    def decode_tensor(self: ContentCodec, codes: torch.Tensor, speaker: torch.Tensor | None) -> torch.Tensor:
+    def decode_tensor(
+        self: ContentCodec, codes: torch.Tensor, speaker: torch.Tensor | None, sampling: object = None
+    ) -> torch.Tensor:
         latent = latents.get("last")
         if latent is None or latent.shape[-1] != codes.shape[-1]:
             raise SystemExit(
@@ -45,7 +47,9 @@ def patch_unquantized() -> None:
 def patch_variance_scale(scale: float) -> None:
     decode = ContentCodec.decode_tensor
 
-    def decode_tensor(self: ContentCodec, codes: torch.Tensor, speaker: torch.Tensor | None) -> torch.Tensor:
+    def decode_tensor(
+        self: ContentCodec, codes: torch.Tensor, speaker: torch.Tensor | None, sampling: object = None
+    ) -> torch.Tensor:
         features = decode(self, codes, speaker)
         mean = features.mean(dim=-1, keepdim=True)
         return mean + scale * (features - mean)
