@@ -196,3 +196,43 @@ def test_the_flat_codec_section_maps_onto_the_parts_and_back(tiny_content_codec)
     nested = registry.build("codec", parts)
     assert nested.config()["encoder"]["channels"] == 12
     assert registry.build("codec", nested.config()).config() == nested.config()
+
+
+def test_a_new_decoder_learns_the_codes_of_a_saved_codec(
+    mel_cache, tiny_content_codec, tmp_path, speech_like
+):
+    """``--init-from BASE --freeze-codes`` with another decoder: same codes and token ids, new decoder."""
+    from plutok.api import Plutok
+    from plutok.training.assemble import assemble_model, replace_decoder
+    from plutok.training.codec import train_codec
+
+    torch.manual_seed(0)
+    flat = tiny_content_codec(analysis_frames_per_code=4)
+    base, _ = train_codec(mel_cache, tmp_path / "base", flat, _schedule(steps=2))
+    parts = {
+        "name": "content",
+        "encoder": base.encoder.config(),
+        "quantizer": base.quantizer.config(),
+        "decoder": {"name": "toy-conv"},
+        "heads": {"content_channels": 8},
+    }
+    toy, _ = train_codec(
+        mel_cache,
+        tmp_path / "toy",
+        parts,
+        _schedule(steps=2),
+        init_from=tmp_path / "base" / "codec",
+        freeze_codes=True,
+    )
+    analysis = torch.randn(2, base.input_dim, 40)
+    assert torch.equal(toy.encode_tensor(analysis), base.encode_tensor(analysis))
+    base_model = assemble_model(
+        mel_cache, tmp_path / "base" / "codec", tmp_path / "base-model", 24, progress=False
+    )
+    replace_decoder(tmp_path / "base-model", tmp_path / "toy" / "codec", tmp_path / "toy-model")
+    toy_model = Plutok.from_pretrained(tmp_path / "toy-model")
+    wav = speech_like(1.2, seed=8)
+    encoding = base_model.encode(wav, 16000)
+    assert toy_model.encode(wav, 16000).ids == encoding.ids
+    assert isinstance(toy_model.codec.decoder, ToyConvDecoder)
+    assert toy_model.decode_ids(encoding.ids, encoding.speaker)[0].shape[0] > 0

@@ -40,8 +40,10 @@ __all__ = [
 CODEC_DIR = "codec"
 #: The codebook's key; :func:`start_from` may give a codec a codebook of another size.
 CODEBOOK_KEY = "quantizer.codebook"
-#: Blocks :func:`start_from` may add to a saved codec.
+#: Blocks :func:`start_from` may add to the saved ``convnext-film`` decoder of a codec
+#: (names as in the weight file).
 _GROWABLE = re.compile(r"^(decoder|upsampled)\.blocks\.\d+\.")
+_GROWABLE_DECODER = "convnext-film"
 #: The modules of the CTC phoneme head (``ctc_weight`` > 0).
 _PHONEME_HEAD = ("phoneme_in.", "phoneme.", "to_phonemes.")
 
@@ -388,7 +390,9 @@ def train_codec(
     codec = registry.build("codec", codec_config)
     if init_from is not None:
         weights = _codec_weights(folder)
-        added = start_from(codec, weights)
+        added = start_from(codec, weights, _saved_decoder(weights))
+        if "decoder" in added:  # a decoder of another kind starts fresh, its speaker statistics too
+            codec.decoder.set_statistics(torch.from_numpy(np.stack([u.speaker for u in train])))
         if added and distributed.context().is_writer:
             print(json.dumps({"started_from": str(weights), "new_parts": added}), flush=True)
         # The loaded codebook is the start: a k-means over its own encoder would replace it.
@@ -518,7 +522,7 @@ def code_state_dict(codec: Codec) -> dict[str, torch.Tensor]:
     return {key: value for key, value in codec.state_dict().items() if key in kept}
 
 
-def start_from(codec: Codec, path: Path) -> list[str]:
+def start_from(codec: Codec, path: Path, saved_decoder: str | None = None) -> list[str]:
     """Load into ``codec`` the weights of a trained codec that may have fewer decoder blocks or codes; returns what is new.
 
     Everything the saved codec has must match (keys and shapes); blocks a ``convnext-film``
@@ -529,10 +533,19 @@ def start_from(codec: Codec, path: Path) -> list[str]:
     codebook with another number of codes (same code dimension) is not loaded:
     ``"quantizer.codebook"`` is then in the returned list, and the caller initialises it
     from the trained encoder's latents (the trainer's k-means): how v2.4 grew from
-    1,024 to 4,096 codes.
+    1,024 to 4,096 codes. ``saved_decoder``: the registered name of the saved codec's
+    decoder; when ``codec``'s is another one, only the encoder, quantizer and heads are
+    loaded and the decoder (``"decoder"`` in the returned list) starts fresh: a new decoder
+    for the codes of a saved codec.
     """
     state = read_weights(path, "codec")
     expected = codec.state_dict()
+    fresh_decoder = []
+    if saved_decoder is not None and saved_decoder != getattr(getattr(codec, "decoder", None), "name", None):
+        decoder_keys = set(codec.saved_names("decoder").values())
+        expected = {key: value for key, value in expected.items() if key not in decoder_keys}
+        state = {key: value for key, value in state.items() if key in expected}
+        fresh_decoder = ["decoder"]
     added_codebook = []
     saved_codebook = state.get(CODEBOOK_KEY)
     if (
@@ -546,6 +559,8 @@ def start_from(codec: Codec, path: Path) -> list[str]:
         added_codebook = [CODEBOOK_KEY]
     added = sorted(
         {".".join(key.split(".")[:3]) for key in expected if key not in state and _GROWABLE.match(key)}
+        if getattr(getattr(codec, "decoder", None), "name", None) == _GROWABLE_DECODER
+        else ()
     )
     # A phoneme head the saved codec lacks is a loss head (nothing decodes through it):
     # it starts from its random initialisation.
@@ -568,7 +583,20 @@ def start_from(codec: Codec, path: Path) -> list[str]:
         for block in added:
             for tensor in ("weight", "bias"):
                 codec.get_parameter(module_keys[f"{block}.project.{tensor}"]).zero_()
-    return added + heads + added_codebook
+    return fresh_decoder + added + heads + added_codebook
+
+
+def _saved_decoder(weights: Path) -> str | None:
+    """The registered decoder name in the ``config.json`` beside a codec weight file (``None``: none known)."""
+    config_path = weights.parent / "config.json"
+    if not config_path.is_file():
+        return None
+    section = json.loads(config_path.read_text(encoding="utf-8")).get("codec", {})
+    if section.get("name") != "content":
+        return None
+    decoder = section.get("decoder")
+    # The flat section of the first v2 models is the convnext-film decoder's.
+    return decoder.get("name") if isinstance(decoder, dict) else _GROWABLE_DECODER
 
 
 def _codec_weights(folder: Path) -> Path:
