@@ -203,27 +203,19 @@ def test_a_new_decoder_learns_the_codes_of_a_saved_codec(
 ):
     """``--init-from BASE --freeze-codes`` with another decoder: same codes and token ids, new decoder."""
     from plutok.api import Plutok
-    from plutok.training.assemble import assemble_model, replace_decoder
+    from plutok.cli import main
+    from plutok.training.assemble import assemble_model, load_trained_codec, replace_decoder
     from plutok.training.codec import train_codec
 
     torch.manual_seed(0)
     flat = tiny_content_codec(analysis_frames_per_code=4)
     base, _ = train_codec(mel_cache, tmp_path / "base", flat, _schedule(steps=2))
-    parts = {
-        "name": "content",
-        "encoder": base.encoder.config(),
-        "quantizer": base.quantizer.config(),
-        "decoder": {"name": "toy-conv"},
-        "heads": {"content_channels": 8},
-    }
-    toy, _ = train_codec(
-        mel_cache,
-        tmp_path / "toy",
-        parts,
-        _schedule(steps=2),
-        init_from=tmp_path / "base" / "codec",
-        freeze_codes=True,
-    )
+    schedule = ["--steps", "2", "--batch-size", "3", "--segment-codes", "12", "--warmup-steps", "1"]
+    # The run reads the saved codec's architecture; only the decoder is named.
+    args = [str(mel_cache), "-o", str(tmp_path / "toy"), "--init-from", str(tmp_path / "base" / "codec")]
+    assert main(["train-codec", *args, "--freeze-codes", "--decoder", "toy-conv", *schedule]) == 0
+    toy = load_trained_codec(tmp_path / "toy" / "codec")
+    assert isinstance(toy.decoder, ToyConvDecoder) and toy.heads == base.heads
     analysis = torch.randn(2, base.input_dim, 40)
     assert torch.equal(toy.encode_tensor(analysis), base.encode_tensor(analysis))
     base_model = assemble_model(
@@ -236,3 +228,27 @@ def test_a_new_decoder_learns_the_codes_of_a_saved_codec(
     assert toy_model.encode(wav, 16000).ids == encoding.ids
     assert isinstance(toy_model.codec.decoder, ToyConvDecoder)
     assert toy_model.decode_ids(encoding.ids, encoding.speaker)[0].shape[0] > 0
+
+
+def test_a_saved_codecs_parts_are_kept_unless_another_decoder_is_named():
+    from plutok.training.codec import ArchitectureConflict, starting_point
+
+    start = starting_point(
+        "default", {"decoder": {"name": "toy-conv", "noise": 0.5}, "objective": {"ctc_weight": 1.0}}
+    )
+    saved = json.loads((start.directory / "config.json").read_text())["codec"]
+    assert start.codec["decoder"] == {"name": "toy-conv", "noise": 0.5}
+    assert (
+        start.codec["encoder"]["blocks"] == saved["encoder_blocks"]
+        and start.codec["quantizer"] == saved["quantizer"]
+    )
+    assert (
+        start.codec["objective"]["ctc_weight"] == 1.0
+        and start.codec["heads"]["content_dim"] == saved["content_dim"]
+    )
+    # The parts' options of the saved parts read as the flat settings they are.
+    assert starting_point("default", {"decoder": {"blocks": 6}}).codec["decoder_blocks"] == 6
+    with pytest.raises(ArchitectureConflict, match="--encoder-blocks 1 contradicts default's encoder"):
+        starting_point("default", {"encoder": {"blocks": 1}, "decoder": {"name": "toy-conv"}})
+    with pytest.raises(ArchitectureConflict, match="--channels 128 contradicts"):
+        starting_point("default", {"encoder": {"channels": 128}})
