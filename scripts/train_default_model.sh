@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the bundled default model (v2.5) from nothing but Debian/PyPI packages.
+# Rebuild the bundled default model (v2.6) from nothing but Debian/PyPI packages.
 # Every step is resumable: rerun the script after an interruption.
 #
 #   bash scripts/train_default_model.sh [WORK_DIR]      (default WORK_DIR: data/)
@@ -83,8 +83,39 @@ plutok train-codec "$work/cache/whisper25" -o "$run-v25-content3" --threads "$TH
     --steps 1500 --batch-size 16 --segment-codes 100 --learning-rate 2e-4 --warmup-steps 100 \
     --eval-every 500 --log-every 50 --checkpoint-every 250 --seed 3 --resume
 
-# 6. Weights rounded to float16 values, BPE over the training codes, the model directory.
-python -m plutok.training.assemble "$work/cache/whisper25" "$run-v25-content3/codec" -o "$run/model" --vocab-size "$VOCAB" \
+# 6. v2.5: weights rounded to float16 values, BPE over the training codes, the model directory.
+plutok assemble "$work/cache/whisper25" "$run-v25-content3/codec" -o "$run/model-v25" --vocab-size "$VOCAB" \
     --description "Plutok default v2.5: Whisper-base encoder + log-mel -> content codec (VQ $V25_CODEBOOK, 25 codes/s) -> log-mel -> HiFi-GAN; BPE $VOCAB"
+
+# 7. v2.6: float32 Whisper features (the same tokens under every CPU's kernels; int8 features
+#    change ~4 % of the codes between CPUs) and the real speech of the new sources, with whole
+#    speakers held out (split dev-unseen/heldout of the corpus). The real train + dev clips,
+#    at most 120 per speaker (those with the lowest sha256("pilot:" + id)), are cached with the
+#    Whisper frontend in float32; v2.5 is trained on from there for 1,000 steps (seed 4), and
+#    keeps v2.5's BPE and default voice (--bpe-from: the 1.5 h set is too small for a BPE).
+#    (The bundled v2.6 started from the bundled v2.5, --init-from default in the 0.6 release.)
+python - "$work/corpus/manifest.jsonl" "$work/corpus/manifest-v26.jsonl" <<'PY'
+import collections, hashlib, json, sys
+rows = [json.loads(line) for line in open(sys.argv[1], encoding="utf-8")]
+real = [r for r in rows if r["kind"] == "real"]
+keep = [r for r in real if r["split"] == "dev"]
+by_speaker = collections.defaultdict(list)
+for row in real:
+    if row["split"] == "train":
+        by_speaker[row["speaker"]].append(row)
+for clips in by_speaker.values():
+    clips.sort(key=lambda r: hashlib.sha256(("pilot:" + r["id"]).encode()).hexdigest())
+    keep += clips[:120]
+open(sys.argv[2], "w", encoding="utf-8").write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
+PY
+FRONTEND_F32=${FRONTEND/\"int8\"/\"float32\"}
+plutok cache "$work/corpus/manifest-v26.jsonl" -o "$work/cache/whisper25-f32" --threads "$THREADS" -q \
+    --frontend '{"name": "whisper-encoder", "compute_type": "float32", "context_seconds": 1.0, "pool": 2, "window_seconds": 10.0}'
+plutok train-codec "$work/cache/whisper25-f32" -o "$run-v26" --threads "$THREADS" \
+    --frontend "$FRONTEND_F32" --init-from "$run/model-v25" --content-weight 3.0 --real-weight 8.0 \
+    --steps 1000 --batch-size 16 --segment-codes 100 --learning-rate 2e-4 --warmup-steps 100 \
+    --eval-every 250 --log-every 50 --checkpoint-every 250 --seed 4 --resume
+plutok assemble "$work/cache/whisper25-f32" "$run-v26/codec" -o "$run/model" --bpe-from "$run/model-v25" \
+    --description "Plutok default v2.6: v2.5 trained on 1,000 steps on float32 Whisper features and the real speech of the new sources"
 
 echo "model: $run/model  (bundle with: rm -rf src/plutok/assets/default && cp -r $run/model src/plutok/assets/default)"

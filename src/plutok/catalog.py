@@ -130,6 +130,25 @@ RETIRED_MODELS: tuple[RetiredModel, ...] = (
             ),
         )
     ),
+    # The 0.6 default, replaced by v2.6 (the same network on float32 Whisper features).
+    RetiredModel(
+        "v2.5",
+        "5a7e8ce74560b166aac17762ca5eb739bc28c4d66cfd97083fd7bf76bae9890b",
+        "the 0.6 default, bundled in 0.6.0",
+        "0.6.0",
+        _RELEASE_0_6,
+        "default",
+        "src/plutok/assets/default",
+    ),
+    RetiredModel(
+        "v2.5-fast",
+        "045cc4db526a5c897e9034bbc574b22f8079dfba4e4b5cf4a0d25755833afa27",
+        "the 0.6 'fast' model, bundled in 0.6.0",
+        "0.6.0",
+        _RELEASE_0_6,
+        "fast",
+        "src/plutok/assets/default and src/plutok/assets/vocoders/istft-16k",
+    ),
     # The first 0.5.0 default (the real-speech-3x run), replaced within 0.5.0 by the 5x run
     # that became v2.4 (commit 67e7514) and never bundled under a version name.
     RetiredModel(

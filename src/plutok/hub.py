@@ -63,7 +63,7 @@ def default_model_path() -> Path:
 
 
 def bundled_model_path(name: str) -> Path:
-    """Directory of a bundled model: ``"default"`` (v2.5) or ``"v1"`` (the 0.1 default, kept so that
+    """Directory of a bundled model: ``"default"`` (v2.6) or ``"v1"`` (the 0.1 default, kept so that
     its ``.plt`` files keep decoding). The v2.0-v2.4 defaults left the package after 0.6.0
     (:data:`plutok.catalog.RETIRED_MODELS` says where they are)."""
     return Path(str(resources.files("plutok") / "assets" / BUNDLED_MODELS[name]))
