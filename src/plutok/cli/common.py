@@ -112,7 +112,8 @@ def add_device_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup)
         type=device_name,
         default="cpu",
         metavar="auto|cpu|cuda",
-        help="where the model runs (default cpu: the same tokens on every machine); auto picks a GPU "
+        help="where the model runs (default cpu: the default model's tokens are the same on every x86-64 CPU, "
+        "measured; GPU tokens are not measured against them); auto picks a GPU "
         "when torch sees one; under torchrun, cuda means each rank's GPU LOCAL_RANK",
     )
 
