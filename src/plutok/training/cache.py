@@ -392,7 +392,11 @@ def _main() -> None:  # pragma: no cover - exercised by the cache CLI test
     parser = argparse.ArgumentParser(description="fill a feature cache from a corpus manifest")
     parser.add_argument("manifest")
     parser.add_argument("out")
-    parser.add_argument("--frontend", default='{"name": "whisper-encoder"}', help="frontend config (JSON)")
+    parser.add_argument(
+        "--frontend",
+        default='{"name": "whisper-encoder", "compute_type": "float32"}',
+        help="frontend config (JSON)",
+    )
     parser.add_argument("--speaker", default='{"name": "mel-statistics", "coefficients": 16}')
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

@@ -28,6 +28,10 @@ __all__ = [
     "run_train",
 ]
 
+#: The frontend ``plutok cache`` runs by default: the Whisper member of the bundled default
+#: model's frontend (float32: the same features, and so tokens, on every CPU).
+CACHE_FRONTEND = {"name": "whisper-encoder", "compute_type": "float32"}
+
 
 def add_dataclass_options(
     parser: argparse.ArgumentParser,
@@ -106,9 +110,10 @@ def configure_cache(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--frontend",
         type=json.loads,
-        default={"name": "whisper-encoder"},
+        default=CACHE_FRONTEND,
         metavar="JSON",
-        help='frontend config (default: {"name": "whisper-encoder"})',
+        help=f"frontend config (default: {json.dumps(CACHE_FRONTEND)}, what the bundled default model reads "
+        "besides the log-mel, which training derives from the cache)",
     )
     parser.add_argument(
         "--speaker",
