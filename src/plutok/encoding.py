@@ -94,7 +94,11 @@ class Encoding:
         """Raise :class:`TokenError` for what no model can decode: no ids, a bad rate or length, over 24 h."""
         if len(self.ids) == 0:
             raise TokenError("no token ids to decode (empty token list)")
-        if not isinstance(self.sample_rate, (int, np.integer)) or self.sample_rate <= 0:
+        if (
+            isinstance(self.sample_rate, (bool, np.bool_))
+            or not isinstance(self.sample_rate, (int, np.integer))
+            or self.sample_rate <= 0
+        ):
             raise TokenError(f"encoding has a bad sample rate {self.sample_rate!r}")
         if not isinstance(self.num_samples, (int, np.integer)) or self.num_samples < 0:
             raise TokenError(f"encoding has a bad length {self.num_samples!r}")

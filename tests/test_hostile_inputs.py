@@ -1,0 +1,127 @@
+"""Hostile inputs: tiny files and configs that ask for huge sizes are refused before allocating.
+
+Each probe runs the CLI (or a few lines of the API) in a subprocess whose address space
+is capped at :data:`MEMORY_LIMIT` (``RLIMIT_AS``), so an allocation bomb makes the test
+fail with a MemoryError instead of taking the machine down. A probe passes when the
+process ends with one ``error`` line naming the problem and no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SOURCE = Path(__file__).resolve().parents[1] / "src"
+# Enough for Python, torch and a tiny model (about 0.7 GB of address space), far below
+# what any of the probes below asked for before they were refused.
+MEMORY_LIMIT = 3 * 1024**3
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def run_limited(arguments: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``python <arguments>`` with ``plutok`` from this checkout, under :data:`MEMORY_LIMIT`."""
+    environment = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(SOURCE), os.environ.get("PYTHONPATH", "")])
+    )
+    environment.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, *arguments],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        preexec_fn=_limit_memory,
+        timeout=600,  # a guard against a hang, not a speed assertion
+    )
+
+
+def cli(arguments: list[object], cwd: Path) -> subprocess.CompletedProcess:
+    return run_limited(["-m", "plutok", *(str(argument) for argument in arguments)], cwd)
+
+
+def python(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    return run_limited(["-c", textwrap.dedent(code)], cwd)
+
+
+def assert_refused(result: subprocess.CompletedProcess, message: str) -> None:
+    """The process failed with one error line containing ``message``, without a traceback."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "MemoryError" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines and "error" in lines[-1] and message in lines[-1], result.stderr
+
+
+# -- crafted audio headers ---------------------------------------------------------------------
+
+
+def wav_with_rate(path: Path, samples: np.ndarray, rate: int) -> Path:
+    """A valid 16-bit mono WAV of ``samples`` whose header declares ``rate`` Hz (any rate, even 1)."""
+    data = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+    header = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt "
+    header += struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+    path.write_bytes(header + b"data" + struct.pack("<I", len(data)) + data)
+    return path
+
+
+@pytest.mark.parametrize("rate", [1, 3, 3999, 384_001, 2**31 - 1])
+def test_wav_declaring_an_absurd_rate_is_refused(tiny_model_dir, tmp_path, rate, speech_like):
+    # 86 KB at 1 Hz was 12 h of audio to resample: 4.6 GB, then a MemoryError.
+    path = wav_with_rate(tmp_path / "in.wav", speech_like(2.7), rate)
+    result = cli(["encode", path, "-o", tmp_path / "out.plt", "--model", tiny_model_dir], tmp_path)
+    assert_refused(result, "must be in 4000..384000 Hz")
+    assert not (tmp_path / "out.plt").exists()
+
+
+def test_lowest_accepted_rate_still_encodes(tiny_model, tmp_path, speech_like):
+    from plutok.audio import MIN_INPUT_RATE
+
+    path = wav_with_rate(tmp_path / "in.wav", speech_like(0.5, sample_rate=MIN_INPUT_RATE), MIN_INPUT_RATE)
+    assert tiny_model.encode_file(path).sample_rate == MIN_INPUT_RATE
+
+
+@pytest.mark.parametrize("rate", [True, False, 16000.0, "16000", None, 1, 0, -16000, 10**9])
+def test_api_sample_rate_must_be_an_int_in_range(tiny_model, rate):
+    from plutok.errors import AudioError
+
+    with pytest.raises(AudioError, match="sample rate must be"):
+        tiny_model.encode(np.zeros(16000, np.float32), rate)
+
+
+def test_api_refuses_over_24_hours_before_resampling(tmp_path):
+    # 24 h and a bit at 4 kHz is 1.4 GB of int16 samples only when materialised: a strided
+    # view of one sample stands for it, so only a resampling attempt would allocate.
+    result = python(
+        """
+        import numpy as np
+        from plutok.audio import prepare_waveform
+        from plutok.errors import PlutokError
+        wav = np.lib.stride_tricks.as_strided(np.zeros(1, np.int16), (24 * 3600 * 4000 + 4000,), (0,))
+        try:
+            prepare_waveform(wav, 4000, 44100)
+        except PlutokError as error:
+            raise SystemExit(f"error: {error}")
+        """,
+        tmp_path,
+    )
+    assert_refused(result, "audio is too long: 24.0 h of audio")
+
+
+def test_decode_refuses_a_bool_sample_rate(tiny_model):
+    from plutok.errors import TokenError
+
+    encoding = tiny_model.encode(np.zeros(16000, np.float32), 16000)
+    encoding.sample_rate = True
+    with pytest.raises(TokenError, match="bad sample rate True"):
+        tiny_model.decode(encoding)
