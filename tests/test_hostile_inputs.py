@@ -125,3 +125,49 @@ def test_decode_refuses_a_bool_sample_rate(tiny_model):
     encoding.sample_rate = True
     with pytest.raises(TokenError, match="bad sample rate True"):
         tiny_model.decode(encoding)
+
+
+# -- --ids files ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("word", ["1_000", "\u0661\u0662", "\uff11", "+5", "-1", "0x1f", "12345678901"])
+def test_ids_are_ascii_digits_only(tmp_path, word):
+    # int() takes all of these; a token id written as text is 0-9 only.
+    from plutok.cli.decode import read_ids
+    from plutok.errors import TokenError
+
+    (tmp_path / "ids.txt").write_text(f"1 2 {word} 3", encoding="utf-8")
+    with pytest.raises(TokenError, match="is not a token id"):
+        read_ids(str(tmp_path / "ids.txt"))
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("[" + "9" * 5000 + "]", "not a JSON list of token ids"), ("[" * 100_000 + "]" * 100_000, "not a")],
+)
+def test_hostile_json_ids_are_one_line(tiny_model_dir, tmp_path, text, message):
+    (tmp_path / "ids.json").write_text(text)
+    result = cli(["decode", "--ids", tmp_path / "ids.json", "--model", tiny_model_dir], tmp_path)
+    assert_refused(result, message)
+
+
+@pytest.mark.parametrize("kind", ["text", "json"])
+def test_too_many_ids_are_refused_while_reading(tiny_model_dir, tmp_path, kind):
+    from plutok.encoding import MAX_TOKEN_IDS
+
+    count = MAX_TOKEN_IDS + 1
+    body = ("0 " * count) if kind == "text" else "[" + "0," * (count - 1) + "0]"
+    (tmp_path / "ids.txt").write_text(body)
+    result = cli(["decode", "--ids", tmp_path / "ids.txt", "--model", tiny_model_dir], tmp_path)
+    assert_refused(result, f"{MAX_TOKEN_IDS}")
+    assert not (tmp_path / "ids.decoded.wav").exists()
+
+
+def test_ids_file_too_large_is_not_read_whole(tiny_model_dir, tmp_path):
+    from plutok.encoding import MAX_TOKEN_IDS
+
+    with (tmp_path / "ids.txt").open("w") as handle:  # a sparse file past the bound: spaces
+        handle.write(" " * 16)
+        handle.truncate(MAX_TOKEN_IDS * 13 + (1 << 20))
+    result = cli(["decode", "--ids", tmp_path / "ids.txt", "--model", tiny_model_dir], tmp_path)
+    assert_refused(result, "too large for a list of token ids")
