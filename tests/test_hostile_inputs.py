@@ -171,3 +171,151 @@ def test_ids_file_too_large_is_not_read_whole(tiny_model_dir, tmp_path):
         handle.truncate(MAX_TOKEN_IDS * 13 + (1 << 20))
     result = cli(["decode", "--ids", tmp_path / "ids.txt", "--model", tiny_model_dir], tmp_path)
     assert_refused(result, "too large for a list of token ids")
+
+
+# -- Parquet and JSONL cells -------------------------------------------------------------------
+
+
+def good_row(**changes) -> dict:
+    row = {
+        "path": "a.wav",
+        "duration": 1.0,
+        "sample_rate": 16000,
+        "num_samples": 16000,
+        "num_codes": 25,
+        "token_ids": [1, 2, 3],
+        "speaker": [0.0] * 4,
+        "fingerprint": "0" * 64,
+    }
+    row.update(changes)
+    return row
+
+
+def write_parquet(path: Path, row: dict, token_ids=None) -> Path:
+    """A one-row token shard of ``row``; ``token_ids`` (an Arrow array) replaces that column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from plutok.io.shards import _schema
+
+    schema = _schema(pa)
+    columns = [pa.array([row[field.name]], field.type) for field in schema]
+    if token_ids is not None:
+        columns[schema.get_field_index("token_ids")] = token_ids
+    pq.write_table(pa.Table.from_arrays(columns, schema=schema), str(path))
+    return path
+
+
+def test_parquet_row_of_50_million_ids_is_refused_from_metadata(tmp_path):
+    # 3 KB on disk (zeros compress), 5.6 GB and 65 s before it was refused.
+    import pyarrow as pa
+
+    count = 50_000_000
+    ids = pa.ListArray.from_arrays(pa.array([0, count], pa.int32()), pa.nulls(count, pa.int32()).fill_null(0))
+    path = write_parquet(tmp_path / "bomb.parquet", good_row(), ids)
+    assert path.stat().st_size < 1_000_000
+    result = python(
+        f"""
+        from plutok.errors import PlutokError
+        from plutok.io.shards import find_row
+        try:
+            find_row({str(path)!r}, row=0)
+        except PlutokError as error:
+            raise SystemExit(f"error: {{error}}")
+        """,
+        tmp_path,
+    )
+    assert_refused(result, "50000000 token_ids values in 1 row(s); at most")
+
+
+def test_parquet_long_row_among_short_ones_is_refused_before_lists(tmp_path):
+    import pyarrow as pa
+
+    from plutok.encoding import MAX_TOKEN_IDS
+    from plutok.errors import PlutokError
+    from plutok.io.shards import find_row
+
+    # 20 rows: the mean is within the bound, one row is not; the offsets tell before to_pylist.
+    lengths = [0] * 19 + [MAX_TOKEN_IDS + 1]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.zeros(offsets[-1], np.int32)))
+    import pyarrow.parquet as pq
+
+    from plutok.io.shards import _schema
+
+    schema = _schema(pa)
+    columns = [pa.array([good_row()[field.name]] * 20, field.type) for field in schema]
+    columns[schema.get_field_index("token_ids")] = ids
+    pq.write_table(pa.Table.from_arrays(columns, schema=schema), str(tmp_path / "skewed.parquet"))
+    with pytest.raises(PlutokError, match=f"a row has {MAX_TOKEN_IDS + 1} token_ids values"):
+        find_row(tmp_path / "skewed.parquet", row=19)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"token_ids": None}, "not numbers"),
+        ({"token_ids": ["1"]}, "not integers"),
+        ({"fingerprint": None}, "must be strings"),
+        ({"fingerprint": 7}, "must be strings"),
+        ({"sample_rate": "16000"}, "bad sample_rate"),
+        ({"sample_rate": True}, "bad sample_rate"),
+        ({"speaker": "abc"}, "not numbers"),
+        ({"num_samples": None}, "bad num_samples"),
+    ],
+)
+def test_jsonl_cells_of_the_wrong_type_are_one_line(tmp_path, changes, message):
+    from plutok.errors import PlutokError
+    from plutok.io.shards import find_row
+
+    (tmp_path / "t.jsonl").write_text(json.dumps(good_row(**changes)) + "\n")
+    with pytest.raises(PlutokError, match=message):
+        find_row(tmp_path / "t.jsonl", row=0)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [({"token_ids": None}, "not numbers"), ({"fingerprint": None}, "must be strings")],
+)
+def test_parquet_null_cells_are_one_line(tmp_path, changes, message):
+    from plutok.errors import PlutokError
+    from plutok.io.shards import find_row
+
+    path = write_parquet(tmp_path / "t.parquet", good_row(**changes))
+    with pytest.raises(PlutokError, match=message):
+        find_row(path, row=0)
+
+
+def jsonl_with_ids(path: Path, count: int) -> Path:
+    """A one-row JSONL token shard with ``count`` zero ids (written without a Python list of them)."""
+    line = json.dumps(good_row(token_ids=[]))
+    path.write_text(line.replace('"token_ids": []', '"token_ids": [' + "0," * (count - 1) + "0]") + "\n")
+    return path
+
+
+def test_jsonl_row_of_too_many_ids_is_refused_before_parsing(tiny_model_dir, tmp_path):
+    from plutok.io.shards import _MAX_JSONL_COMMAS
+
+    path = jsonl_with_ids(tmp_path / "t.jsonl", _MAX_JSONL_COMMAS + 2)
+    result = cli(["decode", path, "--row", 0, "--model", tiny_model_dir], tmp_path)
+    assert_refused(result, "row too long")
+
+
+def test_jsonl_row_one_id_past_the_bound_is_refused(tmp_path):
+    from plutok.encoding import MAX_TOKEN_IDS
+    from plutok.errors import PlutokError
+    from plutok.io.shards import find_row
+
+    path = jsonl_with_ids(tmp_path / "t.jsonl", MAX_TOKEN_IDS + 1)
+    with pytest.raises(PlutokError, match=f"{MAX_TOKEN_IDS + 1} token ids; at most {MAX_TOKEN_IDS}"):
+        find_row(path, row=0)
+
+
+@pytest.mark.parametrize("text", ['{"token_ids": [' + "9" * 5000 + "]}", "[" * 100_000])
+def test_jsonl_hostile_numbers_and_nesting_are_one_line(tmp_path, text):
+    from plutok.errors import PlutokError
+    from plutok.io.shards import find_row
+
+    (tmp_path / "t.jsonl").write_text(text + "\n")
+    with pytest.raises(PlutokError, match="t.jsonl:1: not"):
+        find_row(tmp_path / "t.jsonl", row=0)
