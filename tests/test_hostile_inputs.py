@@ -319,3 +319,90 @@ def test_jsonl_hostile_numbers_and_nesting_are_one_line(tmp_path, text):
     (tmp_path / "t.jsonl").write_text(text + "\n")
     with pytest.raises(PlutokError, match="t.jsonl:1: not"):
         find_row(tmp_path / "t.jsonl", row=0)
+
+
+# -- model configs -------------------------------------------------------------------------------
+
+
+def build_limited(kind: str, config: dict, cwd: Path) -> subprocess.CompletedProcess:
+    """``registry.build(kind, config)`` in a memory-limited process; a PlutokError ends as one line."""
+    return python(
+        f"""
+        import json
+        from plutok import registry
+        from plutok.errors import PlutokError
+        try:
+            registry.build({kind!r}, json.loads({json.dumps(config)!r}))
+        except PlutokError as error:
+            raise SystemExit(f"error: {{error}}")
+        """,
+        cwd,
+    )
+
+
+CONTENT = {"name": "content", "channels": 16, "encoder_blocks": 1, "decoder_blocks": 1}
+CONTENT["quantizer"] = {"name": "vq", "codebook_size": 16, "dim": 4}
+
+
+@pytest.mark.parametrize(
+    "kind, config, message",
+    [
+        (
+            "codec",
+            {**CONTENT, "quantizer": {"name": "vq", "codebook_size": 10**8, "dim": 4}},
+            "codebook_size",
+        ),
+        (
+            "codec",
+            {**CONTENT, "quantizer": {"name": "vq", "codebook_size": 10**12, "dim": 1}},
+            "codebook_size",
+        ),
+        (
+            "codec",
+            {**CONTENT, "quantizer": {"name": "vq", "codebook_size": 2**20, "dim": 512}},
+            "a codebook of",
+        ),
+        ("codec", {**CONTENT, "quantizer": {"name": "fsq", "levels": [10**4] * 3}}, "FSQ levels make"),
+        ("codec", {**CONTENT, "quantizer": {"name": "vq", "codebook_size": 16, "dim": 4, "x": 1}}, "bad VQ"),
+        ("codec", {**CONTENT, "encoder_blocks": 10**6}, "encoder_blocks must be an integer in 0..64"),
+        ("codec", {**CONTENT, "kernel_size": 10**9 + 1}, "kernel_size must be an integer in 1..255"),
+        ("codec", {**CONTENT, "channels": 8192, "kernel_size": 255}, "parameters; at most"),
+        ("codec", {**CONTENT, "input_dim": True}, "input_dim must be an integer"),
+        ("codec", {"name": "vqvae", "feature_dim": 80, "codebook_size": 10**12}, "codebook_size"),
+        ("codec", {"name": "vqvae", "feature_dim": 10**9, "codebook_size": 16}, "feature_dim"),
+        ("vocoder", {"name": "istft-16k", "n_fft": 10**9, "hop_length": 160}, "n_fft must be an integer"),
+        ("vocoder", {"name": "istft-16k", "blocks": 10**6}, "blocks must be an integer in 0..64"),
+        ("vocoder", {"name": "istft-16k", "sample_rate": 0}, "sample_rate must be an integer in 4000"),
+        ("frontend", {"name": "log-mel", "n_fft": 10**9, "win_length": 640}, "n_fft must be an integer"),
+        ("frontend", {"name": "log-mel", "n_mels": 10**7}, "n_mels must be an integer"),
+        ("speaker", {"name": "mel-statistics", "sample_rate": 0}, "sample_rate must be an integer in 4000"),
+        ("speaker", {"name": "mel-statistics", "coefficients": "x"}, "coefficients must be an integer"),
+        ("frontend", {"name": "whisper-encoder", "pool": 10**9}, "pool must be an integer in 1..64"),
+    ],
+)
+def test_absurd_model_config_sizes_are_refused_before_building(tmp_path, kind, config, message):
+    assert_refused(build_limited(kind, config, tmp_path), message)
+
+
+def test_model_directory_with_rate_zero_is_refused(tiny_model_dir, tmp_path, speech_wav):
+    # (a v1 directory: its mel backbone is frontend and speaker at once)
+    import shutil
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    config = json.loads((model / "config.json").read_text())
+    config["backbone"]["sample_rate"] = 0
+    (model / "config.json").write_text(json.dumps(config))
+    result = cli(["encode", speech_wav, "-o", tmp_path / "x.plt", "--model", model], tmp_path)
+    assert_refused(result, "sample_rate must be an integer in 4000..384000, got 0")
+
+
+def test_tokenizer_id_of_2_to_the_31_is_refused(tiny_model_dir, tmp_path, speech_wav):
+    import shutil
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    tokenizer = json.loads((model / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    vocab[max(vocab, key=vocab.get)] = 2**31
+    (model / "tokenizer.json").write_text(json.dumps(tokenizer))
+    result = cli(["encode", speech_wav, "-o", tmp_path / "x.plt", "--model", model], tmp_path)
+    assert_refused(result, "tokenizer has token id 2147483648")

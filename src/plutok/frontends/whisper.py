@@ -36,6 +36,7 @@ from plutok.errors import ModelError, PlutokError
 from plutok.files import atomic_path, atomic_write_text
 from plutok.frontends.base import Frontend
 from plutok.parts import settings_from_config
+from plutok.settings import MAX_FRAMES_PER_CODE, check_size
 
 __all__ = ["WhisperEncoderFrontend", "WhisperSettings", "cache_root", "whisper_model_dir"]
 
@@ -143,8 +144,7 @@ class WhisperSettings:
     compute_type: str = "int8"
 
     def __post_init__(self) -> None:
-        if self.pool < 1:
-            raise ModelError(f"pool must be at least 1, got {self.pool}")
+        check_size("whisper-encoder frontend", "pool", self.pool, 1, MAX_FRAMES_PER_CODE)
         if not 0 <= 2 * self.context_seconds < self.window_seconds <= 30:
             raise ModelError("need 0 <= 2 * context_seconds < window_seconds <= 30")
         for value in (self.window_seconds, self.context_seconds):
