@@ -441,3 +441,19 @@ def test_tokenizer_id_of_2_to_the_31_is_refused(tiny_model_dir, tmp_path, speech
     (model / "tokenizer.json").write_text(json.dumps(tokenizer))
     result = cli(["encode", speech_wav, "-o", tmp_path / "x.plt", "--model", model], tmp_path)
     assert_refused(result, "tokenizer has token id 2147483648")
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"filter_length": 10**9 + 256, "win_length": 1024}, "filter_length must be in"),
+        ({"upsample_initial_channel": 2**40}, "upsample_initial_channel must be in"),
+        ({"resblock_kernel_sizes": [10**9 + 1] * 3}, "kernel sizes"),
+        ({"sampling_rate": 0}, "sampling_rate must be in"),
+    ],
+)
+def test_absurd_openvoice_backbone_sizes_are_refused(changes, message):
+    from plutok.backbones.openvoice_modules import ConverterConfig
+
+    with pytest.raises(ValueError, match=message):
+        ConverterConfig.from_dict({**ConverterConfig().to_dict(), **changes})
