@@ -13,10 +13,14 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from plutok.encoding import check_duration
 from plutok.errors import AudioError
 from plutok.files import atomic_path
 
 __all__ = [
+    "MAX_INPUT_RATE",
+    "MIN_INPUT_RATE",
+    "check_input_rate",
     "load_audio",
     "load_audio_stream",
     "prepare_waveform",
@@ -29,6 +33,24 @@ __all__ = [
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au")
 # Files are read and resampled in blocks of this many source samples (per channel).
 _READ_BLOCK = 1 << 18
+# Input sample rates accepted, in Hz. Below 4 kHz no speech band is left (telephone
+# audio is 8 kHz), and the rate is what turns a file's sample count into seconds: a
+# header claiming 1 Hz made an 86 KB file 12 h of audio to resample. 384 kHz is the
+# highest rate recorders write (DXD) and the highest output rate decode accepts.
+MIN_INPUT_RATE = 4000
+MAX_INPUT_RATE = 384_000
+
+
+def check_input_rate(sample_rate: object, what: str = "sample rate") -> int:
+    """``sample_rate`` as an int in ``MIN_INPUT_RATE..MAX_INPUT_RATE`` Hz, else :class:`AudioError`.
+
+    A bool is not a rate (``encode(wav, True)`` would be 1 Hz), nor is a float.
+    """
+    if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(sample_rate, (int, np.integer)):
+        raise AudioError(f"{what} must be an integer in Hz, got {sample_rate!r}")
+    if not MIN_INPUT_RATE <= sample_rate <= MAX_INPUT_RATE:
+        raise AudioError(f"{what} must be in {MIN_INPUT_RATE}..{MAX_INPUT_RATE} Hz, got {sample_rate}")
+    return int(sample_rate)
 
 
 def find_files(folder: str | os.PathLike, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[Path]:
@@ -111,15 +133,17 @@ def prepare_waveform(wav: np.ndarray, sample_rate: int, target_rate: int | None 
     Returns:
         float32 ``(samples,)``.
     Raises:
-        AudioError: empty array, more than 2 dimensions, NaN/inf samples, bad sample rate.
+        AudioError: empty array, more than 2 dimensions, NaN/inf samples, a sample rate
+            that is not an int in ``MIN_INPUT_RATE..MAX_INPUT_RATE``, over 24 h of audio.
     """
     wav = np.asarray(wav)
-    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise AudioError(f"sample rate must be a positive integer in Hz, got {sample_rate!r}")
+    sample_rate = check_input_rate(sample_rate)
     if wav.ndim == 0 or wav.size == 0:
         raise AudioError("audio is empty (zero samples)")
     if wav.ndim > 2:
         raise AudioError(f"audio must be 1-D (samples,) or 2-D (samples, channels); got shape {wav.shape}")
+    # Before any copy or resampling, which both scale with the length.
+    check_duration(max(wav.shape) / sample_rate, AudioError, "audio is too long:")
     wav = _to_float(wav)
     if not np.all(np.isfinite(wav)):
         bad = int(np.count_nonzero(~np.isfinite(wav)))
@@ -129,7 +153,7 @@ def prepare_waveform(wav: np.ndarray, sample_rate: int, target_rate: int | None 
         wav = wav.mean(axis=channel_axis)
     wav = np.ascontiguousarray(wav, dtype=np.float32)
     if target_rate is not None:
-        wav = resample(wav, int(sample_rate), int(target_rate))
+        wav = resample(wav, sample_rate, int(target_rate))
     return wav
 
 
@@ -159,7 +183,9 @@ def load_audio_stream(path: str | os.PathLike, target_rate: int | None = None) -
         ``(wav, source_rate, source_samples)``: float32 ``(samples,)`` at ``target_rate``
         (or the file's rate), the file's rate in Hz and its length in samples at that rate.
     Raises:
-        AudioError: missing path, a directory, an empty or non-audio file, NaN/inf samples.
+        AudioError: missing path, a directory, an empty or non-audio file, NaN/inf samples,
+            a rate outside ``MIN_INPUT_RATE..MAX_INPUT_RATE`` or a header claiming over 24 h
+            (both refused before anything is allocated).
     """
     path = Path(path)
     if not path.exists():
@@ -173,7 +199,9 @@ def load_audio_stream(path: str | os.PathLike, target_rate: int | None = None) -
         # Bytes, not str: soundfile encodes a str name strictly as UTF-8, so a file whose
         # name is not UTF-8 (decoded with surrogate escapes) could not be opened.
         with sf.SoundFile(os.fsencode(path)) as handle:
-            source_rate = int(handle.samplerate)
+            source_rate = check_input_rate(handle.samplerate, f"{path}: sample rate")
+            if handle.frames < 2**62:
+                check_duration(handle.frames / source_rate, AudioError, f"{path}: header claims")
             rate = int(target_rate or source_rate)
             stream = (
                 None
@@ -188,6 +216,8 @@ def load_audio_stream(path: str | os.PathLike, target_rate: int | None = None) -
                 block = handle.read(_READ_BLOCK, dtype="float32", always_2d=True)
                 last = block.shape[0] < _READ_BLOCK
                 source_samples += block.shape[0]
+                # A length the header did not state is bounded while reading.
+                check_duration(source_samples / source_rate, AudioError, f"{path}: more than")
                 mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
                 bad += int(np.count_nonzero(~np.isfinite(mono)))
                 if bad:

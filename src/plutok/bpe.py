@@ -38,6 +38,9 @@ __all__ = [
 # CJK Unified Ideographs: 20,992 consecutive code points that no tokenizer component touches here.
 CODE_CHAR_BASE = 0x4E00
 MAX_CODEBOOK_SIZE = 20992
+# Highest token id a tokenizer file may use: decoding tables have one slot per id up to the
+# highest, so an id of 2**31 in a hostile tokenizer.json would be a 16 GB table.
+MAX_TOKEN_ID = (1 << 20) - 1
 
 
 def codes_to_text(codes: Sequence[int] | np.ndarray) -> str:
@@ -68,6 +71,9 @@ class _CodeTokenizer:
             raise ModelError(
                 "the tokenizer has a normaliser or pre-tokeniser; code tokenizers must have neither"
             )
+        vocab = tokenizer.get_vocab()
+        if vocab and max(vocab.values()) > MAX_TOKEN_ID:
+            raise ModelError(f"tokenizer has token id {max(vocab.values())}; at most {MAX_TOKEN_ID}")
         self.tokenizer = tokenizer
         self.codebook_size = int(codebook_size)
         self.vocab_size = tokenizer.get_vocab_size()

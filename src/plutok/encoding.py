@@ -13,6 +13,7 @@ from plutok.errors import ContainerError, TokenError
 
 __all__ = [
     "MAX_DURATION_SECONDS",
+    "MAX_TOKEN_IDS",
     "SPEAKER_BITS_PER_VALUE",
     "Encoding",
     "bits_per_token",
@@ -25,6 +26,10 @@ __all__ = [
 # Decoding allocates the output waveform up front, so a hostile header must not be
 # able to ask for more.
 MAX_DURATION_SECONDS = 24 * 3600
+# Most token ids one encoding may carry: 24 h at 100 codes a second (Plutok models make
+# 25 to 50, and BPE only shortens). Readers of ids (token corpora, --ids files) check
+# lengths against it before building lists: a 3 KB Parquet file held 50 million ids.
+MAX_TOKEN_IDS = MAX_DURATION_SECONDS * 100
 # Speaker vectors are stored as float16 in .plt files: 16 bits per value.
 SPEAKER_BITS_PER_VALUE = 16
 
@@ -94,7 +99,13 @@ class Encoding:
         """Raise :class:`TokenError` for what no model can decode: no ids, a bad rate or length, over 24 h."""
         if len(self.ids) == 0:
             raise TokenError("no token ids to decode (empty token list)")
-        if not isinstance(self.sample_rate, (int, np.integer)) or self.sample_rate <= 0:
+        if len(self.ids) > MAX_TOKEN_IDS:
+            raise TokenError(f"{len(self.ids)} token ids; at most {MAX_TOKEN_IDS} per encoding (24 h)")
+        if (
+            isinstance(self.sample_rate, (bool, np.bool_))
+            or not isinstance(self.sample_rate, (int, np.integer))
+            or self.sample_rate <= 0
+        ):
             raise TokenError(f"encoding has a bad sample rate {self.sample_rate!r}")
         if not isinstance(self.num_samples, (int, np.integer)) or self.num_samples < 0:
             raise TokenError(f"encoding has a bad length {self.num_samples!r}")

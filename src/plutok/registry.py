@@ -95,11 +95,37 @@ def get(kind: str, name: str) -> type:
     return cls
 
 
+# Most parameters a codec or vocoder may have (1 GB as float32; Plutok's have under 50 M).
+# Each size in a config is bounded by its settings, but sizes multiply: 8,192 channels
+# times kernels of 255 is 17 G parameters a layer.
+MAX_PARAMETERS = 1 << 28
+
+
+def _check_parameter_count(kind: str, cls: type, config: dict[str, Any]) -> None:
+    """Build the part on the meta device (no memory) and refuse it over :data:`MAX_PARAMETERS`."""
+    import torch
+
+    with torch.device("meta"):
+        part = cls.from_config(config, None)
+    modules = [part] if isinstance(part, torch.nn.Module) else []
+    modules += [value for value in vars(part).values() if isinstance(value, torch.nn.Module)]
+    count = sum(parameter.numel() for module in modules for parameter in module.parameters())
+    if count > MAX_PARAMETERS:
+        raise ModelError(f"{kind} config asks for {count:,} parameters; at most {MAX_PARAMETERS:,}")
+
+
 def build(kind: str, config: dict[str, Any], directory: Path | None = None) -> Any:
-    """The part a config section describes (``config["name"]`` picks the class)."""
+    """The part a config section describes (``config["name"]`` picks the class).
+
+    Codecs and vocoders are first built on torch's meta device, so a config whose sizes
+    multiply to more than :data:`MAX_PARAMETERS` is refused before anything is allocated.
+    """
     if not isinstance(config, dict) or not isinstance(config.get("name"), str):
         raise ModelError(f"{kind} config must be a JSON object with a 'name', got {config!r}")
-    return get(kind, config["name"]).from_config(config, directory)
+    cls = get(kind, config["name"])
+    if kind in ("codec", "vocoder"):
+        _check_parameter_count(kind, cls, config)
+    return cls.from_config(config, directory)
 
 
 def settings_class(kind: str, name: str) -> type | None:

@@ -15,6 +15,14 @@ from typing import Any
 from plutok.errors import ModelError
 
 __all__ = [
+    "MAX_BLOCKS",
+    "MAX_CODEBOOK_VALUES",
+    "MAX_FFT_SIZE",
+    "MAX_FRAMES_PER_CODE",
+    "MAX_KERNEL_SIZE",
+    "MAX_SAMPLE_RATE",
+    "MAX_WIDTH",
+    "MIN_SAMPLE_RATE",
     "ContentCodecSettings",
     "ContentHeadSettings",
     "ContentObjectiveSettings",
@@ -24,6 +32,7 @@ __all__ = [
     "SamplingSettings",
     "TrainerConfig",
     "VQVAEConfig",
+    "check_size",
     "warmup_cosine",
 ]
 
@@ -31,6 +40,28 @@ __all__ = [
 #: (the frontend's width, the vocoder's features, the speaker encoder, the quantizer):
 #: not command-line options.
 DERIVED_FIELDS = ("input_dim", "output_dim", "speaker_dim", "latent_dim")
+
+# Bounds on the sizes a model config may ask for, checked when its settings are made,
+# before any part is built. A config is a file users pass in, and each size turns into
+# memory when the part is built or runs: a codebook of 10^12 codes, 10^6 blocks or an
+# n_fft of 10^9 must be refused here, not found by the allocator. All are far above any
+# model Plutok trains (widths of 512, 6 blocks, kernels of 7, n_fft 1024, 4,096 codes).
+MAX_WIDTH = 8192  # channels, feature and code dimensions, mel bands
+MAX_BLOCKS = 64  # residual blocks of one stage
+MAX_KERNEL_SIZE = 255
+MAX_FFT_SIZE = 1 << 16  # n_fft, window and hop in samples
+MAX_FRAMES_PER_CODE = 64
+MAX_CODEBOOK_VALUES = 1 << 26  # codes x code dimensions of a learned codebook (256 MB)
+# Rates a model may run at (Hz): the range of input rates encode accepts.
+MIN_SAMPLE_RATE = 4000
+MAX_SAMPLE_RATE = 384_000
+
+
+def check_size(what: str, name: str, value: object, low: int, high: int) -> int:
+    """``value`` when it is an int (not a bool) in ``low..high``, else :class:`ModelError` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ModelError(f"{what}: {name} must be an integer in {low}..{high}, got {value!r}")
+    return value
 
 
 def warmup_cosine(
@@ -74,18 +105,19 @@ class VQVAEConfig:
     normalize_latents: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("feature_dim", "codebook_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ModelError(f"VQ-VAE config: {name} must be a positive integer, got {value!r}")
-        if self.codebook_size < 2:
-            raise ModelError(f"VQ-VAE config: codebook_size must be at least 2, got {self.codebook_size}")
+        check_size("VQ-VAE config", "feature_dim", self.feature_dim, 1, MAX_WIDTH)
+        check_size("VQ-VAE config", "codebook_size", self.codebook_size, 2, MAX_CODEBOOK_VALUES)
         if self.downsample not in (1, 2, 4):
             raise ModelError(f"VQ-VAE config: downsample must be 1, 2 or 4, got {self.downsample!r}")
         for name in ("channels", "latent_dim"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ModelError(f"VQ-VAE config: {name} must be a positive integer, got {value!r}")
+            if value is not None:
+                check_size("VQ-VAE config", name, value, 1, MAX_WIDTH)
+        if self.codebook_size * self.code_dim > MAX_CODEBOOK_VALUES:
+            raise ModelError(
+                f"VQ-VAE config: a codebook of {self.codebook_size} x {self.code_dim} values; "
+                f"at most {MAX_CODEBOOK_VALUES}"
+            )
         if not isinstance(self.normalize_latents, bool):
             raise ModelError(
                 f"VQ-VAE config: normalize_latents must be true or false, got {self.normalize_latents!r}"
@@ -123,6 +155,16 @@ def _check_odd_kernel(kernel_size: int) -> None:
         raise ModelError(f"kernel_size must be odd, got {kernel_size}")
 
 
+def _check_widths(settings: Any, what: str, names: tuple[str, ...]) -> None:
+    """Widths of ``settings`` in ``1..MAX_WIDTH``; blocks, kernel and expansion where it has them."""
+    for name in names:
+        check_size(what, name, getattr(settings, name), 1, MAX_WIDTH)
+    if hasattr(settings, "blocks"):
+        check_size(what, "blocks", settings.blocks, 0, MAX_BLOCKS)
+    check_size(what, "kernel_size", settings.kernel_size, 1, MAX_KERNEL_SIZE)
+    check_size(what, "expansion", settings.expansion, 1, 16)
+
+
 @dataclass(frozen=True)
 class ConvNeXtEncoderSettings:
     """The ``convnext`` codec encoder (:class:`~plutok.codec.encoders.convnext.ConvNeXtEncoder`).
@@ -140,9 +182,9 @@ class ConvNeXtEncoderSettings:
     expansion: int = 2
 
     def __post_init__(self) -> None:
+        _check_widths(self, "convnext encoder config", ("input_dim", "latent_dim", "channels"))
+        check_size("convnext encoder config", "frames_per_code", self.frames_per_code, 1, MAX_FRAMES_PER_CODE)
         _check_odd_kernel(self.kernel_size)
-        if self.frames_per_code < 1:
-            raise ModelError("frames per code must be positive")
 
 
 @dataclass(frozen=True)
@@ -166,6 +208,10 @@ class ConvNeXtDecoderSettings:
     expansion: int = 2
 
     def __post_init__(self) -> None:
+        widths = ("latent_dim", "output_dim", "speaker_dim", "channels", "upsampled_channels")
+        _check_widths(self, "convnext-film decoder config", widths)
+        for name in ("blocks", "upsampled_blocks"):
+            check_size("convnext-film decoder config", name, getattr(self, name), 0, MAX_BLOCKS)
         _check_odd_kernel(self.kernel_size)
         if self.frames_per_code not in (2, 4):
             raise ModelError("synthesis_frames_per_code must be 2 or 4")
@@ -203,6 +249,8 @@ class ContentHeadSettings:
     phoneme_symbols: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        _check_widths(self, "content head config", ("content_channels",))
+        check_size("content head config", "content_dim", self.content_dim, 0, MAX_WIDTH)
         object.__setattr__(self, "phoneme_symbols", tuple(self.phoneme_symbols))
         _check_odd_kernel(self.kernel_size)
         if self.content_dim < 0:
@@ -274,6 +322,21 @@ class ContentCodecSettings:
     phoneme_symbols: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        what = "content codec config"
+        for name in ("input_dim", "output_dim", "speaker_dim", "channels", "upsampled_channels"):
+            check_size(what, name, getattr(self, name), 1, MAX_WIDTH)
+        check_size(what, "content_channels", self.content_channels, 1, MAX_WIDTH)
+        for name in ("encoder_blocks", "decoder_blocks", "upsampled_blocks"):
+            check_size(what, name, getattr(self, name), 0, MAX_BLOCKS)
+        for name in ("analysis_frames_per_code", "synthesis_frames_per_code"):
+            check_size(what, name, getattr(self, name), 1, MAX_FRAMES_PER_CODE)
+        check_size(what, "kernel_size", self.kernel_size, 1, MAX_KERNEL_SIZE)
+        check_size(what, "expansion", self.expansion, 1, 16)
+        check_size(what, "content_dim", self.content_dim, 0, MAX_WIDTH)
+        if not isinstance(self.quantizer, Mapping):
+            raise ModelError(f"{what}: quantizer must be a JSON object, got {self.quantizer!r}")
+        if not isinstance(self.phoneme_symbols, (list, tuple)) or len(self.phoneme_symbols) > MAX_WIDTH:
+            raise ModelError(f"{what}: phoneme_symbols must be a list of at most {MAX_WIDTH} symbols")
         object.__setattr__(self, "phoneme_symbols", tuple(self.phoneme_symbols))
         if self.ctc_weight < 0:
             raise ModelError(f"ctc_weight must be >= 0, got {self.ctc_weight}")
@@ -430,6 +493,15 @@ class ISTFTVocoderSettings:
     expansion: int = 3
 
     def __post_init__(self) -> None:
+        what = "istft vocoder config"
+        check_size(what, "sample_rate", self.sample_rate, MIN_SAMPLE_RATE, MAX_SAMPLE_RATE)
+        for name in ("hop_length", "n_fft"):
+            check_size(what, name, getattr(self, name), 1, MAX_FFT_SIZE)
+        for name in ("n_mels", "channels"):
+            check_size(what, name, getattr(self, name), 1, MAX_WIDTH)
+        check_size(what, "blocks", self.blocks, 0, MAX_BLOCKS)
+        check_size(what, "kernel_size", self.kernel_size, 1, MAX_KERNEL_SIZE)
+        check_size(what, "expansion", self.expansion, 1, 16)
         if (self.n_fft - self.hop_length) % 2 or self.n_fft < self.hop_length:
             raise ModelError("need n_fft >= hop_length with an even difference")
         if self.kernel_size % 2 != 1:

@@ -64,3 +64,32 @@ def test_settings_are_checked():
         WhisperSettings(window_seconds=2.0, context_seconds=1.0)
     with pytest.raises(ModelError):
         WhisperSettings(pool=0)
+
+
+@pytest.mark.slow
+def test_corrupted_cached_model_is_assembled_again(frontend, tmp_path):
+    # A model.bin of the same size with other bytes changed 69 of 171 tokens while the .plt
+    # still carried the genuine fingerprint: the cache is verified by SHA-256 on load.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from plutok.frontends.whisper import WHISPER_SHA256, _sha256, whisper_model_dir
+
+    cache = whisper_model_dir(tmp_path / "whisper")
+    model = cache / "model.bin"
+    before = model.stat()
+    with open(model, "r+b") as handle:
+        handle.seek(before.st_size // 2)
+        byte = handle.read(1)
+        handle.seek(before.st_size // 2)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(model, ns=(before.st_atime_ns, before.st_mtime_ns))  # same size, same time
+    (cache / "vocabulary.txt").write_text("tampered")
+    source = Path(__file__).resolve().parents[2] / "src"
+    code = f"from plutok.frontends.whisper import whisper_model_dir; whisper_model_dir({str(cache)!r})"
+    environment = dict(os.environ, PYTHONPATH=str(source))
+    subprocess.run([sys.executable, "-c", code], check=True, env=environment)  # a fresh process
+    assert _sha256(model) == WHISPER_SHA256 == (cache / "model.bin.sha256").read_text().strip()
+    assert (cache / "vocabulary.txt").read_text() != "tampered"

@@ -118,7 +118,34 @@ class ConverterConfig:
         }
 
     def validate(self) -> None:
-        """Raise ValueError for sizes the architecture cannot be built with."""
+        """Raise ValueError for sizes the architecture cannot be built with, or absurdly large ones."""
+        from plutok.settings import (
+            MAX_BLOCKS,
+            MAX_FFT_SIZE,
+            MAX_KERNEL_SIZE,
+            MAX_SAMPLE_RATE,
+            MAX_WIDTH,
+            MIN_SAMPLE_RATE,
+        )
+
+        bounds = {
+            "sampling_rate": (MIN_SAMPLE_RATE, MAX_SAMPLE_RATE),
+            **dict.fromkeys(("filter_length", "hop_length", "win_length"), (1, MAX_FFT_SIZE)),
+            **dict.fromkeys(
+                ("inter_channels", "hidden_channels", "gin_channels", "upsample_initial_channel"),
+                (1, MAX_WIDTH),
+            ),
+        }
+        for name, (low, high) in bounds.items():
+            if not low <= getattr(self, name) <= high:
+                raise ValueError(f"{name} must be in {low}..{high}, got {getattr(self, name)}")
+        lists = (self.resblock_kernel_sizes, self.upsample_rates, self.upsample_kernel_sizes)
+        if any(len(sizes) > MAX_BLOCKS for sizes in (*lists, *self.resblock_dilation_sizes)):
+            raise ValueError(f"at most {MAX_BLOCKS} resblocks, upsampling stages and dilations")
+        sizes = [*self.resblock_kernel_sizes, *self.upsample_kernel_sizes, *self.upsample_rates]
+        sizes += [d for ds in self.resblock_dilation_sizes for d in ds]
+        if any(not 1 <= size <= MAX_KERNEL_SIZE for size in sizes):
+            raise ValueError(f"kernel sizes, rates and dilations must be in 1..{MAX_KERNEL_SIZE}")
         if self.resblock not in ("1", "2"):
             raise ValueError(f"resblock must be '1' or '2', got {self.resblock!r}")
         if len(self.upsample_rates) != len(self.upsample_kernel_sizes):

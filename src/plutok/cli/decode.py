@@ -109,48 +109,68 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 # -- what to decode -------------------------------------------------------------------------------
+# A token id written as text: ASCII digits only, at most ten (ids are int32).
+_ASCII_ID = re.compile(r"[0-9]{1,10}")
+
+
 def read_ids(source: str) -> list[int]:
     """Token ids from a file (or stdin for ``-``): a JSON list, a JSON object with ``token_ids``, or integers.
 
+    Plain-text ids are ASCII digits only (``int()`` would also take ``1_000`` and other
+    scripts' digits). At most ``MAX_TOKEN_IDS`` ids, checked while reading, not after.
+
     Raises:
-        TokenError: nothing there, or something that is not an integer.
+        TokenError: nothing there, something that is not an integer, too many ids.
         PlutokError: the file cannot be read.
     """
+    from plutok.encoding import MAX_TOKEN_IDS
     from plutok.errors import PlutokError, TokenError
 
+    # No file of at most MAX_TOKEN_IDS ids is longer (ten digits and a separator each,
+    # and room for JSON spacing); reading stops there instead of at the end of a huge file.
+    max_bytes = MAX_TOKEN_IDS * 12 + (1 << 20)
     name = "stdin" if source == STDIN else source
     if source == STDIN:
-        text = sys.stdin.read()
+        text = sys.stdin.read(max_bytes + 1)
     else:
         path = Path(source)
         if not path.is_file():
             raise PlutokError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open(encoding="utf-8") as handle:
+                text = handle.read(max_bytes + 1)
         except UnicodeDecodeError:
             raise TokenError(f"{path}: not a text file of token ids") from None
+    if len(text) > max_bytes:
+        raise TokenError(f"{name}: too large for a list of token ids (at most {MAX_TOKEN_IDS} ids)")
     stripped = text.strip()
+    ids: list[int] = []
     if stripped.startswith(("[", "{")):
         try:
             value: Any = json.loads(stripped)
         except json.JSONDecodeError as error:
             raise TokenError(f"{name}: not valid JSON ({error.msg} at line {error.lineno})") from None
+        except (ValueError, RecursionError) as error:  # 5,000-digit numbers, deep nesting
+            raise TokenError(f"{name}: not a JSON list of token ids ({type(error).__name__})") from None
         if isinstance(value, dict):
             value = value.get("token_ids", value.get("ids"))
         if not isinstance(value, list):
             raise TokenError(f"{name}: expected a JSON list of token ids (or an object with token_ids)")
         for item in value:
             if isinstance(item, bool) or not isinstance(item, int):
-                raise TokenError(f"{name}: token ids must be integers, got {json.dumps(item)}")
-        ids = list(value)
+                raise TokenError(f"{name}: token ids must be integers, got {json.dumps(item)[:40]}")
+        ids = value
     else:
-        ids = []
-        for word in re.split(r"[\s,]+", stripped) if stripped else []:
-            try:
-                ids.append(int(word))
-            except ValueError:
+        for match in re.finditer(r"[^\s,]+", stripped):
+            word = match.group()
+            if not _ASCII_ID.fullmatch(word):
                 shown = word if len(word) <= 20 else word[:20] + "..."
-                raise TokenError(f"{name}: {shown!r} is not a token id (an integer)") from None
+                raise TokenError(f"{name}: {shown!r} is not a token id (ASCII digits 0-9)")
+            if len(ids) == MAX_TOKEN_IDS:
+                raise TokenError(f"{name}: more than {MAX_TOKEN_IDS} token ids (24 h of audio)")
+            ids.append(int(word))
+    if len(ids) > MAX_TOKEN_IDS:
+        raise TokenError(f"{name}: {len(ids)} token ids; at most {MAX_TOKEN_IDS} (24 h of audio)")
     if not ids:
         raise TokenError(f"{name}: no token ids in it")
     return ids

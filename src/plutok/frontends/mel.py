@@ -8,6 +8,7 @@ synthesis target of the v2 codec and the input of the speaker statistics.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 from plutok.errors import AudioError, ModelError
 from plutok.frontends.base import Frontend
 from plutok.parts import settings_from_config
+from plutok.settings import MAX_FFT_SIZE, MAX_SAMPLE_RATE, MAX_WIDTH, MIN_SAMPLE_RATE, check_size
 
 __all__ = [
     "ANALYSIS_BLOCK_FRAMES",
@@ -92,6 +94,19 @@ class MelSettings:
     fmax: float = 8000.0
 
     def __post_init__(self) -> None:
+        what = "mel settings"
+        check_size(what, "sample_rate", self.sample_rate, MIN_SAMPLE_RATE, MAX_SAMPLE_RATE)
+        for name in ("n_fft", "win_length", "hop_length"):
+            check_size(what, name, getattr(self, name), 1, MAX_FFT_SIZE)
+        check_size(what, "n_mels", self.n_mels, 1, MAX_WIDTH)
+        if self.win_length > self.n_fft:
+            raise ModelError(f"{what}: win_length {self.win_length} is longer than n_fft {self.n_fft}")
+        for name in ("fmin", "fmax"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ModelError(f"{what}: {name} must be a finite number of Hz, got {value!r}")
+        if not 0 <= self.fmin < self.fmax:
+            raise ModelError(f"{what}: need 0 <= fmin < fmax, got {self.fmin}, {self.fmax}")
         if (self.n_fft - self.hop_length) % 2:
             raise ModelError("n_fft - hop_length must be even for symmetric padding")
 

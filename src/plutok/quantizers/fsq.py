@@ -16,6 +16,7 @@ import torch
 
 from plutok.errors import ModelError
 from plutok.quantizers.base import Quantizer, QuantizerOutput, code_statistics
+from plutok.settings import MAX_CODEBOOK_VALUES, MAX_WIDTH, check_size
 
 __all__ = ["FiniteScalarQuantizer"]
 
@@ -29,8 +30,12 @@ class FiniteScalarQuantizer(Quantizer):
 
     def __init__(self, levels: list[int]) -> None:
         super().__init__()
-        if not levels or any(int(level) < 2 for level in levels):
-            raise ModelError(f"FSQ levels must be integers >= 2, got {levels!r}")
+        if not isinstance(levels, (list, tuple)) or not 1 <= len(levels) <= MAX_WIDTH:
+            raise ModelError(f"FSQ levels must be a list of 1..{MAX_WIDTH} integers, got {levels!r}")
+        for level in levels:
+            check_size("FSQ quantizer", "each level", level, 2, MAX_CODEBOOK_VALUES)
+        if math.prod(levels) > MAX_CODEBOOK_VALUES:
+            raise ModelError(f"FSQ levels make {math.prod(levels)} codes; at most {MAX_CODEBOOK_VALUES}")
         self.levels = [int(level) for level in levels]
         levels_tensor = torch.tensor(self.levels, dtype=torch.float32)
         radix = torch.tensor([math.prod(self.levels[:i]) for i in range(len(self.levels))], dtype=torch.int64)
@@ -50,7 +55,8 @@ class FiniteScalarQuantizer(Quantizer):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], directory: Path | None = None) -> FiniteScalarQuantizer:
-        return cls(list(config["levels"]))
+        levels = config.get("levels")
+        return cls(list(levels) if isinstance(levels, (list, tuple)) else levels)
 
     def _bound(self, latent: torch.Tensor) -> torch.Tensor:
         """Squash ``(B, D, T)`` so that rounding gives exactly ``levels[d]`` integer values per dimension."""

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from plutok.errors import ModelError
 from plutok.quantizers.base import Quantizer, QuantizerOutput, code_statistics
+from plutok.settings import MAX_CODEBOOK_VALUES, MAX_WIDTH, check_size
 
 __all__ = ["VectorQuantizer", "kmeans", "nearest_code"]
 
@@ -96,8 +97,13 @@ class VectorQuantizer(Quantizer):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if codebook_size < 2 or dim < 1:
-            raise ModelError(f"VQ needs codebook_size >= 2 and dim >= 1, got {codebook_size}, {dim}")
+        check_size("VQ quantizer", "codebook_size", codebook_size, 2, MAX_CODEBOOK_VALUES)
+        check_size("VQ quantizer", "dim", dim, 1, MAX_WIDTH)
+        check_size("VQ quantizer", "replay_size", replay_size, 1, MAX_CODEBOOK_VALUES // dim)
+        if codebook_size * dim > MAX_CODEBOOK_VALUES:
+            raise ModelError(
+                f"VQ quantizer: a codebook of {codebook_size} x {dim} values; at most {MAX_CODEBOOK_VALUES}"
+            )
         self.settings = {
             "codebook_size": int(codebook_size),
             "dim": int(dim),
@@ -133,7 +139,10 @@ class VectorQuantizer(Quantizer):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], directory: Path | None = None) -> VectorQuantizer:
-        return cls(**{key: value for key, value in config.items() if key != "name"})
+        try:
+            return cls(**{key: value for key, value in config.items() if key != "name"})
+        except TypeError as error:  # unknown or missing keys
+            raise ModelError(f"bad VQ quantizer config: {error}") from None
 
     def _prepare(self, latent: torch.Tensor) -> torch.Tensor:
         """``(B, D, T)`` -> rows ``(B * T, D)``, on the sphere when ``normalize``."""

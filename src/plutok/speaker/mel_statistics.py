@@ -20,6 +20,7 @@ import numpy as np
 from plutok.errors import ModelError, TokenError
 from plutok.frontends.mel import ANALYSIS_BLOCK_FRAMES, LogMel, MelSettings
 from plutok.parts import settings_from_config
+from plutok.settings import check_size
 from plutok.speaker.base import SpeakerEncoder
 
 __all__ = ["MelStatisticsSpeaker", "dct_matrix"]
@@ -49,9 +50,13 @@ class MelStatisticsSpeaker(SpeakerEncoder):
     def __init__(self, settings: MelSettings | None = None, coefficients: int | None = None) -> None:
         self.settings = settings or MelSettings()
         n_mels = self.settings.n_mels
-        self.coefficients = int(n_mels if coefficients is None else coefficients)
-        if not 1 <= self.coefficients <= n_mels:
-            raise ModelError(f"speaker coefficients must be in 1..{n_mels}, got {coefficients}")
+        self.coefficients = check_size(
+            "mel-statistics speaker",
+            "coefficients",
+            n_mels if coefficients is None else coefficients,
+            1,
+            n_mels,
+        )
         # Rows of the DCT kept in the speaker vector: coefficients = basis @ statistic.
         self._basis = dct_matrix(n_mels)[: self.coefficients]
         self.log_mel = LogMel(self.settings)

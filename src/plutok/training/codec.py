@@ -22,7 +22,7 @@ from plutok.training.cache import AnalysisReader, CachedUtterance, FeatureCache
 from plutok.training.data import SegmentBatcher
 from plutok.training.objectives import ContentCodecObjective, Objective, VQVAECodecObjective
 from plutok.training.phonemes import PhonemeInventory, phoneme_labels
-from plutok.training.trainer import Callback, Trainer, TrainerConfig
+from plutok.training.trainer import Callback, Trainer, TrainerConfig, seed_everything
 from plutok.weights import describe_mismatch, read_weights
 
 __all__ = [
@@ -387,6 +387,7 @@ def train_codec(
     labels = None
     if _section(codec_config, "objective").get("ctc_weight", 0) > 0:
         labels = _phoneme_ids(cache, train, dev, codec_config)
+    seed_everything(trainer_config.seed)  # the codec's initialisation is the seed's alone
     codec = registry.build("codec", codec_config)
     if init_from is not None:
         weights = _codec_weights(folder)

@@ -31,12 +31,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -46,7 +48,19 @@ from plutok.files import atomic_path, atomic_write_text
 from plutok.settings import TrainerConfig
 from plutok.training.objectives import ModelLoss, Objective
 
-__all__ = ["Trainer", "TrainerConfig", "format_duration", "state_digest"]
+__all__ = ["Trainer", "TrainerConfig", "format_duration", "seed_everything", "state_digest"]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's :mod:`random`, NumPy's global generator and torch (CPU and every GPU).
+
+    Called with the run's seed before a model is built, so its initialisation (and
+    anything else drawn from a global generator) is a function of the seed alone.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
 
 CHECKPOINT_DIR = "checkpoints"
 

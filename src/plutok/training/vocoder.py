@@ -34,7 +34,7 @@ from plutok.settings import TrainerConfig
 from plutok.training.cache import FeatureCache, read_index
 from plutok.training.data import SeededDraws
 from plutok.training.objectives import ISTFTDistillationObjective
-from plutok.training.trainer import Callback, Trainer
+from plutok.training.trainer import Callback, Trainer, seed_everything
 from plutok.vocoders.istft import ISTFTNet, ISTFTVocoder, ISTFTVocoderSettings
 from plutok.weights import round_to_half
 
@@ -257,7 +257,7 @@ def train_vocoder(
         raise ModelError(f"{teacher_dir}: {len(teacher)} utterances, need more than {dev_utterances}")
     train_rows = list(range(len(teacher) - dev_utterances))
     dev_rows = list(range(len(teacher) - dev_utterances, len(teacher)))
-    torch.manual_seed(trainer_config.seed)
+    seed_everything(trainer_config.seed)
     net = ISTFTNet(settings)
     sample = np.concatenate([np.asarray(teacher.mel(i), dtype=np.float32) for i in train_rows[:500]], axis=1)
     net.set_statistics(torch.from_numpy(sample))
