@@ -346,11 +346,12 @@ class Plutok:
         return streaming.lookahead_codes(self)
 
     def decode_stream(
-        self, ids: Iterable[int], speaker: Any = None, chunk_codes: int = 25
+        self, ids: Iterable[int], speaker: Any = None, chunk_codes: int = streaming.DEFAULT_CHUNK_CODES
     ) -> Iterator[np.ndarray]:
         """Decode token ids as they arrive (e.g. from a language model), yielding audio chunks.
 
-        Each chunk covers ``chunk_codes`` codes and is yielded once
+        ``ids`` is read lazily, one id at a time (a generator fed by a language model
+        works): each chunk covers ``chunk_codes`` codes and is yielded as soon as
         :meth:`stream_lookahead_codes` more codes have arrived; the concatenation equals
         :meth:`decode_ids` of all ids within 1e-4. ``speaker`` as in :meth:`decode_ids`.
         Yields float32 ``(samples,)`` arrays at :attr:`sample_rate`; see :mod:`plutok.streaming`.

@@ -7,11 +7,13 @@ overwrite) before the model is loaded, so a typo costs nothing.
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
+import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,7 +103,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--stream",
         action="store_true",
         help="with --ids and -o -: write raw 16-bit little-endian mono PCM at the model's rate to stdout "
-        "as each chunk is decoded (e.g. | aplay -f S16_LE -r 16000), before all audio is ready",
+        "as each chunk is decoded (e.g. | aplay -f S16_LE -r 16000), before all audio is ready; with "
+        "--ids -, whitespace-separated ids are decoded as they arrive (e.g. from a language model)",
+    )
+    voice.add_argument(
+        "--chunk-codes",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="with --stream: codes per audio chunk (default 25, 1 s); fewer start the audio sooner "
+        "and cost more compute per second of audio",
     )
     voice.add_argument("--force", action="store_true", help="replace existing outputs you did not name")
     voice.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -129,6 +140,13 @@ def read_ids(source: str) -> list[int]:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise TokenError(f"{path}: not a text file of token ids") from None
+    return parse_ids(text, name)
+
+
+def parse_ids(text: str, name: str) -> list[int]:
+    """Token ids in ``text``: a JSON list, a JSON object with ``token_ids``, or separated integers."""
+    from plutok.errors import TokenError
+
     stripped = text.strip()
     if stripped.startswith(("[", "{")):
         try:
@@ -144,16 +162,57 @@ def read_ids(source: str) -> list[int]:
                 raise TokenError(f"{name}: token ids must be integers, got {json.dumps(item)}")
         ids = list(value)
     else:
-        ids = []
-        for word in re.split(r"[\s,]+", stripped) if stripped else []:
-            try:
-                ids.append(int(word))
-            except ValueError:
-                shown = word if len(word) <= 20 else word[:20] + "..."
-                raise TokenError(f"{name}: {shown!r} is not a token id (an integer)") from None
+        ids = [_integer_id(word, name) for word in re.split(r"[\s,]+", stripped) if word]
     if not ids:
         raise TokenError(f"{name}: no token ids in it")
     return ids
+
+
+def stream_ids(descriptor: int, name: str = "stdin") -> Iterator[int]:
+    """Token ids from a file descriptor as they arrive: each id once the separator after it has come.
+
+    Reads with :func:`os.read` (no buffering ahead), so a producer that writes an id and
+    flushes gets it decoded without closing the pipe. Ids are separated by whitespace
+    or commas; input that starts with ``[`` or ``{`` is JSON, read to the end first.
+    Raises:
+        TokenError: a word that is not an integer, or no ids at all.
+    """
+    from plutok.errors import TokenError
+
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    count = 0
+    while True:
+        block = os.read(descriptor, 65536)
+        ended = not block
+        pending += decoder.decode(block, final=ended)
+        if count == 0 and pending.lstrip().startswith(("[", "{")):
+            while block:
+                block = os.read(descriptor, 65536)
+                pending += decoder.decode(block, final=not block)
+            yield from parse_ids(pending, name)
+            return
+        words = re.split(r"[\s,]+", pending)
+        # The last word may go on in the next block, unless the input has ended.
+        pending = "" if ended else words.pop()
+        for word in words:
+            if word:
+                count += 1
+                yield _integer_id(word, name)
+        if ended:
+            break
+    if count == 0:
+        raise TokenError(f"{name}: no token ids in it")
+
+
+def _integer_id(word: str, name: str) -> int:
+    from plutok.errors import TokenError
+
+    try:
+        return int(word)
+    except ValueError:
+        shown = word if len(word) <= 20 else word[:20] + "..."
+        raise TokenError(f"{name}: {shown!r} is not a token id (an integer)") from None
 
 
 def row_encoding(tok: Plutok, row: TokenRow, source: str) -> Encoding:
@@ -246,6 +305,8 @@ def run(args: argparse.Namespace) -> int:
         if mode != "ids" or args.output != "-" or args.sample_rate is not None:
             raise UsageError("--stream decodes --ids to stdout: give --ids FILE -o - (and no --sample-rate)")
         return _stream_ids(args)
+    if args.chunk_codes is not None:
+        raise UsageError("--chunk-codes sets the chunks of --stream: give it with --stream")
     extension = _extension(args)
     if args.sample_rate is not None and args.sample_rate > 384_000:
         raise UsageError(f"--sample-rate must be at most 384000 Hz, got {args.sample_rate}")
@@ -301,9 +362,12 @@ def _decode_ids(args: argparse.Namespace, ids: list[int], output: Path) -> int:
 
 
 def _stream_ids(args: argparse.Namespace) -> int:
-    """Raw PCM on stdout, chunk by chunk as :meth:`Plutok.decode_stream` yields it."""
-    import sys
+    """Raw PCM on stdout, chunk by chunk as :meth:`Plutok.decode_stream` yields it.
 
+    From stdin, ids are decoded as they arrive (:func:`stream_ids`): the first audio
+    leaves once ``chunk_codes`` + :meth:`Plutok.stream_lookahead_codes` codes are in.
+    From a file, every id is checked before any audio is written.
+    """
     import numpy as np
 
     from plutok.errors import ModelError
@@ -311,15 +375,29 @@ def _stream_ids(args: argparse.Namespace) -> int:
     tok = load_model(args)
     if args.speaker is None and tok.default_speaker is None:
         raise ModelError("this model stores no default voice; give one with --speaker REF.wav (or REF.plt)")
-    ids = read_ids(args.ids)
-    tok.ids_to_codes(ids)  # unknown ids fail here, before any audio is written
+    speaker = _speaker(tok, args)
+    if args.ids == STDIN:
+        ids: Iterator[int] | list[int] = stream_ids(sys.stdin.fileno())
+    else:
+        ids = read_ids(args.ids)
+        tok.ids_to_codes(ids)  # unknown ids fail here, before any audio is written
+    counted = [0]
+
+    def counting(source: Iterator[int] | list[int]) -> Iterator[int]:
+        for token_id in source:
+            counted[0] += 1
+            yield token_id
+
+    from plutok.streaming import DEFAULT_CHUNK_CODES
+
     samples = 0
-    for chunk in tok.decode_stream(iter(ids), speaker=_speaker(tok, args)):
+    chunk_codes = args.chunk_codes or DEFAULT_CHUNK_CODES
+    for chunk in tok.decode_stream(counting(ids), speaker=speaker, chunk_codes=chunk_codes):
         sys.stdout.buffer.write((np.clip(chunk, -1.0, 1.0) * 32767).astype("<i2").tobytes())
         sys.stdout.buffer.flush()
         samples += chunk.shape[0]
     print(
-        f"{len(ids)} tokens -> {samples / tok.sample_rate:.2f} s of 16-bit PCM at {tok.sample_rate} Hz -> stdout",
+        f"{counted[0]} tokens -> {samples / tok.sample_rate:.2f} s of 16-bit PCM at {tok.sample_rate} Hz -> stdout",
         file=sys.stderr,
     )
     return 0
