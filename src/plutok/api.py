@@ -23,20 +23,24 @@ from plutok.container import write_plt
 from plutok.devices import resolve_device
 from plutok.encoding import (
     SPEAKER_BITS_PER_VALUE,
+    UNKNOWN_FINGERPRINT,
     Encoding,
     bits_per_token,
     check_ids,
+    check_made_by,
     read_encoding,
 )
 from plutok.errors import ModelError, PlutokError, TokenError
 from plutok.hub import (
     ModelParts,
+    accepted_fingerprints,
     check_parts,
     fingerprint,
     load_model_parts,
     parts_from_backbone,
     parts_from_openvoice,
     save_model_parts,
+    token_space,
 )
 
 __all__ = ["DEFAULT_CHUNK_SECONDS", "Plutok"]
@@ -67,6 +71,8 @@ class Plutok:
         self.metadata = parts.metadata
         self.chunk_seconds = chunk_seconds
         self._fingerprint = fingerprint(parts)
+        self._token_space = token_space(parts)
+        self._accepted: frozenset[bytes] | None = None
 
     # -- facts ----------------------------------------------------------------------------
     @property
@@ -121,8 +127,31 @@ class Plutok:
 
     @property
     def fingerprint_bytes(self) -> bytes:
-        """The 8-byte prefix stored in ``.plt`` files."""
+        """The fingerprint's 8-byte prefix (what ``.plt`` files made before token spaces carry)."""
         return bytes.fromhex(self._fingerprint[:16])
+
+    @property
+    def token_space(self) -> str:
+        """SHA-256 (hex) of what gives the ids their meaning: frontend, speaker encoder, codec, BPE.
+
+        Not the vocoder: models that differ only in it (the default and ``fast``) share
+        it and decode each other's files, rows and encodings.
+        """
+        return self._token_space
+
+    @property
+    def token_space_bytes(self) -> bytes:
+        """The 8-byte prefix of :attr:`token_space`, stored in ``.plt`` files, rows and encodings."""
+        return bytes.fromhex(self._token_space[:16])
+
+    def reads(self, fingerprint: bytes) -> bool:
+        """Whether a file, row or encoding with this 8-byte prefix was made in this model's token space."""
+        return fingerprint in self._accepted_fingerprints()
+
+    def _accepted_fingerprints(self) -> frozenset[bytes]:
+        if self._accepted is None:
+            self._accepted = accepted_fingerprints(self.parts)
+        return self._accepted
 
     @property
     def default_speaker(self) -> np.ndarray | None:
@@ -149,6 +178,7 @@ class Plutok:
             "codec_parameters": sum(p.numel() for p in self.codec.parameters()),
             "default_speaker": self.parts.default_speaker is not None,
             "fingerprint": self.fingerprint,
+            "token_space": self.token_space,
             **{key: value for key, value in self.metadata.items() if key in ("trained", "description")},
         }
 
@@ -219,7 +249,7 @@ class Plutok:
         array = np.asarray(wav)
         num_samples = int(array.shape[0] if array.ndim == 1 else max(array.shape))
         return encoder.encode_waveform(
-            self.parts, waveform, int(sample_rate), num_samples, self.chunk_codes, self.fingerprint_bytes
+            self.parts, waveform, int(sample_rate), num_samples, self.chunk_codes, self.token_space_bytes
         )
 
     def encode_file(self, path: str | os.PathLike) -> Encoding:
@@ -248,7 +278,7 @@ class Plutok:
         paths = [Path(path) for path in paths]
         with tqdm(total=len(paths), desc="encoding", unit="file", disable=not progress) as bar:
             yield from encoder.encode_paths(
-                self.parts, paths, batch_size, raise_errors, self.chunk_codes, self.fingerprint_bytes, bar
+                self.parts, paths, batch_size, raise_errors, self.chunk_codes, self.token_space_bytes, bar
             )
 
     def ids_to_codes(self, ids: Iterable[int]) -> np.ndarray:
@@ -282,6 +312,8 @@ class Plutok:
         Returns:
             ``(wav, sample_rate)``, ``wav`` float32 ``(samples,)`` with the input's duration.
         Raises:
+            ContainerError: the encoding was made by a model of another token space
+                (an unknown, all-zero fingerprint is not checked).
             TokenError: empty or unknown token ids, a duration over 24 h, a length that
                 the tokens cannot cover, or a speaker vector that is not finite.
             AudioError: an output sample rate outside 1..384000 Hz.
@@ -289,6 +321,7 @@ class Plutok:
         """
         encoding.check()
         self._refuse_retired(encoding.fingerprint)
+        self.check_made_here(encoding.fingerprint, "the encoding")
         output_rate = synthesis.output_rate(sample_rate, self.sample_rate)
         codes = self.ids_to_codes(encoding.ids)
         covered = synthesis.covered_samples(self.parts, codes.shape[0])
@@ -331,6 +364,14 @@ class Plutok:
             self.parts, codes, vector, covered, output_rate, self.chunk_codes
         ), output_rate
 
+    def check_made_here(self, fingerprint: bytes, what: str) -> None:
+        """:class:`ContainerError` ``WHAT was made by another model (...)`` unless :meth:`reads` it.
+
+        An all-zero ``fingerprint`` (an :class:`Encoding` built by hand) is not checked.
+        """
+        if bytes(fingerprint) != UNKNOWN_FINGERPRINT:
+            check_made_by(bytes(fingerprint), self._accepted_fingerprints(), self.token_space_bytes, what)
+
     def _voice(self, speaker: Any) -> Any:
         """``speaker``, or the model's default voice when it is None."""
         if speaker is not None:
@@ -370,7 +411,7 @@ class Plutok:
         return write_plt(path, encoding.to_plt())
 
     def load_plt(self, path: str | os.PathLike) -> Encoding:
-        """Read a ``.plt`` file made by this model.
+        """Read a ``.plt`` file made by this model or another of its token space (e.g. ``fast``).
 
         Raises:
             ContainerError: missing, truncated or corrupt file, a file from another
@@ -378,4 +419,10 @@ class Plutok:
                 than 24 h of audio.
             TokenError: token ids outside this model's vocabulary.
         """
-        return read_encoding(path, self.fingerprint_bytes, self.speaker_encoder.speaker_dim, self.bpe.decode)
+        return read_encoding(
+            path,
+            self._accepted_fingerprints(),
+            self.token_space_bytes,
+            self.speaker_encoder.speaker_dim,
+            self.bpe.decode,
+        )

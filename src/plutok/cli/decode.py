@@ -216,24 +216,28 @@ def _integer_id(word: str, name: str) -> int:
 
 
 def row_encoding(tok: Plutok, row: TokenRow, source: str) -> Encoding:
-    """The :class:`Encoding` of one token-corpus row, refused when another model made it."""
+    """The :class:`Encoding` of one token-corpus row, refused when a model of another token space made it."""
     import numpy as np
 
     from plutok.catalog import retired_model
     from plutok.encoding import Encoding
     from plutok.errors import ContainerError
 
-    fingerprint = str(row.fingerprint).lower()
-    if len(fingerprint) < 16 or not tok.fingerprint.startswith(fingerprint):
-        retired = retired_model(fingerprint)
-        if retired is not None:
-            raise ContainerError(
-                f"{source}: row {row.path} was made by {retired.describe()}, which this Plutok no longer "
-                f"ships; {retired.where_to_decode()}"
-            )
+    text = str(row.fingerprint).lower()
+    retired = retired_model(text)
+    if retired is not None and not tok.fingerprint.startswith(text[:16]):
         raise ContainerError(
-            f"{source}: row {row.path} was made by another model (fingerprint {row.fingerprint[:16]}, this "
-            f"model's is {tok.fingerprint[:16]}); pass the model that made it with --model"
+            f"{source}: row {row.path} was made by {retired.describe()}, which this Plutok no longer "
+            f"ships; {retired.where_to_decode()}"
+        )
+    try:
+        fingerprint = bytes.fromhex(text[:16]) if len(text) >= 16 else b""
+    except ValueError:
+        fingerprint = b""
+    if not tok.reads(fingerprint):
+        raise ContainerError(
+            f"{source}: row {row.path} was made by another model (fingerprint {text[:16]}, this "
+            f"model's is {tok.token_space[:16]}); pass the model that made it with --model"
         )
     return Encoding(
         ids=list(row.token_ids),
@@ -241,7 +245,7 @@ def row_encoding(tok: Plutok, row: TokenRow, source: str) -> Encoding:
         sample_rate=int(row.sample_rate),
         num_samples=int(row.num_samples),
         num_codes=int(row.num_codes),
-        fingerprint=bytes.fromhex(fingerprint[:16]),
+        fingerprint=fingerprint,
     )
 
 
