@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from plutok import encoder, streaming, synthesis
+from plutok import batch, encoder, streaming, synthesis
 from plutok.audio import load_audio_stream, prepare_waveform
 from plutok.catalog import retired_model
 from plutok.container import write_plt
@@ -237,7 +237,11 @@ class Plutok:
         """Tokenize one utterance.
 
         Args:
-            wav: samples ``(samples,)`` or ``(samples, channels)``, int PCM or float, any rate.
+            wav: samples ``(samples,)`` or ``(samples, channels)`` (as soundfile reads a
+                file), int PCM or float, any rate; numpy or a CPU torch tensor. A 2-D
+                array is always ``(samples, channels)``; one with more channels than
+                samples is refused (a ``(channels, samples)`` array: pass ``wav.T``; a
+                batch of clips: :meth:`encode_batch`), never averaged into one clip.
             sample_rate: Hz of ``wav``.
         Returns:
             :class:`Encoding` with token ids and the speaker vector; ``silent`` is set
@@ -247,10 +251,28 @@ class Plutok:
         """
         waveform = prepare_waveform(wav, sample_rate, self.sample_rate)
         array = np.asarray(wav)
-        num_samples = int(array.shape[0] if array.ndim == 1 else max(array.shape))
+        num_samples = int(array.shape[0])
         return encoder.encode_waveform(
             self.parts, waveform, int(sample_rate), num_samples, self.chunk_codes, self.token_space_bytes
         )
+
+    def encode_batch(self, wavs: Any, sample_rate: int, lengths: Any = None) -> list[Encoding]:
+        """Tokenize a batch of clips; the result equals :meth:`encode` of each, in order.
+
+        Args:
+            wavs: a list of clips, each as :meth:`encode` takes it (``(samples,)`` or
+                ``(samples, channels)``, numpy or torch); or one padded array/tensor
+                ``(B, T)`` or ``(B, C, T)`` (channels first, as EnCodec/DAC take it).
+            sample_rate: Hz of every clip.
+            lengths: with a padded batch, the valid samples of each row ``(B,)``
+                (default: all ``T``).
+        Returns:
+            One :class:`Encoding` per clip.
+        Raises:
+            AudioError: as :meth:`encode`, for the first bad clip; a padded batch of another shape.
+            PlutokError: ``lengths`` that do not fit the batch.
+        """
+        return [self.encode(clip, sample_rate) for clip in batch.split_audio(wavs, lengths)]
 
     def encode_file(self, path: str | os.PathLike) -> Encoding:
         """Tokenize an audio file (wav, flac, ogg, mp3, ...), read block by block.
@@ -343,6 +365,40 @@ class Plutok:
                 f"{retired.where_to_decode()}"
             )
 
+    def decode_batch(
+        self, items: Any, speaker: Any = None, sample_rate: int | None = None, lengths: Any = None
+    ) -> batch.AudioBatch:
+        """Speech from a batch; each clip equals :meth:`decode` (or :meth:`decode_ids`) of its item.
+
+        Args:
+            items: a list of :class:`Encoding`; a list of id sequences (lists, numpy or
+                torch); or one padded ``(B, N)`` array/tensor of ids with ``lengths``.
+            speaker: one voice for all (see :meth:`speaker_vector`), or a list of one per
+                item; default each encoding's own voice, for ids the model's default voice.
+            sample_rate: output rate in Hz; default the model's rate.
+            lengths: with a padded batch, the valid ids of each row ``(B,)`` (default: all ``N``).
+        Returns:
+            :class:`~plutok.batch.AudioBatch`: ``wavs`` float32 ``(samples_i,)`` per item,
+            and :meth:`~plutok.batch.AudioBatch.padded` for ``(B, 1, T)`` + lengths torch
+            tensors (on the input tensor's device).
+        Raises:
+            As :meth:`decode` / :meth:`decode_ids`, for the first bad item.
+        """
+        if not batch.is_padded(items) and items and all(isinstance(item, Encoding) for item in items):
+            voices = batch.per_item(speaker, len(items), _is_vector)
+            wavs = [
+                self.decode(item, sample_rate, voice)[0] for item, voice in zip(items, voices, strict=True)
+            ]
+        else:
+            sequences = batch.split_ids(items, lengths)
+            voices = batch.per_item(speaker, len(sequences), _is_vector)
+            wavs = [
+                self.decode_ids(ids, voice, sample_rate)[0]
+                for ids, voice in zip(sequences, voices, strict=True)
+            ]
+        rate = synthesis.output_rate(sample_rate, self.sample_rate)
+        return batch.AudioBatch(wavs, rate, batch.device_of(items))
+
     def decode_ids(
         self, ids: Iterable[int], speaker: Any = None, sample_rate: int | None = None
     ) -> tuple[np.ndarray, int]:
@@ -426,3 +482,8 @@ class Plutok:
             self.speaker_encoder.speaker_dim,
             self.bpe.decode,
         )
+
+
+def _is_vector(value: Any) -> bool:
+    """A list/tuple of numbers: one speaker vector, not one voice per item."""
+    return all(isinstance(item, (int, float, np.number)) for item in value)
