@@ -34,6 +34,7 @@ __all__ = [
     "non_negative_int",
     "plural",
     "positive_int",
+    "positive_seconds",
     "rank_prefix",
     "resolve_for_rank",
     "warn",
@@ -56,6 +57,17 @@ def positive_int(text: str) -> int:
     value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
 
 
@@ -97,7 +109,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--chunk-seconds",
-        type=float,
+        type=positive_seconds,
         default=None,
         metavar="S",
         help="process long audio in chunks of S seconds; bounds memory, same tokens (default 30)",
