@@ -486,3 +486,18 @@ def test_stream_ids_reads_ids_as_they_arrive():
     os.close(write_end)
     assert list(stream_ids(read_end)) == [7, 8]
     os.close(read_end)
+
+
+def test_long_decodes_show_progress_on_stderr(
+    tiny_model, tiny_model_dir, tmp_path, capsys, monkeypatch, speech_like
+):
+    """One long input gets a bar over the vocoder's chunks (here every input counts as long); -q hides it."""
+    import plutok.cli.decode as decode_command
+
+    path = tiny_model.save_plt(tiny_model.encode(speech_like(0.5, seed=9), 16000), tmp_path / "a.plt")
+    monkeypatch.setattr(decode_command, "LONG_DECODE_SECONDS", 0.0)
+    argv = [path, "-o", tmp_path / "a.wav", "--model", tiny_model_dir, "--force"]
+    code, _, err = run(["decode", *argv], capsys)
+    assert code == 0 and "decoding 0 s" in err and "1/1" in err
+    code, _, err = run(["decode", *argv, "-q"], capsys)
+    assert code == 0 and "decoding" not in err

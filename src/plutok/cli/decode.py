@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import json
 import os
 import re
@@ -47,6 +48,9 @@ AUDIO_FORMATS = ("wav", "flac", "ogg", "mp3")
 OUTPUT_EXTENSIONS = tuple(f".{name}" for name in AUDIO_FORMATS)
 SHARD_SUFFIXES = (".parquet", ".jsonl")
 STDIN = "-"
+# A decode of at least this much audio shows a progress bar even when stderr is no terminal
+# (a log): HiFi-GAN takes about as long as the audio lasts on two cores.
+LONG_DECODE_SECONDS = 60.0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -346,6 +350,30 @@ def _speaker(tok: Plutok, args: argparse.Namespace) -> Any:
     return None if args.speaker is None else tok.speaker_vector(args.speaker)
 
 
+@contextlib.contextmanager
+def _progress(args: argparse.Namespace, seconds: float) -> Iterator[None]:
+    """A bar on stderr over the vocoder's chunks while one input decodes, unless ``-q``.
+
+    Shown when stderr is a terminal, or for :data:`LONG_DECODE_SECONDS` of audio or more.
+    """
+    if args.quiet or not (sys.stderr.isatty() or seconds >= LONG_DECODE_SECONDS):
+        yield
+        return
+    from tqdm import tqdm
+
+    from plutok.chunking import report_progress
+
+    with tqdm(desc=f"decoding {seconds:.0f} s", unit="chunk", file=sys.stderr, leave=False) as bar:
+
+        def update(label: str, done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        with report_progress(update):
+            yield
+
+
 def _report(tokens: int, written: Any, args: argparse.Namespace) -> None:
     voice = f" in the voice of {args.speaker}" if args.speaker else ""
     print(f"{tokens} tokens -> {written.seconds:.2f} s at {written.sample_rate} Hz{voice} -> {written.path}")
@@ -359,8 +387,9 @@ def _decode_ids(args: argparse.Namespace, ids: list[int], output: Path) -> int:
     if args.speaker is None and tok.default_speaker is None:
         raise ModelError("this model stores no default voice; give one with --speaker REF.wav (or REF.plt)")
     codes = tok.ids_to_codes(ids)  # unknown ids fail here, before the reference audio is read
-    del codes
-    wav, rate = tok.decode_ids(ids, speaker=_speaker(tok, args), sample_rate=args.sample_rate)
+    speaker = _speaker(tok, args)
+    with _progress(args, codes.shape[0] / tok.codes_per_second):
+        wav, rate = tok.decode_ids(ids, speaker=speaker, sample_rate=args.sample_rate)
     _report(len(ids), write_audio_checked(output, wav, rate), args)
     return 0
 
@@ -414,7 +443,9 @@ def _decode_row(args: argparse.Namespace, corpus: Path, output: Path) -> int:
     row = find_row(corpus, row=args.row, path=args.path)
     tok = load_model(args)
     encoding = row_encoding(tok, row, str(corpus))
-    wav, rate = tok.decode(encoding, sample_rate=args.sample_rate, speaker=_speaker(tok, args))
+    speaker = _speaker(tok, args)
+    with _progress(args, encoding.duration):
+        wav, rate = tok.decode(encoding, sample_rate=args.sample_rate, speaker=speaker)
     _report(len(encoding.ids), write_audio_checked(output, wav, rate), args)
     return 0
 
@@ -424,7 +455,9 @@ def _decode_one_plt(args: argparse.Namespace, source: Path, output: Path) -> int
 
     tok = ModelForFiles(args)(source)
     encoding = tok.load_plt(source)
-    wav, rate = tok.decode(encoding, sample_rate=args.sample_rate, speaker=_speaker(tok, args))
+    speaker = _speaker(tok, args)
+    with _progress(args, encoding.duration):
+        wav, rate = tok.decode(encoding, sample_rate=args.sample_rate, speaker=speaker)
     _report(len(encoding.ids), write_audio_checked(output, wav, rate), args)
     return 0
 
