@@ -414,8 +414,8 @@ def test_stream_from_stdin_writes_audio_before_the_last_id(voiced_model_dir, spe
     import sys
 
     model = Plutok.from_pretrained(voiced_model_dir)
-    ids = model.encode(speech_like(3.0, seed=5), 16000).ids
-    chunk_codes = 5
+    ids = model.encode(speech_like(1.5, seed=5), 16000).ids
+    chunk_codes = 10
     # The shortest prefix of ids after which the first chunk is final.
     needed = chunk_codes + model.stream_lookahead_codes()
     first = next(n for n in range(1, len(ids) + 1) if len(model.ids_to_codes(ids[:n])) >= needed)
