@@ -184,9 +184,6 @@ def _read_config(directory: Path, is_default: bool) -> dict[str, Any]:
     if not directory.is_dir():
         if is_default:
             raise ModelError(f"the bundled default model is missing ({directory}); reinstall plutok")
-        if not directory.exists():
-            names = ", ".join(bundled_model_names())
-            raise ModelError(f"{directory}: not a model directory, nor a bundled model (those are: {names})")
         raise ModelError(f"{directory}: not a model directory")
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():
