@@ -25,7 +25,16 @@ def test_float64_and_multichannel_are_mixed_to_mono_float32():
     mono = prepare_waveform(stereo, 16000)
     assert mono.dtype == np.float32 and mono.shape == (100,)
     np.testing.assert_allclose(mono, 0.25)
-    np.testing.assert_allclose(prepare_waveform(stereo.T, 16000), mono)  # (channels, samples) too
+
+
+def test_2d_audio_is_samples_by_channels_never_a_guess():
+    """A (channels, samples) array or a batch of clips is refused, not averaged into one clip."""
+    two_clips = np.stack([np.ones(100), -np.ones(100)])  # (2, 100): averaged, it would be silence
+    with pytest.raises(AudioError, match=r"\(samples, channels\).*wav\.T.*encode_batch"):
+        prepare_waveform(two_clips, 16000)
+    # The soundfile layout, any number of channels up to the number of samples.
+    np.testing.assert_allclose(prepare_waveform(two_clips.T, 16000), 0.0)
+    assert prepare_waveform(np.ones((8, 8)), 16000).shape == (8,)
 
 
 @pytest.mark.parametrize("rate", [8000, 44100, 192000])

@@ -48,3 +48,17 @@ def test_windows_cover_every_output_once():
 def test_a_chunk_that_cuts_an_output_is_refused():
     with pytest.raises(ValueError):
         plan_windows(100, 10, 4, Fraction(1, 4))
+
+
+def test_labelled_stages_report_their_windows():
+    from plutok.chunking import report_progress
+
+    process = _stage(Fraction(1))
+    heard = []
+    with report_progress(lambda *event: heard.append(event)):
+        labelled = chunked_apply(process, 230, 50, 6, label="vocoder")
+        chunked_apply(process, 230, 50, 6)  # unlabelled: silent
+        chunked_apply(process, 230, None, 6, label="one pass")
+    chunked_apply(process, 230, 50, 6, label="outside")  # no listener: nothing, no error
+    assert heard == [("vocoder", done, 5) for done in range(1, 6)] + [("one pass", 1, 1)]
+    np.testing.assert_allclose(labelled, process(0, 230), rtol=0, atol=1e-6)

@@ -91,6 +91,41 @@ def test_info_on_model_and_plt(tiny_model_dir, speech_wav, tmp_path, capsys):
     assert facts_plt["sample_rate"] == 22050 and facts_plt["tokens"] > 0
 
 
+def test_info_prints_readable_lines_not_a_dict(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    from plutok.cli.info import readable
+
+    facts = {
+        "codec": "content",
+        "fingerprint": "ab" * 32,
+        "description": "word " * 60,
+        "trained": {"codec": "plutok train-codec " + "--option value " * 20, "steps": 4000},
+    }
+    lines = readable(facts, columns=80).splitlines()
+    # Every line fits, but for one unbreakable word (a fingerprint stays whole, to copy it).
+    assert all(len(line) <= 80 or len(line.split()) == 2 for line in lines)
+    assert "ab" * 32 in readable(facts, columns=80)
+    assert not any("{" in line for line in lines)  # a dict is shown as indented keys
+    assert "trained" in lines and any(
+        line.startswith("  codec  plutok train-codec --option") for line in lines
+    )
+    # A long value goes on under itself, aligned with the first line's value.
+    start = next(index for index, line in enumerate(lines) if line.startswith("description  word"))
+    assert lines[start + 1].startswith(" " * 13 + "word")
+    # The command: a long metadata dict no longer comes out as one line.
+    config_path = tiny_model_dir / "config.json"
+    directory = tmp_path / "model"
+    import shutil
+
+    shutil.copytree(tiny_model_dir, directory)
+    config = json.loads(config_path.read_text())
+    config["metadata"] = {"trained": {"codec": "x " * 400}, "description": "y " * 300}
+    (directory / "config.json").write_text(json.dumps(config))
+    monkeypatch.setenv("COLUMNS", "100")
+    assert main(["info", str(directory)]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 100 and len(out.splitlines()) > 20
+
+
 def _write(path, payload: bytes):
     path.write_bytes(payload)
     return path

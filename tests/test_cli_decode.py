@@ -404,3 +404,100 @@ def test_stream_needs_ids_and_stdout(tiny_model_dir, tmp_path, capsys):
         == 2
     )
     assert "--stream" in capsys.readouterr().err
+
+
+def test_stream_from_stdin_writes_audio_before_the_last_id(voiced_model_dir, speech_like):
+    """Ids piped slowly into ``--ids - --stream``: audio comes out while the pipe is still open."""
+    import os
+    import select
+    import subprocess
+    import sys
+
+    model = Plutok.from_pretrained(voiced_model_dir)
+    ids = model.encode(speech_like(1.5, seed=5), 16000).ids
+    chunk_codes = 10
+    # The shortest prefix of ids after which the first chunk is final.
+    needed = chunk_codes + model.stream_lookahead_codes()
+    first = next(n for n in range(1, len(ids) + 1) if len(model.ids_to_codes(ids[:n])) >= needed)
+    assert first < len(ids)
+    source = str(Path(__file__).resolve().parents[1] / "src")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "plutok", "decode", "--ids", "-", "--stream", "-o", "-"]
+        + ["--chunk-codes", str(chunk_codes), "--model", str(voiced_model_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": source},
+    )
+    try:
+        # One id per write, flushed, the last one with its separator: nothing is closed yet.
+        for token_id in ids[:first]:
+            process.stdin.write(f"{token_id}\n".encode())
+            process.stdin.flush()
+        # Guard against a hang, not a speed test: model loading and decoding take seconds.
+        readable, _, _ = select.select([process.stdout], [], [], 300)
+        assert readable, "no audio before the last id was written"
+        early = os.read(process.stdout.fileno(), 1 << 20)
+        assert len(early) > 0 and process.poll() is None
+        process.stdin.write(" ".join(map(str, ids[first:])).encode())
+        process.stdin.close()
+        rest, err = process.stdout.read(), process.stderr.read()
+        assert process.wait(timeout=300) == 0, err.decode()
+    finally:
+        process.kill()
+    streamed = np.frombuffer(early + rest, dtype="<i2").astype(np.float32) / 32767
+    one_pass, _ = model.decode_ids(ids)
+    assert streamed.shape == one_pass.shape
+    np.testing.assert_allclose(streamed, np.clip(one_pass, -1, 1), rtol=0, atol=2 / 32767)
+    assert f"{len(ids)} tokens" in err.decode()
+
+
+def test_stream_ids_reads_ids_as_they_arrive():
+    """:func:`stream_ids` yields an id once its separator is in, without waiting for the end."""
+    import os
+
+    from plutok.cli.decode import stream_ids
+    from plutok.errors import TokenError
+
+    read_end, write_end = os.pipe()
+    try:
+        ids = stream_ids(read_end)
+        os.write(write_end, b"12 3")
+        assert next(ids) == 12  # "3" may go on ("34"): not yet
+        os.write(write_end, b"4,\n5\n")
+        assert [next(ids), next(ids)] == [34, 5]
+        os.write(write_end, b"6")
+        os.close(write_end)
+        write_end = -1
+        assert list(ids) == [6]
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    for payload, message in ((b"1 x 2", "'x' is not a token id"), (b" \n", "no token ids")):
+        read_end, write_end = os.pipe()
+        os.write(write_end, payload)
+        os.close(write_end)
+        with pytest.raises(TokenError, match=message):
+            list(stream_ids(read_end))
+        os.close(read_end)
+    read_end, write_end = os.pipe()
+    os.write(write_end, b' {"token_ids": [7, 8]}')
+    os.close(write_end)
+    assert list(stream_ids(read_end)) == [7, 8]
+    os.close(read_end)
+
+
+def test_long_decodes_show_progress_on_stderr(
+    tiny_model, tiny_model_dir, tmp_path, capsys, monkeypatch, speech_like
+):
+    """One long input gets a bar over the vocoder's chunks (here every input counts as long); -q hides it."""
+    import plutok.cli.decode as decode_command
+
+    path = tiny_model.save_plt(tiny_model.encode(speech_like(0.5, seed=9), 16000), tmp_path / "a.plt")
+    monkeypatch.setattr(decode_command, "LONG_DECODE_SECONDS", 0.0)
+    argv = [path, "-o", tmp_path / "a.wav", "--model", tiny_model_dir, "--force"]
+    code, _, err = run(["decode", *argv], capsys)
+    assert code == 0 and "decoding 0 s" in err and "1/1" in err
+    code, _, err = run(["decode", *argv, "-q"], capsys)
+    assert code == 0 and "decoding" not in err

@@ -59,7 +59,6 @@ def test_sample_token_rate_meets_the_target(default_model, sample):
 
 def test_the_fast_model_is_the_default_with_the_istft_vocoder(default_model, sample, tmp_path):
     from plutok.container import read_plt
-    from plutok.errors import ContainerError
 
     fast = Plutok.from_pretrained("fast")
     assert fast.vocoder.name == "istft-16k" and fast.codec.config() == default_model.codec.config()
@@ -73,11 +72,81 @@ def test_the_fast_model_is_the_default_with_the_istft_vocoder(default_model, sam
     assert encoding.ids == default_model.encode(wav, rate).ids
     decoded, out_rate = fast.decode(encoding)
     assert decoded.shape[0] == round(wav.shape[0] * out_rate / rate) and np.abs(decoded).max() > 0.01
-    # The fingerprint covers the vocoder: a .plt of one is refused by the other.
+    # The fingerprint covers the vocoder, the token space does not: files carry the token space.
+    assert fast.token_space == default_model.token_space
     path = fast.save_plt(encoding, tmp_path / "fast.plt")
-    assert read_plt(path).fingerprint == fast.fingerprint_bytes
-    with pytest.raises(ContainerError, match="another model"):
-        default_model.load_plt(path)
+    assert read_plt(path).fingerprint == fast.token_space_bytes == default_model.token_space_bytes
+
+
+def test_default_and_fast_decode_each_others_plt_files_and_rows(default_model, sample, tmp_path, capsys):
+    """One token space: files, rows and encodings of one decode with the other, in Python and the CLI."""
+    import soundfile as sf
+
+    from plutok.cli import main
+    from plutok.io.shards import read_rows
+
+    fast = Plutok.from_pretrained("fast")
+    wav, rate = sample
+    clip = wav[: 2 * rate]
+    made = {"default": default_model.encode(clip, rate), "fast": fast.encode(clip, rate)}
+    for maker, reader in (("default", fast), ("fast", default_model)):
+        path = tmp_path / f"{maker}.plt"
+        (default_model if maker == "default" else fast).save_plt(made[maker], path)
+        loaded = reader.load_plt(path)
+        assert loaded.ids == made[maker].ids
+        decoded, _ = reader.decode(made[maker])
+        assert decoded.shape[0] == clip.shape[0]
+        other = "fast" if maker == "default" else "default"
+        argv = ["decode", str(path), "-o", str(tmp_path / f"{maker}-by-{other}.wav"), "-q", "--model", other]
+        assert main(argv) == 0, capsys.readouterr().err
+    # A Parquet row written with the default decodes under --model fast, and back.
+    audio = tmp_path / "clip.wav"
+    sf.write(audio, clip, rate)
+    for maker, other in (("default", "fast"), ("fast", "default")):
+        shards = tmp_path / f"rows-{maker}.parquet"
+        assert main(["encode", str(audio), "-o", str(shards), "-q", "--model", maker]) == 0
+        [row] = read_rows(shards)
+        assert bytes.fromhex(row.fingerprint[:16]) == default_model.token_space_bytes
+        output = tmp_path / f"row-{maker}-by-{other}.wav"
+        assert main(["decode", str(shards), "--row", "0", "-o", str(output), "-q", "--model", other]) == 0
+        assert sf.info(output).frames == clip.shape[0]
+    capsys.readouterr()
+
+
+def test_files_made_before_token_spaces_still_cross_decode(default_model, sample, tmp_path):
+    """Files written by 0.6 carry the model's fingerprint (vocoder included): both models still read them."""
+    from plutok.container import PltFile, write_plt
+
+    fast = Plutok.from_pretrained("fast")
+    wav, rate = sample
+    encoding = default_model.encode(wav[:rate], rate)
+    for maker in (default_model, fast):
+        path = write_plt(
+            tmp_path / "old.plt",
+            PltFile(
+                maker.fingerprint_bytes,
+                encoding.sample_rate,
+                encoding.num_samples,
+                encoding.speaker,
+                encoding.ids,
+            ),
+        )
+        assert default_model.load_plt(path).ids == fast.load_plt(path).ids == encoding.ids
+
+
+def test_python_decode_refuses_an_encoding_of_another_token_space(default_model, sample):
+    # (An encoding of a model no longer bundled, such as v2.4: tests/test_retired_models.py.)
+    from plutok.errors import ContainerError
+
+    other = Plutok.from_pretrained("v1")
+    wav, rate = sample
+    foreign = other.encode(wav[: 2 * rate], rate)
+    with pytest.raises(ContainerError) as caught:
+        default_model.decode(foreign)
+    message = str(caught.value)
+    assert message.startswith("the encoding was made by another model (fingerprint ")
+    assert foreign.fingerprint.hex() in message and default_model.token_space[:16] in message
+    assert "\n" not in message
 
 
 def test_fast_streaming_equals_one_pass(sample):
@@ -97,12 +166,18 @@ def test_fast_streaming_equals_one_pass(sample):
 
 
 def test_plt_files_of_the_fast_model_decode_on_their_own(sample, tmp_path, capsys):
-    # Without --model, decode picks the bundled model a file was made by (v1's files:
-    # tests/test_compat.py; models no longer bundled: tests/test_retired_models.py).
+    # Without --model, decode picks the bundled model of a file's token space (v1's files:
+    # tests/test_compat.py; models no longer bundled: tests/test_retired_models.py). fast
+    # shares the default's, so the default decodes its files.
     from plutok.cli import main
 
     fast = Plutok.from_pretrained("fast")
     wav, rate = sample
-    path = fast.save_plt(fast.encode(wav[: 2 * rate], rate), tmp_path / "fast.plt")
+    encoding = fast.encode(wav[: 2 * rate], rate)
+    path = fast.save_plt(encoding, tmp_path / "fast.plt")
     assert main(["decode", str(path), "-o", str(tmp_path / "fast.wav"), "-q"]) == 0
-    assert "bundled model 'fast'" in capsys.readouterr().err
+    # As 0.6 wrote them (fast's fingerprint, vocoder included): the same.
+    encoding.fingerprint = fast.fingerprint_bytes
+    path = fast.save_plt(encoding, tmp_path / "older.plt")
+    assert main(["decode", str(path), "-o", str(tmp_path / "older.wav"), "-q"]) == 0
+    assert "plutok:" not in capsys.readouterr().err

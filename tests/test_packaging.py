@@ -26,3 +26,20 @@ def test_the_cli_starts_without_torch():
     code = "import sys; from plutok.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert found.strip() == "False"
+
+
+def test_every_help_runs_without_torch():
+    """``plutok --help`` and ``plutok COMMAND --help`` for every command print without importing torch."""
+    code = """
+import argparse, contextlib, io, sys
+from plutok.cli import build_parser, main
+[commands] = [a.choices for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+for argv in [["--help"]] + [[name, "--help"] for name in sorted(commands)]:
+    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
+        main(argv)
+    assert "usage: plutok" in out.getvalue(), argv
+    print(" ".join(argv), "torch" in sys.modules)
+"""
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    lines = found.strip().splitlines()
+    assert len(lines) > 10 and all(line.endswith(" False") for line in lines), found

@@ -163,8 +163,12 @@ def test_chunk_option_through_the_cli(tiny_model_dir, speech_wav, tmp_path, caps
     )
     assert code == 0
     assert read_plt(tmp_path / "a.plt").ids == read_plt(tmp_path / "b.plt").ids
-    code, _, err = run(["encode", speech_wav, "--model", tiny_model_dir, "--chunk-seconds", "0"], capsys)
-    assert_one_error_line(code, err, "--chunk-seconds")
+    # A bad number is a command-line mistake, exit 2 like every other (argparse's usage line).
+    for bad in ("0", "-1", "nan", "inf", "x"):
+        with pytest.raises(SystemExit) as exited:
+            run(["encode", speech_wav, "--model", tiny_model_dir, "--chunk-seconds", bad], capsys)
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and "argument --chunk-seconds:" in err.strip().splitlines()[-1], err
 
 
 # -- bad audio input -----------------------------------------------------------------------------

@@ -16,27 +16,31 @@ from typing import Any
 
 import numpy as np
 
-from plutok import encoder, streaming, synthesis
+from plutok import batch, encoder, streaming, synthesis
 from plutok.audio import load_audio_stream, prepare_waveform
 from plutok.catalog import retired_model
 from plutok.container import write_plt
 from plutok.devices import resolve_device
 from plutok.encoding import (
     SPEAKER_BITS_PER_VALUE,
+    UNKNOWN_FINGERPRINT,
     Encoding,
     bits_per_token,
     check_ids,
+    check_made_by,
     read_encoding,
 )
 from plutok.errors import ModelError, PlutokError, TokenError
 from plutok.hub import (
     ModelParts,
+    accepted_fingerprints,
     check_parts,
     fingerprint,
     load_model_parts,
     parts_from_backbone,
     parts_from_openvoice,
     save_model_parts,
+    token_space,
 )
 
 __all__ = ["DEFAULT_CHUNK_SECONDS", "Plutok"]
@@ -67,6 +71,8 @@ class Plutok:
         self.metadata = parts.metadata
         self.chunk_seconds = chunk_seconds
         self._fingerprint = fingerprint(parts)
+        self._token_space = token_space(parts)
+        self._accepted: frozenset[bytes] | None = None
 
     # -- facts ----------------------------------------------------------------------------
     @property
@@ -121,8 +127,31 @@ class Plutok:
 
     @property
     def fingerprint_bytes(self) -> bytes:
-        """The 8-byte prefix stored in ``.plt`` files."""
+        """The fingerprint's 8-byte prefix (what ``.plt`` files made before token spaces carry)."""
         return bytes.fromhex(self._fingerprint[:16])
+
+    @property
+    def token_space(self) -> str:
+        """SHA-256 (hex) of what gives the ids their meaning: frontend, speaker encoder, codec, BPE.
+
+        Not the vocoder: models that differ only in it (the default and ``fast``) share
+        it and decode each other's files, rows and encodings.
+        """
+        return self._token_space
+
+    @property
+    def token_space_bytes(self) -> bytes:
+        """The 8-byte prefix of :attr:`token_space`, stored in ``.plt`` files, rows and encodings."""
+        return bytes.fromhex(self._token_space[:16])
+
+    def reads(self, fingerprint: bytes) -> bool:
+        """Whether a file, row or encoding with this 8-byte prefix was made in this model's token space."""
+        return fingerprint in self._accepted_fingerprints()
+
+    def _accepted_fingerprints(self) -> frozenset[bytes]:
+        if self._accepted is None:
+            self._accepted = accepted_fingerprints(self.parts)
+        return self._accepted
 
     @property
     def default_speaker(self) -> np.ndarray | None:
@@ -149,6 +178,7 @@ class Plutok:
             "codec_parameters": sum(p.numel() for p in self.codec.parameters()),
             "default_speaker": self.parts.default_speaker is not None,
             "fingerprint": self.fingerprint,
+            "token_space": self.token_space,
             **{key: value for key, value in self.metadata.items() if key in ("trained", "description")},
         }
 
@@ -207,7 +237,11 @@ class Plutok:
         """Tokenize one utterance.
 
         Args:
-            wav: samples ``(samples,)`` or ``(samples, channels)``, int PCM or float, any rate.
+            wav: samples ``(samples,)`` or ``(samples, channels)`` (as soundfile reads a
+                file), int PCM or float, any rate; numpy or a CPU torch tensor. A 2-D
+                array is always ``(samples, channels)``; one with more channels than
+                samples is refused (a ``(channels, samples)`` array: pass ``wav.T``; a
+                batch of clips: :meth:`encode_batch`), never averaged into one clip.
             sample_rate: Hz of ``wav``.
         Returns:
             :class:`Encoding` with token ids and the speaker vector; ``silent`` is set
@@ -217,10 +251,28 @@ class Plutok:
         """
         waveform = prepare_waveform(wav, sample_rate, self.sample_rate)
         array = np.asarray(wav)
-        num_samples = int(array.shape[0] if array.ndim == 1 else max(array.shape))
+        num_samples = int(array.shape[0])
         return encoder.encode_waveform(
-            self.parts, waveform, int(sample_rate), num_samples, self.chunk_codes, self.fingerprint_bytes
+            self.parts, waveform, int(sample_rate), num_samples, self.chunk_codes, self.token_space_bytes
         )
+
+    def encode_batch(self, wavs: Any, sample_rate: int, lengths: Any = None) -> list[Encoding]:
+        """Tokenize a batch of clips; the result equals :meth:`encode` of each, in order.
+
+        Args:
+            wavs: a list of clips, each as :meth:`encode` takes it (``(samples,)`` or
+                ``(samples, channels)``, numpy or torch); or one padded array/tensor
+                ``(B, T)`` or ``(B, C, T)`` (channels first, as EnCodec/DAC take it).
+            sample_rate: Hz of every clip.
+            lengths: with a padded batch, the valid samples of each row ``(B,)``
+                (default: all ``T``).
+        Returns:
+            One :class:`Encoding` per clip.
+        Raises:
+            AudioError: as :meth:`encode`, for the first bad clip; a padded batch of another shape.
+            PlutokError: ``lengths`` that do not fit the batch.
+        """
+        return [self.encode(clip, sample_rate) for clip in batch.split_audio(wavs, lengths)]
 
     def encode_file(self, path: str | os.PathLike) -> Encoding:
         """Tokenize an audio file (wav, flac, ogg, mp3, ...), read block by block.
@@ -248,7 +300,7 @@ class Plutok:
         paths = [Path(path) for path in paths]
         with tqdm(total=len(paths), desc="encoding", unit="file", disable=not progress) as bar:
             yield from encoder.encode_paths(
-                self.parts, paths, batch_size, raise_errors, self.chunk_codes, self.fingerprint_bytes, bar
+                self.parts, paths, batch_size, raise_errors, self.chunk_codes, self.token_space_bytes, bar
             )
 
     def ids_to_codes(self, ids: Iterable[int]) -> np.ndarray:
@@ -282,6 +334,8 @@ class Plutok:
         Returns:
             ``(wav, sample_rate)``, ``wav`` float32 ``(samples,)`` with the input's duration.
         Raises:
+            ContainerError: the encoding was made by a model of another token space
+                (an unknown, all-zero fingerprint is not checked).
             TokenError: empty or unknown token ids, a duration over 24 h, a length that
                 the tokens cannot cover, or a speaker vector that is not finite.
             AudioError: an output sample rate outside 1..384000 Hz.
@@ -289,6 +343,7 @@ class Plutok:
         """
         encoding.check()
         self._refuse_retired(encoding.fingerprint)
+        self.check_made_here(encoding.fingerprint, "the encoding")
         output_rate = synthesis.output_rate(sample_rate, self.sample_rate)
         codes = self.ids_to_codes(encoding.ids)
         covered = synthesis.covered_samples(self.parts, codes.shape[0])
@@ -309,6 +364,40 @@ class Plutok:
                 f"the encoding was made by {retired.describe()}, which this Plutok no longer ships; "
                 f"{retired.where_to_decode()}"
             )
+
+    def decode_batch(
+        self, items: Any, speaker: Any = None, sample_rate: int | None = None, lengths: Any = None
+    ) -> batch.AudioBatch:
+        """Speech from a batch; each clip equals :meth:`decode` (or :meth:`decode_ids`) of its item.
+
+        Args:
+            items: a list of :class:`Encoding`; a list of id sequences (lists, numpy or
+                torch); or one padded ``(B, N)`` array/tensor of ids with ``lengths``.
+            speaker: one voice for all (see :meth:`speaker_vector`), or a list of one per
+                item; default each encoding's own voice, for ids the model's default voice.
+            sample_rate: output rate in Hz; default the model's rate.
+            lengths: with a padded batch, the valid ids of each row ``(B,)`` (default: all ``N``).
+        Returns:
+            :class:`~plutok.batch.AudioBatch`: ``wavs`` float32 ``(samples_i,)`` per item,
+            and :meth:`~plutok.batch.AudioBatch.padded` for ``(B, 1, T)`` + lengths torch
+            tensors (on the input tensor's device).
+        Raises:
+            As :meth:`decode` / :meth:`decode_ids`, for the first bad item.
+        """
+        if not batch.is_padded(items) and items and all(isinstance(item, Encoding) for item in items):
+            voices = batch.per_item(speaker, len(items), _is_vector)
+            wavs = [
+                self.decode(item, sample_rate, voice)[0] for item, voice in zip(items, voices, strict=True)
+            ]
+        else:
+            sequences = batch.split_ids(items, lengths)
+            voices = batch.per_item(speaker, len(sequences), _is_vector)
+            wavs = [
+                self.decode_ids(ids, voice, sample_rate)[0]
+                for ids, voice in zip(sequences, voices, strict=True)
+            ]
+        rate = synthesis.output_rate(sample_rate, self.sample_rate)
+        return batch.AudioBatch(wavs, rate, batch.device_of(items))
 
     def decode_ids(
         self, ids: Iterable[int], speaker: Any = None, sample_rate: int | None = None
@@ -331,6 +420,14 @@ class Plutok:
             self.parts, codes, vector, covered, output_rate, self.chunk_codes
         ), output_rate
 
+    def check_made_here(self, fingerprint: bytes, what: str) -> None:
+        """:class:`ContainerError` ``WHAT was made by another model (...)`` unless :meth:`reads` it.
+
+        An all-zero ``fingerprint`` (an :class:`Encoding` built by hand) is not checked.
+        """
+        if bytes(fingerprint) != UNKNOWN_FINGERPRINT:
+            check_made_by(bytes(fingerprint), self._accepted_fingerprints(), self.token_space_bytes, what)
+
     def _voice(self, speaker: Any) -> Any:
         """``speaker``, or the model's default voice when it is None."""
         if speaker is not None:
@@ -346,11 +443,12 @@ class Plutok:
         return streaming.lookahead_codes(self)
 
     def decode_stream(
-        self, ids: Iterable[int], speaker: Any = None, chunk_codes: int = 25
+        self, ids: Iterable[int], speaker: Any = None, chunk_codes: int = streaming.DEFAULT_CHUNK_CODES
     ) -> Iterator[np.ndarray]:
         """Decode token ids as they arrive (e.g. from a language model), yielding audio chunks.
 
-        Each chunk covers ``chunk_codes`` codes and is yielded once
+        ``ids`` is read lazily, one id at a time (a generator fed by a language model
+        works): each chunk covers ``chunk_codes`` codes and is yielded as soon as
         :meth:`stream_lookahead_codes` more codes have arrived; the concatenation equals
         :meth:`decode_ids` of all ids within 1e-4. ``speaker`` as in :meth:`decode_ids`.
         Yields float32 ``(samples,)`` arrays at :attr:`sample_rate`; see :mod:`plutok.streaming`.
@@ -369,7 +467,7 @@ class Plutok:
         return write_plt(path, encoding.to_plt())
 
     def load_plt(self, path: str | os.PathLike) -> Encoding:
-        """Read a ``.plt`` file made by this model.
+        """Read a ``.plt`` file made by this model or another of its token space (e.g. ``fast``).
 
         Raises:
             ContainerError: missing, truncated or corrupt file, a file from another
@@ -377,4 +475,15 @@ class Plutok:
                 than 24 h of audio.
             TokenError: token ids outside this model's vocabulary.
         """
-        return read_encoding(path, self.fingerprint_bytes, self.speaker_encoder.speaker_dim, self.bpe.decode)
+        return read_encoding(
+            path,
+            self._accepted_fingerprints(),
+            self.token_space_bytes,
+            self.speaker_encoder.speaker_dim,
+            self.bpe.decode,
+        )
+
+
+def _is_vector(value: Any) -> bool:
+    """A list/tuple of numbers: one speaker vector, not one voice per item."""
+    return all(isinstance(item, (int, float, np.number)) for item in value)

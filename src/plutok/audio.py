@@ -126,15 +126,19 @@ def prepare_waveform(wav: np.ndarray, sample_rate: int, target_rate: int | None 
     """Validate an audio array and turn it into mono float32 at ``target_rate``.
 
     Args:
-        wav: ``(samples,)``, ``(samples, channels)`` or ``(channels, samples)``; int PCM
-            (scaled to [-1, 1]) or float. The smaller axis of a 2-D array is taken as channels.
+        wav: ``(samples,)`` or ``(samples, channels)`` (as soundfile reads a file); int PCM
+            (scaled to [-1, 1]) or float; a torch tensor on the CPU works too. A 2-D array
+            is always ``(samples, channels)``, never guessed: one with more channels than
+            samples is refused, since it is a ``(channels, samples)`` array (pass ``wav.T``)
+            or a batch of clips (``Plutok.encode_batch``), and averaging it would be wrong.
         sample_rate: rate of ``wav`` in Hz.
         target_rate: rate to resample to, or None to keep ``sample_rate``.
     Returns:
         float32 ``(samples,)``.
     Raises:
-        AudioError: empty array, more than 2 dimensions, NaN/inf samples, a sample rate
-            that is not an int in ``MIN_INPUT_RATE..MAX_INPUT_RATE``, over 24 h of audio.
+        AudioError: empty array, more than 2 dimensions, more channels than samples,
+            NaN/inf samples, a sample rate that is not an int in
+            ``MIN_INPUT_RATE..MAX_INPUT_RATE``, over 24 h of audio.
     """
     wav = np.asarray(wav)
     sample_rate = check_input_rate(sample_rate)
@@ -142,15 +146,19 @@ def prepare_waveform(wav: np.ndarray, sample_rate: int, target_rate: int | None 
         raise AudioError("audio is empty (zero samples)")
     if wav.ndim > 2:
         raise AudioError(f"audio must be 1-D (samples,) or 2-D (samples, channels); got shape {wav.shape}")
+    if wav.ndim == 2 and wav.shape[1] > wav.shape[0]:
+        raise AudioError(
+            f"2-D audio is (samples, channels), and shape {wav.shape} has more channels than samples: "
+            "pass wav.T for a (channels, samples) array, or encode_batch for a batch of clips"
+        )
     # Before any copy or resampling, which both scale with the length.
-    check_duration(max(wav.shape) / sample_rate, AudioError, "audio is too long:")
+    check_duration(wav.shape[0] / sample_rate, AudioError, "audio is too long:")
     wav = _to_float(wav)
     if not np.all(np.isfinite(wav)):
         bad = int(np.count_nonzero(~np.isfinite(wav)))
         raise AudioError(f"audio contains {bad} NaN or infinite samples")
     if wav.ndim == 2:
-        channel_axis = 0 if wav.shape[0] < wav.shape[1] else 1
-        wav = wav.mean(axis=channel_axis)
+        wav = wav.mean(axis=1)
     wav = np.ascontiguousarray(wav, dtype=np.float32)
     if target_rate is not None:
         wav = resample(wav, sample_rate, int(target_rate))

@@ -10,13 +10,32 @@ length, and every kept output saw exactly what a single pass would have shown it
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["Window", "chunked_apply", "plan_windows"]
+__all__ = ["Window", "chunked_apply", "plan_windows", "report_progress"]
+
+#: ``callback(label, windows_done, windows_total)`` of the innermost :func:`report_progress` block.
+_PROGRESS: ContextVar[Callable[[str, int, int], None] | None] = ContextVar("plutok_progress", default=None)
+
+
+@contextmanager
+def report_progress(callback: Callable[[str, int, int], None]) -> Iterator[None]:
+    """Within the block, ``callback(label, done, total)`` after each window of a labelled :func:`chunked_apply`.
+
+    How a caller shows a long job's progress (``plutok decode``'s bar follows the
+    vocoder's windows) without threading a callback through every stage.
+    """
+    token = _PROGRESS.set(callback)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
 
 
 def chunked_apply(
@@ -26,6 +45,7 @@ def chunked_apply(
     context: int,
     outputs_per_step: Fraction | int = 1,
     fixed_window: bool = False,
+    label: str | None = None,
 ) -> np.ndarray:
     """Apply ``process`` to ``[0, total)`` chunk by chunk and join the outputs on their last axis.
 
@@ -42,13 +62,27 @@ def chunked_apply(
         fixed_window: keep every window ``chunk + 2 * context`` long, shifting the end
             windows inside the input (for stages compiled for one shape or, like
             Whisper, sensitive to the window length).
+        label: names the stage to a :func:`report_progress` callback (unlabelled calls
+            report nothing).
     Returns:
         The concatenation, equal to ``process(0, total)`` up to the stage's float noise.
     """
     windows = plan_windows(total, chunk, context, outputs_per_step, fixed_window)
+    report = _PROGRESS.get()
+
+    def done(count: int) -> None:
+        if report is not None and label is not None:
+            report(label, count, len(windows))
+
     if len(windows) == 1:
-        return process(0, total)
-    return np.concatenate([window.keep(process(window.begin, window.end)) for window in windows], axis=-1)
+        output = process(0, total)
+        done(1)
+        return output
+    pieces = []
+    for index, window in enumerate(windows):
+        pieces.append(window.keep(process(window.begin, window.end)))
+        done(index + 1)
+    return np.concatenate(pieces, axis=-1)
 
 
 @dataclass(frozen=True)

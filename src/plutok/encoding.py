@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from plutok.catalog import retired_model
 from plutok.container import PltFile, read_plt
 from plutok.errors import ContainerError, TokenError
 
@@ -15,10 +16,12 @@ __all__ = [
     "MAX_DURATION_SECONDS",
     "MAX_TOKEN_IDS",
     "SPEAKER_BITS_PER_VALUE",
+    "UNKNOWN_FINGERPRINT",
     "Encoding",
     "bits_per_token",
     "check_duration",
     "check_ids",
+    "check_made_by",
     "read_encoding",
 ]
 
@@ -32,6 +35,26 @@ MAX_DURATION_SECONDS = 24 * 3600
 MAX_TOKEN_IDS = MAX_DURATION_SECONDS * 100
 # Speaker vectors are stored as float16 in .plt files: 16 bits per value.
 SPEAKER_BITS_PER_VALUE = 16
+# The fingerprint of an Encoding built by hand: unknown, so not checked.
+UNKNOWN_FINGERPRINT = b"\0" * 8
+
+
+def check_made_by(found: bytes, accepted: Collection[bytes], ours: bytes, what: str) -> None:
+    """:class:`ContainerError` ``WHAT was made by another model (...)`` unless ``found`` is in ``accepted``.
+
+    ``found``, ``ours``: 8-byte fingerprint prefixes (``ours``: the model's token space).
+    """
+    if found in accepted:
+        return
+    retired = retired_model(found)
+    if retired is not None:  # say which release still decodes it
+        raise ContainerError(
+            f"{what} was made by {retired.describe()}, which this Plutok no longer ships; "
+            f"{retired.where_to_decode()}"
+        )
+    raise ContainerError(
+        f"{what} was made by another model (fingerprint {found.hex()}, this model's is {ours.hex()})"
+    )
 
 
 def check_duration(seconds: float, error: type[Exception], what: str) -> None:
@@ -68,7 +91,9 @@ class Encoding:
         num_samples: input length in samples at ``sample_rate`` (decoding restores it).
         num_codes: codes behind ``ids`` (before BPE).
         silent: the input was digital silence (peak below -80 dBFS).
-        fingerprint: 8-byte prefix of the fingerprint of the model that made it.
+        fingerprint: 8-byte prefix of the token space of the model that made it (see
+            :func:`plutok.hub.token_space`); all zero (the default) when unknown, and
+            then not checked by :meth:`~plutok.api.Plutok.decode`.
     """
 
     ids: list[int]
@@ -77,7 +102,7 @@ class Encoding:
     num_samples: int
     num_codes: int
     silent: bool = False
-    fingerprint: bytes = field(default=b"\0" * 8, repr=False)
+    fingerprint: bytes = field(default=UNKNOWN_FINGERPRINT, repr=False)
 
     @property
     def duration(self) -> float:
@@ -130,19 +155,23 @@ class Encoding:
 
 def read_encoding(
     path: str | os.PathLike,
-    fingerprint: bytes,
+    accepted: Collection[bytes],
+    ours: bytes,
     speaker_dim: int,
     codes_of: Callable[[Sequence[int]], np.ndarray],
 ) -> Encoding:
-    """An :class:`Encoding` from a ``.plt`` file made by the model with ``fingerprint``.
+    """An :class:`Encoding` from a ``.plt`` file made by a model of this token space.
 
-    ``codes_of``: the model's BPE decoding (ids -> codes), which also rejects unknown ids.
+    ``accepted``: the fingerprint prefixes the model reads (``ours``, its token space,
+    is named in the error); ``codes_of``: the model's BPE decoding (ids -> codes), which
+    also rejects unknown ids.
     Raises:
         ContainerError: missing, truncated or corrupt file, a file from another model, a
             speaker vector of the wrong size, or a header claiming more than 24 h of audio.
         TokenError: token ids outside the model's vocabulary.
     """
-    plt = read_plt(path, expected_fingerprint=fingerprint)
+    plt = read_plt(path)
+    check_made_by(plt.fingerprint, accepted, ours, f"{path}: .plt file")
     check_duration(plt.num_samples / plt.sample_rate, ContainerError, f"{path}: header claims")
     if plt.speaker.shape[0] != speaker_dim:
         raise ContainerError(

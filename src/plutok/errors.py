@@ -17,7 +17,7 @@ class AudioError(PlutokError):
 
 
 class ContainerError(PlutokError):
-    """A ``.plt`` file is truncated, corrupt, of an unknown version or from another model."""
+    """A ``.plt`` file is truncated, corrupt or of an unknown version; a file, row or encoding is from another model."""
 
 
 class TokenError(PlutokError):

@@ -14,11 +14,17 @@ keeps loading, and a v1 model keeps its v1 fingerprint and is saved as v1, so
 
 The fingerprint is a SHA-256 over the canonical JSON of the parts' configs --
 weight digests included, also of packaged weights (vocoder file, Whisper) --
-and the BPE vocabulary. ``.plt`` files store its first 8 bytes.
+and the BPE vocabulary. The *token space* is the same hash without the vocoder
+(and the default voice): what gives token ids their meaning (frontend, speaker
+encoder, codec, BPE). Models that differ only in their vocoder (the default and
+``fast``) share it, so each decodes the other's files, rows and encodings.
+``.plt`` files and token rows store the first 8 bytes of the token space (files
+written before it existed: of the fingerprint, see :func:`accepted_fingerprints`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -40,6 +46,7 @@ __all__ = [
     "MODEL_FORMAT",
     "MODEL_FORMAT_VERSION",
     "ModelParts",
+    "accepted_fingerprints",
     "check_parts",
     "default_model_path",
     "fingerprint",
@@ -47,6 +54,7 @@ __all__ = [
     "parts_from_backbone",
     "parts_from_openvoice",
     "save_model_parts",
+    "token_space",
 ]
 
 MODEL_FORMAT = "plutok-model"
@@ -119,6 +127,57 @@ def fingerprint(parts: ModelParts) -> str:
     digest.update(json.dumps(_parts_config(parts), sort_keys=True).encode())
     digest.update(parts.bpe.tokenizer.to_str().encode())
     return digest.hexdigest()
+
+
+def token_space(parts: ModelParts) -> str:
+    """SHA-256 (hex) of what gives the model's token ids their meaning: all but the vocoder.
+
+    A v1 model (one computation, from before vocoders were parts) has its fingerprint as token space.
+    """
+    if parts.legacy_backbone is not None:
+        return fingerprint(parts)
+    config = _parts_config(parts)
+    del config["vocoder"]
+    config.pop("default_speaker", None)  # a decode-time voice, not part of what ids mean
+    digest = hashlib.sha256(b"plutok token space\n")
+    digest.update(json.dumps(config, sort_keys=True).encode())
+    digest.update(parts.bpe.tokenizer.to_str().encode())
+    return digest.hexdigest()
+
+
+def accepted_fingerprints(parts: ModelParts) -> frozenset[bytes]:
+    """The 8-byte prefixes of files, rows and encodings these parts can decode.
+
+    The token space; the model's own fingerprint; and the fingerprints this token
+    space has with each bundled vocoder (what files made before token spaces, by the
+    default or ``fast``, carry), so every model of one token space reads them all.
+    """
+    accepted = {bytes.fromhex(token_space(parts)[:16]), bytes.fromhex(fingerprint(parts)[:16])}
+    if parts.legacy_backbone is not None:
+        return frozenset(accepted)
+    config = _parts_config(parts)
+    vocabulary = parts.bpe.tokenizer.to_str().encode()
+    for section in _bundled_vocoder_sections():
+        digest = hashlib.sha256(json.dumps({**config, "vocoder": section}, sort_keys=True).encode())
+        digest.update(vocabulary)
+        accepted.add(digest.digest()[:8])
+    return frozenset(accepted)
+
+
+@functools.cache
+def _bundled_vocoder_sections() -> tuple[dict[str, Any], ...]:
+    """The ``vocoder`` sections (config + weights digest) of every bundled model and vocoder."""
+    folders = [*BUNDLED_MODELS.values(), *(folder for _, _, folder in DERIVED_MODELS.values())]
+    sections: dict[str, dict[str, Any]] = {}
+    for folder in folders:
+        path = Path(str(resources.files("plutok") / "assets" / folder / CONFIG_FILE))
+        try:
+            section = json.loads(path.read_text(encoding="utf-8")).get("vocoder")
+        except (OSError, ValueError):
+            continue  # a missing bundled model is reported when it is loaded
+        if isinstance(section, dict):
+            sections[json.dumps(section, sort_keys=True)] = section
+    return tuple(sections.values())
 
 
 def _read_config(directory: Path, is_default: bool) -> dict[str, Any]:

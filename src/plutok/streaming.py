@@ -22,7 +22,10 @@ from plutok.errors import PlutokError, TokenError
 if TYPE_CHECKING:
     from plutok.api import Plutok
 
-__all__ = ["decode_stream", "lookahead_codes"]
+__all__ = ["DEFAULT_CHUNK_CODES", "decode_stream", "lookahead_codes"]
+
+#: Codes per streamed chunk unless asked otherwise (1 s at 25 codes/s).
+DEFAULT_CHUNK_CODES = 25
 
 
 def lookahead_codes(model: Plutok) -> int:
@@ -36,13 +39,13 @@ def lookahead_codes(model: Plutok) -> int:
 
 
 def decode_stream(
-    model: Plutok, ids: Iterable[int], speaker: np.ndarray, chunk_codes: int = 25
+    model: Plutok, ids: Iterable[int], speaker: np.ndarray, chunk_codes: int = DEFAULT_CHUNK_CODES
 ) -> Iterator[np.ndarray]:
     """Audio chunks (float32 ``(chunk_codes * samples_per_code,)``, the last shorter) of ``ids``.
 
     Args:
         model: the model whose ids these are.
-        ids: token ids, consumed lazily.
+        ids: token ids, consumed lazily (a generator may still be producing them).
         speaker: a checked speaker vector.
         chunk_codes: codes per yielded chunk (latency vs. per-chunk overhead).
     Raises:
@@ -53,19 +56,19 @@ def decode_stream(
     lookahead = lookahead_codes(model)
     samples_per_code = model.codec.synthesis_frames_per_code * model.vocoder.hop_length
     received: list[int] = []
-    pieces: list[np.ndarray] = []
-    codes = np.zeros(0, dtype=np.int64)
+    arrived: list[int] = []  # codes so far (a list: appending id by id stays linear)
     emitted = 0
-    # Our own BPE maps each id to fixed codes: convert id by id. The original release's
-    # tokenizer can end a token inside a code, so its ids are re-read in groups and the
-    # last code is never taken as final before the stream ends.
+    # Our own BPE maps each id to fixed codes: convert id by id, and look after every id
+    # whether a chunk is final, so audio leaves as soon as the lookahead allows. The
+    # original release's tokenizer can end a token inside a code, so its ids are re-read
+    # in groups and the last code is never taken as final before the stream ends.
     per_id = isinstance(model.bpe, CodeBPE)
 
     def render(stop: int, available: int) -> np.ndarray:
         begin = max(0, emitted - lookahead)
         end = min(available, stop + lookahead)
         with torch.inference_mode():
-            features = model.codec.decode(codes[begin:end], speaker)
+            features = model.codec.decode(np.asarray(arrived[begin:end], dtype=np.int64), speaker)
         features = model.speaker_encoder.denormalize(features, speaker)
         wav = model.vocoder.synthesize(features, speaker, chunk_frames=None)
         first = (emitted - begin) * samples_per_code
@@ -74,27 +77,23 @@ def decode_stream(
     for token_id in ids:
         received.append(token_id)
         if per_id:
-            pieces.append(model.ids_to_codes([token_id]))
-            if sum(len(piece) for piece in pieces) < chunk_codes:
-                continue
-            codes = np.concatenate([codes, *pieces])
-            pieces = []
-            available = len(codes)
+            arrived.extend(model.ids_to_codes([token_id]).tolist())
+            available = len(arrived)
         else:
             if len(received) % 8:
                 continue
-            codes = model.ids_to_codes(received)
-            available = len(codes) - 1
+            arrived = model.ids_to_codes(received).tolist()
+            available = len(arrived) - 1
         while available - emitted >= chunk_codes + lookahead:
             chunk = render(emitted + chunk_codes, available)
             emitted += chunk_codes
             yield chunk
-    codes = model.ids_to_codes(received)
-    if codes.shape[0] == 0:
+    arrived = model.ids_to_codes(received).tolist()
+    if not arrived:
         raise TokenError("no token ids to decode (empty token list)")
-    synthesis.covered_samples(model.parts, codes.shape[0])
-    while emitted < codes.shape[0]:
-        stop = min(codes.shape[0], emitted + chunk_codes)
-        chunk = render(stop, codes.shape[0])
+    synthesis.covered_samples(model.parts, len(arrived))
+    while emitted < len(arrived):
+        stop = min(len(arrived), emitted + chunk_codes)
+        chunk = render(stop, len(arrived))
         emitted = stop
         yield chunk

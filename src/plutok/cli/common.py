@@ -34,6 +34,7 @@ __all__ = [
     "non_negative_int",
     "plural",
     "positive_int",
+    "positive_seconds",
     "rank_prefix",
     "resolve_for_rank",
     "warn",
@@ -56,6 +57,17 @@ def positive_int(text: str) -> int:
     value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
 
 
@@ -97,7 +109,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--chunk-seconds",
-        type=float,
+        type=positive_seconds,
         default=None,
         metavar="S",
         help="process long audio in chunks of S seconds; bounds memory, same tokens (default 30)",
@@ -152,16 +164,17 @@ def load_model(args: argparse.Namespace) -> Plutok:
 class ModelForFiles:
     """The model to decode each ``.plt`` file with.
 
-    With ``--model``, that model for every file. Without it, the bundled default, or,
-    for a file whose fingerprint is another bundled model's (``fast``, ``v1``), that
-    model. A file of a model earlier releases bundled is refused with one line naming
-    the release and commit that decode it (:data:`plutok.catalog.RETIRED_MODELS`).
+    With ``--model``, that model for every file (it reads the files of its token space:
+    ``--model fast`` decodes the default's). Without it, the bundled default, or, for a
+    file of another bundled model's token space (``v1``), that model. A file of a model
+    earlier releases bundled is refused with one line naming the release and commit that
+    decode it (:data:`plutok.catalog.RETIRED_MODELS`).
     """
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.default = load_model(args)
-        self._by_fingerprint: dict[bytes, Plutok | None] = {self.default.fingerprint_bytes: self.default}
+        self._by_fingerprint: dict[bytes, Plutok | None] = {}
 
     def __call__(self, path: Path) -> Plutok:
         if self.args.model is not None:
@@ -174,10 +187,13 @@ class ModelForFiles:
         except ContainerError:
             return self.default  # its own load_plt reports what is wrong with the file
         if fingerprint not in self._by_fingerprint:
-            self._by_fingerprint[fingerprint] = self._bundled(fingerprint)
+            self._by_fingerprint[fingerprint] = (
+                self.default if self.default.reads(fingerprint) else self._bundled(fingerprint)
+            )
         return self._by_fingerprint[fingerprint] or self.default
 
     def _bundled(self, fingerprint: bytes) -> Plutok | None:
+        """The bundled model whose token space the file is of, if any."""
         from plutok.catalog import bundled_model_names
         from plutok.errors import PlutokError
 
@@ -188,7 +204,7 @@ class ModelForFiles:
                 model = load_model(argparse.Namespace(**{**vars(self.args), "model": name}))
             except PlutokError:
                 continue  # a bundled model that cannot load here cannot have made the file
-            if model.fingerprint_bytes == fingerprint:
+            if model.reads(fingerprint):
                 warn(f"files made by the bundled model {name!r} are decoded with it")
                 return model
         return None

@@ -7,11 +7,14 @@ overwrite) before the model is loaded, so a typo costs nothing.
 from __future__ import annotations
 
 import argparse
+import codecs
+import contextlib
 import json
+import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +48,9 @@ AUDIO_FORMATS = ("wav", "flac", "ogg", "mp3")
 OUTPUT_EXTENSIONS = tuple(f".{name}" for name in AUDIO_FORMATS)
 SHARD_SUFFIXES = (".parquet", ".jsonl")
 STDIN = "-"
+# A decode of at least this much audio shows a progress bar even when stderr is no terminal
+# (a log): HiFi-GAN takes about as long as the audio lasts on two cores.
+LONG_DECODE_SECONDS = 60.0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -101,7 +107,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--stream",
         action="store_true",
         help="with --ids and -o -: write raw 16-bit little-endian mono PCM at the model's rate to stdout "
-        "as each chunk is decoded (e.g. | aplay -f S16_LE -r 16000), before all audio is ready",
+        "as each chunk is decoded (e.g. | aplay -f S16_LE -r 16000), before all audio is ready; with "
+        "--ids -, whitespace-separated ids are decoded as they arrive (e.g. from a language model)",
+    )
+    voice.add_argument(
+        "--chunk-codes",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="with --stream: codes per audio chunk (default 25, 1 s); fewer start the audio sooner "
+        "and cost more compute per second of audio",
     )
     voice.add_argument("--force", action="store_true", help="replace existing outputs you did not name")
     voice.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -143,6 +158,14 @@ def read_ids(source: str) -> list[int]:
             raise TokenError(f"{path}: not a text file of token ids") from None
     if len(text) > max_bytes:
         raise TokenError(f"{name}: too large for a list of token ids (at most {MAX_TOKEN_IDS} ids)")
+    return parse_ids(text, name)
+
+
+def parse_ids(text: str, name: str) -> list[int]:
+    """Token ids in ``text``: a JSON list, a JSON object with ``token_ids``, or separated integers."""
+    from plutok.encoding import MAX_TOKEN_IDS
+    from plutok.errors import TokenError
+
     stripped = text.strip()
     ids: list[int] = []
     if stripped.startswith(("[", "{")):
@@ -162,13 +185,9 @@ def read_ids(source: str) -> list[int]:
         ids = value
     else:
         for match in re.finditer(r"[^\s,]+", stripped):
-            word = match.group()
-            if not _ASCII_ID.fullmatch(word):
-                shown = word if len(word) <= 20 else word[:20] + "..."
-                raise TokenError(f"{name}: {shown!r} is not a token id (ASCII digits 0-9)")
             if len(ids) == MAX_TOKEN_IDS:
                 raise TokenError(f"{name}: more than {MAX_TOKEN_IDS} token ids (24 h of audio)")
-            ids.append(int(word))
+            ids.append(_integer_id(match.group(), name))
     if len(ids) > MAX_TOKEN_IDS:
         raise TokenError(f"{name}: {len(ids)} token ids; at most {MAX_TOKEN_IDS} (24 h of audio)")
     if not ids:
@@ -176,25 +195,85 @@ def read_ids(source: str) -> list[int]:
     return ids
 
 
+def stream_ids(descriptor: int, name: str = "stdin") -> Iterator[int]:
+    """Token ids from a file descriptor as they arrive: each id once the separator after it has come.
+
+    Reads with :func:`os.read` (no buffering ahead), so a producer that writes an id and
+    flushes gets it decoded without closing the pipe. Ids are separated by whitespace
+    or commas; input that starts with ``[`` or ``{`` is JSON, read to the end first.
+    Raises:
+        TokenError: a word that is not an integer, or no ids at all.
+    """
+    from plutok.encoding import MAX_TOKEN_IDS
+    from plutok.errors import TokenError
+
+    max_json_bytes = MAX_TOKEN_IDS * 12 + (1 << 20)  # as read_ids: no list of allowed size is longer
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    count = 0
+    while True:
+        block = os.read(descriptor, 65536)
+        ended = not block
+        pending += decoder.decode(block, final=ended)
+        if count == 0 and pending.lstrip().startswith(("[", "{")):
+            while block:
+                block = os.read(descriptor, 65536)
+                pending += decoder.decode(block, final=not block)
+                if len(pending) > max_json_bytes:
+                    raise TokenError(
+                        f"{name}: too large for a list of token ids (at most {MAX_TOKEN_IDS} ids)"
+                    )
+            yield from parse_ids(pending, name)
+            return
+        words = re.split(r"[\s,]+", pending)
+        # The last word may go on in the next block, unless the input has ended.
+        pending = "" if ended else words.pop()
+        if len(pending) > 64:  # an id has at most ten digits; this is no id, and would grow without end
+            raise TokenError(f"{name}: {pending[:20]!r}... is not a token id (ASCII digits 0-9)")
+        for word in words:
+            if word:
+                count += 1
+                if count > MAX_TOKEN_IDS:
+                    raise TokenError(f"{name}: more than {MAX_TOKEN_IDS} token ids (24 h of audio)")
+                yield _integer_id(word, name)
+        if ended:
+            break
+    if count == 0:
+        raise TokenError(f"{name}: no token ids in it")
+
+
+def _integer_id(word: str, name: str) -> int:
+    from plutok.errors import TokenError
+
+    if not _ASCII_ID.fullmatch(word):
+        shown = word if len(word) <= 20 else word[:20] + "..."
+        raise TokenError(f"{name}: {shown!r} is not a token id (ASCII digits 0-9)")
+    return int(word)
+
+
 def row_encoding(tok: Plutok, row: TokenRow, source: str) -> Encoding:
-    """The :class:`Encoding` of one token-corpus row, refused when another model made it."""
+    """The :class:`Encoding` of one token-corpus row, refused when a model of another token space made it."""
     import numpy as np
 
     from plutok.catalog import retired_model
     from plutok.encoding import Encoding
     from plutok.errors import ContainerError
 
-    fingerprint = str(row.fingerprint).lower()
-    if len(fingerprint) < 16 or not tok.fingerprint.startswith(fingerprint):
-        retired = retired_model(fingerprint)
-        if retired is not None:
-            raise ContainerError(
-                f"{source}: row {row.path} was made by {retired.describe()}, which this Plutok no longer "
-                f"ships; {retired.where_to_decode()}"
-            )
+    text = str(row.fingerprint).lower()
+    retired = retired_model(text)
+    if retired is not None and not tok.fingerprint.startswith(text[:16]):
         raise ContainerError(
-            f"{source}: row {row.path} was made by another model (fingerprint {row.fingerprint[:16]}, this "
-            f"model's is {tok.fingerprint[:16]}); pass the model that made it with --model"
+            f"{source}: row {row.path} was made by {retired.describe()}, which this Plutok no longer "
+            f"ships; {retired.where_to_decode()}"
+        )
+    try:
+        fingerprint = bytes.fromhex(text[:16]) if len(text) >= 16 else b""
+    except ValueError:
+        fingerprint = b""
+    if not tok.reads(fingerprint):
+        raise ContainerError(
+            f"{source}: row {row.path} was made by another model (fingerprint {text[:16]}, this "
+            f"model's is {tok.token_space[:16]}); pass the model that made it with --model"
         )
     return Encoding(
         ids=list(row.token_ids),
@@ -202,7 +281,7 @@ def row_encoding(tok: Plutok, row: TokenRow, source: str) -> Encoding:
         sample_rate=int(row.sample_rate),
         num_samples=int(row.num_samples),
         num_codes=int(row.num_codes),
-        fingerprint=bytes.fromhex(fingerprint[:16]),
+        fingerprint=fingerprint,
     )
 
 
@@ -266,6 +345,8 @@ def run(args: argparse.Namespace) -> int:
         if mode != "ids" or args.output != "-" or args.sample_rate is not None:
             raise UsageError("--stream decodes --ids to stdout: give --ids FILE -o - (and no --sample-rate)")
         return _stream_ids(args)
+    if args.chunk_codes is not None:
+        raise UsageError("--chunk-codes sets the chunks of --stream: give it with --stream")
     extension = _extension(args)
     if args.sample_rate is not None and args.sample_rate > 384_000:
         raise UsageError(f"--sample-rate must be at most 384000 Hz, got {args.sample_rate}")
@@ -301,6 +382,30 @@ def _speaker(tok: Plutok, args: argparse.Namespace) -> Any:
     return None if args.speaker is None else tok.speaker_vector(args.speaker)
 
 
+@contextlib.contextmanager
+def _progress(args: argparse.Namespace, seconds: float) -> Iterator[None]:
+    """A bar on stderr over the vocoder's chunks while one input decodes, unless ``-q``.
+
+    Shown when stderr is a terminal, or for :data:`LONG_DECODE_SECONDS` of audio or more.
+    """
+    if args.quiet or not (sys.stderr.isatty() or seconds >= LONG_DECODE_SECONDS):
+        yield
+        return
+    from tqdm import tqdm
+
+    from plutok.chunking import report_progress
+
+    with tqdm(desc=f"decoding {seconds:.0f} s", unit="chunk", file=sys.stderr, leave=False) as bar:
+
+        def update(label: str, done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        with report_progress(update):
+            yield
+
+
 def _report(tokens: int, written: Any, args: argparse.Namespace) -> None:
     voice = f" in the voice of {args.speaker}" if args.speaker else ""
     print(f"{tokens} tokens -> {written.seconds:.2f} s at {written.sample_rate} Hz{voice} -> {written.path}")
@@ -314,16 +419,20 @@ def _decode_ids(args: argparse.Namespace, ids: list[int], output: Path) -> int:
     if args.speaker is None and tok.default_speaker is None:
         raise ModelError("this model stores no default voice; give one with --speaker REF.wav (or REF.plt)")
     codes = tok.ids_to_codes(ids)  # unknown ids fail here, before the reference audio is read
-    del codes
-    wav, rate = tok.decode_ids(ids, speaker=_speaker(tok, args), sample_rate=args.sample_rate)
+    speaker = _speaker(tok, args)
+    with _progress(args, codes.shape[0] / tok.codes_per_second):
+        wav, rate = tok.decode_ids(ids, speaker=speaker, sample_rate=args.sample_rate)
     _report(len(ids), write_audio_checked(output, wav, rate), args)
     return 0
 
 
 def _stream_ids(args: argparse.Namespace) -> int:
-    """Raw PCM on stdout, chunk by chunk as :meth:`Plutok.decode_stream` yields it."""
-    import sys
+    """Raw PCM on stdout, chunk by chunk as :meth:`Plutok.decode_stream` yields it.
 
+    From stdin, ids are decoded as they arrive (:func:`stream_ids`): the first audio
+    leaves once ``chunk_codes`` + :meth:`Plutok.stream_lookahead_codes` codes are in.
+    From a file, every id is checked before any audio is written.
+    """
     import numpy as np
 
     from plutok.errors import ModelError
@@ -331,15 +440,29 @@ def _stream_ids(args: argparse.Namespace) -> int:
     tok = load_model(args)
     if args.speaker is None and tok.default_speaker is None:
         raise ModelError("this model stores no default voice; give one with --speaker REF.wav (or REF.plt)")
-    ids = read_ids(args.ids)
-    tok.ids_to_codes(ids)  # unknown ids fail here, before any audio is written
+    speaker = _speaker(tok, args)
+    if args.ids == STDIN:
+        ids: Iterator[int] | list[int] = stream_ids(sys.stdin.fileno())
+    else:
+        ids = read_ids(args.ids)
+        tok.ids_to_codes(ids)  # unknown ids fail here, before any audio is written
+    counted = [0]
+
+    def counting(source: Iterator[int] | list[int]) -> Iterator[int]:
+        for token_id in source:
+            counted[0] += 1
+            yield token_id
+
+    from plutok.streaming import DEFAULT_CHUNK_CODES
+
     samples = 0
-    for chunk in tok.decode_stream(iter(ids), speaker=_speaker(tok, args)):
+    chunk_codes = args.chunk_codes or DEFAULT_CHUNK_CODES
+    for chunk in tok.decode_stream(counting(ids), speaker=speaker, chunk_codes=chunk_codes):
         sys.stdout.buffer.write((np.clip(chunk, -1.0, 1.0) * 32767).astype("<i2").tobytes())
         sys.stdout.buffer.flush()
         samples += chunk.shape[0]
     print(
-        f"{len(ids)} tokens -> {samples / tok.sample_rate:.2f} s of 16-bit PCM at {tok.sample_rate} Hz -> stdout",
+        f"{counted[0]} tokens -> {samples / tok.sample_rate:.2f} s of 16-bit PCM at {tok.sample_rate} Hz -> stdout",
         file=sys.stderr,
     )
     return 0
@@ -352,7 +475,9 @@ def _decode_row(args: argparse.Namespace, corpus: Path, output: Path) -> int:
     row = find_row(corpus, row=args.row, path=args.path)
     tok = load_model(args)
     encoding = row_encoding(tok, row, str(corpus))
-    wav, rate = tok.decode(encoding, sample_rate=args.sample_rate, speaker=_speaker(tok, args))
+    speaker = _speaker(tok, args)
+    with _progress(args, encoding.duration):
+        wav, rate = tok.decode(encoding, sample_rate=args.sample_rate, speaker=speaker)
     _report(len(encoding.ids), write_audio_checked(output, wav, rate), args)
     return 0
 
@@ -362,7 +487,9 @@ def _decode_one_plt(args: argparse.Namespace, source: Path, output: Path) -> int
 
     tok = ModelForFiles(args)(source)
     encoding = tok.load_plt(source)
-    wav, rate = tok.decode(encoding, sample_rate=args.sample_rate, speaker=_speaker(tok, args))
+    speaker = _speaker(tok, args)
+    with _progress(args, encoding.duration):
+        wav, rate = tok.decode(encoding, sample_rate=args.sample_rate, speaker=speaker)
     _report(len(encoding.ids), write_audio_checked(output, wav, rate), args)
     return 0
 

@@ -229,7 +229,7 @@ def _encode_shards(args: argparse.Namespace, chosen: str) -> int:
         rank=context.rank,
         world=context.world_size,
         progress=not args.quiet,
-        fingerprint=tok.fingerprint,
+        fingerprint=tok.token_space,
     )
     elapsed = time.perf_counter() - started
     before = f", {summary.skipped} done before" if summary.skipped else ""
@@ -257,5 +257,5 @@ def _token_row(tok: Plutok, name: str, encoding: Encoding) -> TokenRow:
         num_codes=encoding.num_codes,
         token_ids=list(encoding.ids),
         speaker=encoding.speaker.tolist(),
-        fingerprint=tok.fingerprint,
+        fingerprint=tok.token_space,
     )

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import textwrap
 from pathlib import Path
+from typing import Any
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +53,35 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(facts, indent=2))
     else:
-        width = max(len(key) for key in facts)
-        for key, value in facts.items():
-            print(f"{key:<{width}}  {value}")
+        print(readable(facts, shutil.get_terminal_size((100, 24)).columns))
     return 0
+
+
+def readable(facts: dict[str, Any], columns: int = 100) -> str:
+    """``key  value`` lines aligned on the values; long values wrapped under them, dicts as indented keys."""
+    lines: list[str] = []
+    _add(lines, facts, indent="", columns=max(columns, 60))
+    return "\n".join(lines)
+
+
+def _add(lines: list[str], facts: dict[str, Any], indent: str, columns: int) -> None:
+    width = max((len(str(key)) for key in facts), default=0)
+    for key, value in facts.items():
+        label = f"{indent}{str(key):<{width}}  "
+        if isinstance(value, dict) and value:
+            lines.append(f"{indent}{key}")
+            _add(lines, value, indent + "  ", columns)
+            continue
+        text = (
+            value
+            if isinstance(value, str)
+            else json.dumps(value)
+            if isinstance(value, (list, dict))
+            else str(value)
+        )
+        # Keep at least 40 columns for the value, however long the labels are.
+        wrapped = textwrap.wrap(
+            text, width=max(columns - len(label), 40), break_on_hyphens=False, break_long_words=False
+        ) or [""]
+        lines.append(label + wrapped[0])
+        lines.extend(" " * len(label) + line for line in wrapped[1:])

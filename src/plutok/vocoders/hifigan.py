@@ -114,5 +114,11 @@ class PackagedHiFiGAN(Vocoder):
 
         chunk = None if chunk_frames is None else max(1, int(chunk_frames))
         return chunked_apply(
-            window, frames, chunk, self.context_frames, outputs_per_step=self.hop_length, fixed_window=True
+            window,
+            frames,
+            chunk,
+            self.context_frames,
+            outputs_per_step=self.hop_length,
+            fixed_window=True,
+            label="vocoder",
         )

@@ -179,5 +179,10 @@ class ISTFTVocoder(Vocoder):
                 return self.net(batch)[0].float().cpu().numpy()
 
         return chunked_apply(
-            window, log_mel.shape[1], chunk_frames, self.context_frames, outputs_per_step=self.hop_length
+            window,
+            log_mel.shape[1],
+            chunk_frames,
+            self.context_frames,
+            outputs_per_step=self.hop_length,
+            label="vocoder",
         )
