@@ -125,38 +125,26 @@ def test_untranscribed_utterances_are_scored_against_the_reference_transcript(ma
             # The reference is transcribed first (2 calls), then the system's output.
             return super().transcribe(wav, language) if HearsLess.calls <= 2 else "hello"
 
-    kwargs = dict(metrics=["asr"], progress=False)
-    skipped = runner.evaluate(
-        utterances,
-        [CountingIdentity()],
-        tmp_path / "skip",
-        transcriber_factory=EchoTranscriber,
-        asr_cache_path=tmp_path / "skip.json",
-        **kwargs,
-    )
+    def run(name, transcriber, **options):
+        return runner.evaluate(
+            utterances,
+            [CountingIdentity()],
+            tmp_path / name,
+            metrics=["asr"],
+            progress=False,
+            transcriber_factory=transcriber,
+            asr_cache_path=tmp_path / f"{name}.json",
+            **options,
+        )
+
+    skipped = run("skip", EchoTranscriber)
     assert all(row["words"] == 0 for row in skipped["rows"]["identity"])  # no transcript, no WER
 
-    scored = runner.evaluate(
-        utterances,
-        [CountingIdentity()],
-        tmp_path / "dwer",
-        transcriber_factory=HearsLess,
-        asr_cache_path=tmp_path / "asr.json",
-        text_from_reference=True,
-        **kwargs,
-    )
+    scored = run("dwer", HearsLess, text_from_reference=True)
     references = {row["id"]: row for row in scored["references"]}
     assert references["utt0"]["text_source"] == "reference-asr" and references["utt0"]["wer"] == 0.0
     en = next(row for row in scored["rows"]["identity"] if row["id"] == "utt0")
     assert (en["word_errors"], en["words"]) == (1, 2)  # "hello" against the heard "hello world"
     # Resumed, the reference transcript is taken from partial/ and still used as the text.
-    resumed = runner.evaluate(
-        utterances,
-        [CountingIdentity()],
-        tmp_path / "dwer",
-        transcriber_factory=HearsLess,
-        asr_cache_path=tmp_path / "asr.json",
-        text_from_reference=True,
-        **kwargs,
-    )
+    resumed = run("dwer", HearsLess, text_from_reference=True)
     assert resumed["rows"]["identity"] == scored["rows"]["identity"]
