@@ -10,7 +10,7 @@ length, and every kept output saw exactly what a single pass would have shown it
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -18,7 +18,7 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["Window", "chunked_apply", "plan_windows", "report_progress"]
+__all__ = ["Window", "chunked_apply", "chunked_apply_to_blocks", "plan_windows", "report_progress"]
 
 #: ``callback(label, windows_done, windows_total)`` of the innermost :func:`report_progress` block.
 _PROGRESS: ContextVar[Callable[[str, int, int], None] | None] = ContextVar("plutok_progress", default=None)
@@ -83,6 +83,48 @@ def chunked_apply(
         pieces.append(window.keep(process(window.begin, window.end)))
         done(index + 1)
     return np.concatenate(pieces, axis=-1)
+
+
+def chunked_apply_to_blocks(
+    process: Callable[[np.ndarray], np.ndarray],
+    blocks: Iterable[np.ndarray],
+    total: int,
+    chunk: int | None,
+    context: int,
+    outputs_per_step: Fraction | int = 1,
+) -> np.ndarray:
+    """:func:`chunked_apply` over input that arrives as consecutive blocks (last axis).
+
+    ``process(steps)`` gets input steps ``[begin, end)`` of each window of
+    :func:`plan_windows` as one array; the blocks are read only as far as the
+    window needs and dropped once no later window starts inside them, so at most one
+    window plus one block of input is held. ``total`` is the blocks' joint length.
+    Returns:
+        what ``chunked_apply(lambda b, e: process(whole[..., b:e]), total, ...)`` returns
+        for ``whole``, the blocks joined.
+    Raises:
+        ValueError: the blocks do not add up to ``total`` steps.
+    """
+    source = iter(blocks)
+    held: list[np.ndarray] = []
+    held_from = held_to = 0  # input steps [held_from, held_to) are in ``held``
+    kept = []
+    for window in plan_windows(total, chunk, context, outputs_per_step):
+        while held_to < window.end:
+            block = next(source, None)
+            if block is None:
+                raise ValueError(f"the blocks hold {held_to} steps, expected {total}")
+            held.append(block)
+            held_to += block.shape[-1]
+        # Drop the blocks that end before this window begins.
+        while held and held_from + held[0].shape[-1] <= window.begin:
+            held_from += held.pop(0).shape[-1]
+        joined = held[0] if len(held) == 1 else np.concatenate(held, axis=-1)
+        steps = joined[..., window.begin - held_from : window.end - held_from]
+        kept.append(window.keep(process(steps)))
+    if next(source, None) is not None or held_to != total:
+        raise ValueError(f"the blocks hold more than the expected {total} steps")
+    return kept[0] if len(kept) == 1 else np.concatenate(kept, axis=-1)
 
 
 @dataclass(frozen=True)

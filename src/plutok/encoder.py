@@ -10,6 +10,7 @@ never stops the batch.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from plutok.audio import load_audio_stream
+from plutok.chunking import chunked_apply_to_blocks
 from plutok.encoding import Encoding, check_duration
 from plutok.errors import AudioError, PlutokError
 from plutok.hub import ModelParts
@@ -30,7 +32,9 @@ __all__ = [
     "encode_paths",
     "encode_waveform",
     "make_encoding",
+    "peak",
     "samples_per_code",
+    "streams",
 ]
 
 #: Peak level below which an input counts as silent (-80 dBFS); silent input still encodes.
@@ -71,10 +75,53 @@ def codes_of_analysis(
 def codes_of_waveform(
     parts: ModelParts, waveform: np.ndarray, chunk_codes: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Codes ``(N,)`` and speaker vector ``(speaker_dim,)`` of a checked waveform at the model's rate."""
+    """Codes ``(N,)`` and speaker vector ``(speaker_dim,)`` of a checked waveform at the model's rate.
+
+    With ``chunk_codes`` the waveform is read twice and nothing as long as it is ever
+    built: (1) the speaker vector, from statistics the speaker encoder streams over its
+    own analysis blocks; (2) the frontend's analysis blocks, each normalised by that
+    vector, feed the codec window by window (the windows of its ``encode_long``), so
+    only one chunk of features exists at a time and the codes equal one pass bit for
+    bit. The waveform itself is held once, as float32 at the model's rate (2 h: 460 MB):
+    the alternative, reading the file twice in blocks, would have to reproduce the
+    streamed resampling and its window context across reads for a saving that matters
+    only beyond several hours, and :meth:`~plutok.api.Plutok.encode` receives the whole
+    array anyway. ``None`` runs every stage in one pass over whole arrays.
+    """
     speaker = parts.speaker.embed(waveform)
-    analysis = parts.frontend.analyze(waveform, speaker)
-    return codes_of_analysis(parts, analysis, speaker, chunk_codes), speaker
+    if chunk_codes is None:
+        analysis = parts.frontend.analyze(waveform, speaker)
+        return codes_of_analysis(parts, analysis, speaker, chunk_codes), speaker
+    codec = parts.codec
+    blocks = (
+        parts.frontend.normalized(block, speaker, parts.speaker)
+        for block in parts.frontend.analysis_blocks(waveform, speaker)
+    )
+    with torch.inference_mode():
+        codes = chunked_apply_to_blocks(
+            codec.encode,
+            blocks,
+            parts.frontend.num_frames(waveform.shape[0]),
+            chunk_codes * codec.analysis_frames_per_code,
+            codec.encoder_context,
+            Fraction(1, codec.analysis_frames_per_code),
+        )
+    return codes, speaker
+
+
+def streams(parts: ModelParts, num_samples: int, chunk_codes: int | None) -> bool:
+    """Whether :func:`codes_of_waveform` of ``num_samples`` samples runs in more than one codec chunk."""
+    if chunk_codes is None:
+        return False
+    codec = parts.codec
+    frames = parts.frontend.num_frames(num_samples)
+    return frames > chunk_codes * codec.analysis_frames_per_code + 2 * codec.encoder_context
+
+
+def peak(waveform: np.ndarray) -> float:
+    """``max(abs(waveform))``, block by block (no full-length temporary)."""
+    step = 1 << 20
+    return max(float(np.max(np.abs(waveform[i : i + step]))) for i in range(0, waveform.shape[0], step))
 
 
 def make_encoding(
@@ -94,7 +141,7 @@ def make_encoding(
         sample_rate=sample_rate,
         num_samples=num_samples,
         num_codes=int(codes.shape[0]),
-        silent=bool(np.max(np.abs(waveform)) < SILENCE_PEAK),
+        silent=peak(waveform) < SILENCE_PEAK,
         fingerprint=fingerprint,
     )
 
@@ -130,29 +177,62 @@ def encode_paths(
     fingerprint: bytes,
     bar: Any,
 ) -> Iterator[tuple[Path, Encoding | PlutokError]]:
-    """``(path, Encoding)`` or ``(path, error)`` per file, in order; ``bar.update(1)`` after each."""
-    for first in range(0, len(paths), batch_size):
-        loaded: list[tuple[Path, np.ndarray, int, int] | tuple[Path, PlutokError]] = []
-        for path in paths[first : first + batch_size]:
-            try:
-                loaded.append(_load(parts, path))
-            except PlutokError as error:
-                if raise_errors:
-                    raise
-                loaded.append((path, error))
-        good = [item for item in loaded if len(item) == 4]
-        speakers = [parts.speaker.embed(item[1]) for item in good]
-        analyses = iter(parts.frontend.analyze_batch([item[1] for item in good], speakers))
-        speaker_of_good = iter(speakers)
-        for item in loaded:
-            if len(item) == 2:
-                yield item  # type: ignore[misc]
-            else:
-                path, waveform, source_rate, num_samples = item  # type: ignore[misc]
-                speaker = next(speaker_of_good)
-                codes = codes_of_analysis(parts, next(analyses), speaker, chunk_codes)
+    """``(path, Encoding)`` or ``(path, error)`` per file, in order; ``bar.update(1)`` after each.
+
+    Files of one codec chunk or less are analysed ``batch_size`` at a time; a longer
+    file is encoded on its own as soon as it is read (:func:`codes_of_waveform`,
+    chunk by chunk), after the shorter files read before it, so at most one long
+    waveform is held at a time. Both give the codes of one pass.
+    """
+    pending: list[tuple[Path, np.ndarray, int, int] | tuple[Path, PlutokError]] = []
+    for path in paths:
+        try:
+            loaded = _load(parts, path)
+        except PlutokError as error:
+            if raise_errors:
+                raise
+            pending.append((path, error))
+        else:
+            if streams(parts, loaded[1].shape[0], chunk_codes):
+                yield from _encode_batch(parts, pending, chunk_codes, fingerprint, bar)
+                pending = []
+                _, waveform, source_rate, num_samples = loaded
+                codes, speaker = codes_of_waveform(parts, waveform, chunk_codes)
                 yield (
                     path,
                     make_encoding(parts, codes, speaker, waveform, source_rate, num_samples, fingerprint),
                 )
-            bar.update(1)
+                del loaded, waveform  # before the next file is read, not after
+                bar.update(1)
+                continue
+            pending.append(loaded)
+        if len(pending) == batch_size:
+            yield from _encode_batch(parts, pending, chunk_codes, fingerprint, bar)
+            pending = []
+    yield from _encode_batch(parts, pending, chunk_codes, fingerprint, bar)
+
+
+def _encode_batch(
+    parts: ModelParts,
+    loaded: list[tuple[Path, np.ndarray, int, int] | tuple[Path, PlutokError]],
+    chunk_codes: int | None,
+    fingerprint: bytes,
+    bar: Any,
+) -> Iterator[tuple[Path, Encoding | PlutokError]]:
+    """Encodings (or the errors) of files read by :func:`_load`, the frontend batching them."""
+    good = [item for item in loaded if len(item) == 4]
+    speakers = [parts.speaker.embed(item[1]) for item in good]
+    analyses = iter(parts.frontend.analyze_batch([item[1] for item in good], speakers))
+    speaker_of_good = iter(speakers)
+    for item in loaded:
+        if len(item) == 2:
+            yield item  # type: ignore[misc]
+        else:
+            path, waveform, source_rate, num_samples = item  # type: ignore[misc]
+            speaker = next(speaker_of_good)
+            codes = codes_of_analysis(parts, next(analyses), speaker, chunk_codes)
+            yield (
+                path,
+                make_encoding(parts, codes, speaker, waveform, source_rate, num_samples, fingerprint),
+            )
+        bar.update(1)

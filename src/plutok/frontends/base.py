@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -62,6 +62,16 @@ class Frontend(Part):
         Returns:
             float32 ``(feature_dim, num_frames(samples))``.
         """
+
+    def analysis_blocks(self, wav: np.ndarray, speaker: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """``analyze(wav, speaker)`` as consecutive blocks of frames ``(feature_dim, frames_i)``.
+
+        Their concatenation equals :meth:`analyze` bit for bit. Frontends that can
+        analyse long audio piece by piece override it, so that only a bounded block
+        exists at a time (the encoder consumes them chunk by chunk); this default
+        yields the whole analysis as one block.
+        """
+        yield self.analyze(wav, speaker)
 
     def analyze_batch(
         self, wavs: Sequence[np.ndarray], speakers: Sequence[np.ndarray | None] | None = None

@@ -9,6 +9,7 @@ synthesis target of the v2 codec and the input of the speaker statistics.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -128,16 +129,24 @@ class LogMel:
         Long input is computed in blocks of :data:`ANALYSIS_BLOCK_FRAMES` frames, so
         memory beyond the output stays bounded; up to 60 s it is a single block.
         """
+        wav = self._checked(wav)
+        output = np.empty((self.settings.n_mels, wav.shape[0] // self.settings.hop_length), dtype=np.float32)
+        start = 0
+        for block in self._blocks(wav):
+            output[:, start : start + block.shape[1]] = block
+            start += block.shape[1]
+        return output
+
+    def blocks(self, wav: np.ndarray) -> Iterator[np.ndarray]:
+        """The log-mel of :meth:`__call__` as consecutive blocks of :data:`ANALYSIS_BLOCK_FRAMES` frames.
+
+        Each block is float32 ``(n_mels, <= ANALYSIS_BLOCK_FRAMES)``, computed exactly as
+        ``__call__`` computes it, so their concatenation equals ``__call__(wav)`` bit for
+        bit while only one block exists at a time.
+        """
         s = self.settings
-        wav = np.asarray(wav, dtype=np.float32)
-        if wav.ndim != 1:
-            raise AudioError(f"expected a mono waveform (samples,), got shape {wav.shape}")
+        wav = self._checked(wav)
         hop = s.hop_length
-        if wav.shape[0] < hop:
-            raise AudioError(
-                f"audio is too short: {wav.shape[0]} samples, at least {hop} "
-                f"({1000 * hop / s.sample_rate:.0f} ms) needed"
-            )
         padding = (s.n_fft - hop) // 2
         frames = wav.shape[0] // hop
         # Reflect padding needs more samples than the pad; very short input falls back to zeros.
@@ -146,7 +155,6 @@ class LogMel:
             right = np.pad(wav[-(padding + 1) :], (0, padding), mode="reflect")[-padding:]
         else:
             left = right = np.zeros(padding, dtype=np.float32)
-        output = np.empty((s.n_mels, frames), dtype=np.float32)
         for start in range(0, frames, ANALYSIS_BLOCK_FRAMES):
             stop = min(frames, start + ANALYSIS_BLOCK_FRAMES)
             # Samples [start * hop, (stop - 1) * hop + n_fft) of the padded signal.
@@ -155,8 +163,20 @@ class LogMel:
             pieces.append(wav[max(begin, 0) : min(end, wav.shape[0])])
             if end > wav.shape[0]:
                 pieces.append(right[: end - wav.shape[0]])
-            output[:, start:stop] = self._frames(np.concatenate(pieces))
-        return output
+            yield self._frames(np.concatenate(pieces))
+
+    def _checked(self, wav: np.ndarray) -> np.ndarray:
+        """``wav`` as float32 ``(samples,)``; :class:`AudioError` for another shape or under one hop."""
+        s = self.settings
+        wav = np.asarray(wav, dtype=np.float32)
+        if wav.ndim != 1:
+            raise AudioError(f"expected a mono waveform (samples,), got shape {wav.shape}")
+        if wav.shape[0] < s.hop_length:
+            raise AudioError(
+                f"audio is too short: {wav.shape[0]} samples, at least {s.hop_length} "
+                f"({1000 * s.hop_length / s.sample_rate:.0f} ms) needed"
+            )
+        return wav
 
     def _frames(self, padded: np.ndarray) -> np.ndarray:
         """Log-mel of every full ``n_fft`` frame (hop ``hop_length``) of an already padded signal."""
@@ -211,6 +231,9 @@ class LogMelFrontend(Frontend):
 
     def analyze(self, wav: np.ndarray, speaker: np.ndarray | None = None) -> np.ndarray:
         return self.log_mel(wav)
+
+    def analysis_blocks(self, wav: np.ndarray, speaker: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        return self.log_mel.blocks(wav)
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, **asdict(self.settings), "normalize_by_speaker": self.normalize_by_speaker}

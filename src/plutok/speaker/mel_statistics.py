@@ -11,6 +11,7 @@ the statistics are kept exactly.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ __all__ = ["MelStatisticsSpeaker", "dct_matrix"]
 # do not count towards the statistics: otherwise the amount of silence in a clip
 # would shift the "speaker".
 _ACTIVE_RANGE = 5.0
+# Log-mel blocks (of ANALYSIS_BLOCK_FRAMES, 60 s each: 10 min, 19 MB) kept between the
+# passes of ``embed``; longer audio is analysed again for each pass.
+_HELD_BLOCKS = 10
 # Floor on the per-bin standard deviation so that silent or constant input cannot
 # blow up the normalised features.
 _MIN_STD = 0.05
@@ -79,24 +83,55 @@ class MelStatisticsSpeaker(SpeakerEncoder):
         return cls(settings_from_config(MelSettings, values, "mel-statistics speaker"), coefficients)
 
     def embed(self, wav: np.ndarray) -> np.ndarray:
-        return self.from_log_mel(self.log_mel(wav))
+        """The speaker vector of a waveform, its log-mel computed block by block.
+
+        The statistics need three passes over the log-mel (the loudness gate's maximum,
+        the mean, the variance about the mean). Up to :data:`_HELD_BLOCKS` blocks
+        (10 min) are kept between passes; a longer log-mel is recomputed for each pass
+        instead of held (2 h would be 230 MB), which costs two more STFT passes but
+        keeps memory bounded. The result equals :meth:`from_log_mel` of the whole
+        log-mel bit for bit: the blocks and the order of every sum are the same.
+        """
+        first = self.log_mel.blocks(wav)
+        held: list[np.ndarray] = []
+        levels = []
+        for block in first:
+            levels.append(block.mean(axis=0))
+            if len(held) < _HELD_BLOCKS:
+                held.append(block)
+            else:
+                held = []
+                levels.extend(block.mean(axis=0) for block in first)
+                break
+        if held:
+            return self._from_blocks(lambda: iter(held), np.concatenate(levels))
+        return self._from_blocks(lambda: self.log_mel.blocks(wav), np.concatenate(levels))
 
     def from_log_mel(self, log_mel: np.ndarray) -> np.ndarray:
         """The speaker vector of an already computed log-mel ``(n_mels, frames)``."""
-        frame_level = log_mel.mean(axis=0)
+        step = ANALYSIS_BLOCK_FRAMES
+        return self._from_blocks(
+            lambda: (log_mel[:, i : i + step] for i in range(0, log_mel.shape[1], step)),
+            log_mel.mean(axis=0),
+        )
+
+    def _from_blocks(self, blocks: Callable[[], Iterator[np.ndarray]], frame_level: np.ndarray) -> np.ndarray:
+        """The vector from ``blocks()`` (a fresh iterator over the log-mel's blocks of
+        :data:`ANALYSIS_BLOCK_FRAMES` frames, read twice) and the per-frame mean level ``(frames,)``."""
         active = frame_level >= frame_level.max() - _ACTIVE_RANGE
         # Two passes over blocks of frames (mean, then variance about it) in float64, so a
         # long recording needs no float64 copy of its whole spectrogram.
         count = int(np.count_nonzero(active))
         step = ANALYSIS_BLOCK_FRAMES
-        blocks = [(log_mel[:, i : i + step], active[i : i + step]) for i in range(0, log_mel.shape[1], step)]
         n_mels = self.settings.n_mels
         total = np.zeros(n_mels)
-        for block, mask in blocks:
+        for index, block in enumerate(blocks()):
+            mask = active[index * step : (index + 1) * step]
             total += block[:, mask].astype(np.float64).sum(axis=1)
         mean = total / count
         squares = np.zeros(n_mels)
-        for block, mask in blocks:
+        for index, block in enumerate(blocks()):
+            mask = active[index * step : (index + 1) * step]
             squares += np.square(block[:, mask].astype(np.float64) - mean[:, None]).sum(axis=1)
         log_std = 0.5 * np.log(squares / count + _MIN_STD**2)
         return np.concatenate([self._basis @ mean, self._basis @ log_std]).astype(np.float32)
