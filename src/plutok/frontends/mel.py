@@ -142,10 +142,12 @@ class LogMel:
 
         Each block is float32 ``(n_mels, <= ANALYSIS_BLOCK_FRAMES)``, computed exactly as
         ``__call__`` computes it, so their concatenation equals ``__call__(wav)`` bit for
-        bit while only one block exists at a time.
+        bit while only one block exists at a time. The waveform is checked at the call.
         """
+        return self._blocks(self._checked(wav))
+
+    def _blocks(self, wav: np.ndarray) -> Iterator[np.ndarray]:
         s = self.settings
-        wav = self._checked(wav)
         hop = s.hop_length
         padding = (s.n_fft - hop) // 2
         frames = wav.shape[0] // hop
