@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from plutok.chunking import chunked_apply, plan_windows
+from plutok.chunking import chunked_apply, chunked_apply_to_blocks, plan_windows
 
 
 def _stage(ratio: Fraction):
@@ -62,3 +62,35 @@ def test_labelled_stages_report_their_windows():
     chunked_apply(process, 230, 50, 6, label="outside")  # no listener: nothing, no error
     assert heard == [("vocoder", done, 5) for done in range(1, 6)] + [("one pass", 1, 1)]
     np.testing.assert_allclose(labelled, process(0, 230), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("ratio", [Fraction(1), Fraction(1, 2)])
+@pytest.mark.parametrize("sizes", [[230], [1] * 230, [7, 3, 100, 1, 119], [60, 60, 60, 50]])
+def test_blocks_give_what_one_array_gives(ratio, sizes):
+    """Input that arrives in blocks of any size (smaller than the context, or all at once)
+    gives exactly the chunked result over the joined array, one window at a time."""
+    signal = np.random.default_rng(0).standard_normal((2, 230)).astype(np.float32)
+    ends = np.cumsum(sizes)
+    blocks = [signal[:, end - size : end] for size, end in zip(sizes, ends, strict=True)]
+    step = int(1 / ratio)
+    seen: list[int] = []
+
+    def process(steps: np.ndarray) -> np.ndarray:
+        # A running sum: any shift of a window's begin or end changes the result.
+        seen.append(steps.shape[-1])
+        return np.cumsum(steps, axis=-1)[..., ::step]
+
+    for chunk in (2, 10, 50, None):
+        expected = chunked_apply(lambda b, e: process(signal[:, b:e]), 230, chunk, 6, ratio)
+        seen.clear()
+        result = chunked_apply_to_blocks(process, iter(blocks), 230, chunk, 6, ratio)
+        np.testing.assert_array_equal(result, expected)
+        assert max(seen) <= (230 if chunk is None else chunk + 12)
+
+
+def test_blocks_that_do_not_add_up_are_refused():
+    blocks = [np.zeros((1, 10)), np.zeros((1, 10))]
+    with pytest.raises(ValueError, match="expected 30"):
+        chunked_apply_to_blocks(lambda steps: steps, iter(blocks), 30, 4, 2)
+    with pytest.raises(ValueError, match="more than the expected 15"):
+        chunked_apply_to_blocks(lambda steps: steps, iter(blocks), 15, 4, 2)

@@ -134,3 +134,18 @@ def test_a_codec_on_a_derived_stack_trains_assembles_and_round_trips(
     assert encoding.num_codes == loaded.frontend.num_frames(wav.shape[0])
     decoded, rate = loaded.decode(encoding)
     assert rate == 16000 and decoded.shape == wav.shape and np.isfinite(decoded).all()
+
+
+@pytest.mark.parametrize("seconds", [0.3, 2.013, 2.56])
+def test_blocks_join_to_the_analysis(speech_like, monkeypatch, seconds):
+    """Members' blocks of unrelated sizes (7 frames at 25/s and at 100/s) are re-cut at common
+    output frames; the last frame is padded as in one pass; the join is bit-identical."""
+    import plutok.frontends.mel as mel
+
+    monkeypatch.setattr(mel, "ANALYSIS_BLOCK_FRAMES", 7)
+    frontend = stacked()
+    wav = speech_like(seconds, seed=6)
+    blocks = list(frontend.analysis_blocks(wav))
+    assert len(blocks) > 1 or seconds < 1
+    np.testing.assert_array_equal(np.concatenate(blocks, axis=1), frontend.analyze(wav))
+    assert max(block.shape[1] for block in blocks) <= 7

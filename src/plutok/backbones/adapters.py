@@ -7,6 +7,7 @@ and are built only from a v1 model file (never by name from a v2 config).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,9 @@ class _BackboneFrontend(Frontend):
 
     def analyze(self, wav: np.ndarray, speaker: np.ndarray | None = None) -> np.ndarray:
         return self.backbone.features(wav, speaker)
+
+    def analysis_blocks(self, wav: np.ndarray, speaker: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        return self.backbone.feature_blocks(wav, speaker)
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name}

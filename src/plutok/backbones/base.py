@@ -8,6 +8,7 @@ without touching them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,14 @@ class Backbone(ABC):
         Returns:
             float32 ``(feature_dim, frames)``.
         """
+
+    def feature_blocks(self, wav: np.ndarray, speaker: np.ndarray) -> Iterator[np.ndarray]:
+        """``features(wav, speaker)`` as consecutive blocks of frames that join to it bit for bit.
+
+        Backbones that can analyse long audio piece by piece override it (bounded memory);
+        this default yields all features as one block.
+        """
+        yield self.features(wav, speaker)
 
     def analyze(self, wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(features (feature_dim, frames), speaker (speaker_dim,))`` of one utterance.

@@ -9,6 +9,7 @@ model files (``"backbone": {"name": "mel", ...}``) and for the v1 tools
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,11 @@ class MelBackbone(Backbone):
 
     def features(self, wav: np.ndarray, speaker: np.ndarray) -> np.ndarray:
         return self.normalize(self.log_mel(wav), speaker)
+
+    def feature_blocks(self, wav: np.ndarray, speaker: np.ndarray) -> Iterator[np.ndarray]:
+        """The normalised log-mel block by block (normalisation is per frame, so bit-identical)."""
+        for block in self.frontend.log_mel.blocks(wav):
+            yield self.normalize(block, speaker)
 
     def analyze(self, wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(features, speaker)`` in one pass over the spectrogram (what extraction needs)."""

@@ -46,6 +46,14 @@ def dct_matrix(size: int) -> np.ndarray:
     return matrix.astype(np.float64)
 
 
+def _with_masks(blocks: Iterator[np.ndarray], active: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Each block ``(n_mels, frames_i)`` with its frames' part of the mask ``active``."""
+    start = 0
+    for block in blocks:
+        yield block, active[start : start + block.shape[1]]
+        start += block.shape[1]
+
+
 class MelStatisticsSpeaker(SpeakerEncoder):
     """``(2 * coefficients,)``: DCT of the per-bin log-mel mean, then of the per-bin log std."""
 
@@ -122,16 +130,13 @@ class MelStatisticsSpeaker(SpeakerEncoder):
         # Two passes over blocks of frames (mean, then variance about it) in float64, so a
         # long recording needs no float64 copy of its whole spectrogram.
         count = int(np.count_nonzero(active))
-        step = ANALYSIS_BLOCK_FRAMES
         n_mels = self.settings.n_mels
         total = np.zeros(n_mels)
-        for index, block in enumerate(blocks()):
-            mask = active[index * step : (index + 1) * step]
+        for block, mask in _with_masks(blocks(), active):
             total += block[:, mask].astype(np.float64).sum(axis=1)
         mean = total / count
         squares = np.zeros(n_mels)
-        for index, block in enumerate(blocks()):
-            mask = active[index * step : (index + 1) * step]
+        for block, mask in _with_masks(blocks(), active):
             squares += np.square(block[:, mask].astype(np.float64) - mean[:, None]).sum(axis=1)
         log_std = 0.5 * np.log(squares / count + _MIN_STD**2)
         return np.concatenate([self._basis @ mean, self._basis @ log_std]).astype(np.float32)

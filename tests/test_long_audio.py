@@ -1,0 +1,135 @@
+"""Long audio in bounded memory: every stage of encoding reads the waveform block by block.
+
+With ``chunk_seconds`` the speaker statistics are streamed over log-mel blocks, the
+frontend's analysis arrives in blocks and the codec reads one window at a time, so
+nothing as long as the recording is built besides the waveform itself; the tokens
+and the speaker vector equal one pass bit for bit. (Peak memory is measured, not
+unit-tested: docs/benchmarks.md, "Long audio".)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from plutok import encoder
+from plutok.api import Plutok
+from plutok.speaker.mel_statistics import MelStatisticsSpeaker
+
+
+def _varied_speech(speech_like, seconds: float, seed: int = 0) -> np.ndarray:
+    """Speech-like pieces of varied loudness (and a near-silent one), ``seconds`` long in all."""
+    rng = np.random.default_rng(seed)
+    pieces, total = [], 0
+    while total < seconds * 16000:
+        piece = speech_like(float(rng.uniform(0.5, 2.5)), seed=int(rng.integers(1000)))
+        gain = 1e-4 if len(pieces) == 2 else rng.uniform(0.2, 1.5)
+        pieces.append((piece * gain).astype(np.float32))
+        total += piece.shape[0]
+    return np.concatenate(pieces)[: int(seconds * 16000)]
+
+
+@pytest.mark.parametrize("held_blocks", [0, 2, 10])
+def test_streamed_speaker_statistics_equal_the_whole_log_mel(speech_like, monkeypatch, held_blocks):
+    """Blocks held between passes or recomputed for each pass: the same vector to the bit."""
+    import plutok.frontends.mel as mel
+    import plutok.speaker.mel_statistics as statistics
+
+    monkeypatch.setattr(mel, "ANALYSIS_BLOCK_FRAMES", 97)
+    monkeypatch.setattr(statistics, "ANALYSIS_BLOCK_FRAMES", 97)
+    monkeypatch.setattr(statistics, "_HELD_BLOCKS", held_blocks)
+    speaker = MelStatisticsSpeaker(coefficients=16)
+    wav = _varied_speech(speech_like, 6.03)
+    log_mel = speaker.log_mel(wav)
+    assert log_mel.shape[1] > 5 * 97
+    np.testing.assert_array_equal(speaker.embed(wav), speaker.from_log_mel(log_mel))
+
+
+def test_chunked_encoding_never_builds_the_whole_analysis(tiny_model_dir, speech_like, monkeypatch):
+    """The codec sees windows of one chunk plus context, and the frontend is never asked
+    for the whole utterance's features; the codes are those of one pass."""
+    wav = _varied_speech(speech_like, 5.0)
+    reference = Plutok.from_pretrained(tiny_model_dir, chunk_seconds=None).encode(wav, 16000)
+    chunked = Plutok.from_pretrained(tiny_model_dir, chunk_seconds=0.3)
+    codec = chunked.codec
+    widths: list[int] = []
+    encode = codec.encode
+    monkeypatch.setattr(
+        codec, "encode", lambda analysis: widths.append(analysis.shape[1]) or encode(analysis)
+    )
+
+    def whole_analysis(*args, **kwargs):
+        raise AssertionError("the whole analysis was built")
+
+    monkeypatch.setattr(chunked.frontend, "analyze", whole_analysis)
+    monkeypatch.setattr(chunked.frontend, "analyze_batch", whole_analysis)
+    encoding = chunked.encode(wav, 16000)
+    assert encoding.ids == reference.ids
+    np.testing.assert_array_equal(encoding.speaker, reference.speaker)
+    window = chunked.chunk_codes * codec.analysis_frames_per_code + 2 * codec.encoder_context
+    assert len(widths) > 3 and max(widths) <= window
+
+
+def test_files_long_and_short_keep_their_order_and_codes(tiny_model_dir, speech_like, tmp_path):
+    """Long files are encoded on their own, between batches of short ones and errors: the
+    results come in input order and equal one-by-one encoding."""
+    tok = Plutok.from_pretrained(tiny_model_dir, chunk_seconds=0.5)
+    lengths = {"a": 0.4, "b": 3.0, "c": 0.3, "e": 2.2, "f": 0.45}
+    paths = []
+    for name, seconds in lengths.items():
+        sf.write(tmp_path / f"{name}.wav", _varied_speech(speech_like, seconds, seed=len(paths)), 16000)
+        paths.append(tmp_path / f"{name}.wav")
+    paths.insert(3, tmp_path / "missing.wav")
+    streamed = [
+        encoder.streams(tok.parts, int(lengths[p.stem] * 16000), tok.chunk_codes)
+        for p in paths
+        if p.stem in lengths
+    ]
+    assert streamed == [False, True, False, True, False]
+    results = list(tok.encode_files(paths, progress=False, batch_size=2))
+    assert [path for path, _ in results] == paths
+    one_pass = Plutok.from_pretrained(tiny_model_dir, chunk_seconds=None)
+    for path, result in results:
+        if path.stem == "missing":
+            assert "no such file" in str(result)
+        else:
+            assert result.ids == one_pass.encode_file(path).ids, path.name
+
+
+@pytest.mark.slow
+def test_default_model_chunked_encoding_equals_one_pass(speech_like):
+    """The default model (Whisper + log-mel stack): chunks shorter than, equal to and longer
+    than a Whisper window, and a length that is no whole number of frames (end padding)."""
+    pytest.importorskip("ctranslate2")
+    try:
+        one_pass = Plutok.from_pretrained(chunk_seconds=None)
+    except Exception as error:  # the Whisper weights' packages are missing
+        pytest.skip(f"default model unavailable: {error}")
+    wav = _varied_speech(speech_like, 70.37, seed=3)
+    reference = one_pass.encode(wav, 16000)
+    assert len(reference.ids) > 100
+    for chunk_seconds in (1.3, 8.0, 30.0):
+        chunked = Plutok.from_pretrained(chunk_seconds=chunk_seconds)
+        encoding = chunked.encode(wav, 16000)
+        assert encoding.ids == reference.ids, chunk_seconds
+        np.testing.assert_array_equal(encoding.speaker, reference.speaker)
+
+
+@pytest.mark.slow
+def test_whisper_blocks_join_to_the_analysis(speech_like, monkeypatch):
+    """One window per block against all four windows in one batch: the same features."""
+    pytest.importorskip("ctranslate2")
+    import plutok.frontends.whisper as whisper
+
+    frontend = whisper.WhisperEncoderFrontend()
+    try:
+        frontend.weights_digest()
+    except Exception as error:
+        pytest.skip(f"Whisper base weights unavailable: {error}")
+    wav = _varied_speech(speech_like, 27.31, seed=4)
+    reference = frontend.analyze(wav)  # 4 windows in one batch
+    monkeypatch.setattr(whisper, "_BATCH_WINDOWS", 1)
+    blocks = list(frontend.analysis_blocks(wav))
+    assert len(blocks) == 4
+    np.testing.assert_array_equal(np.concatenate(blocks, axis=1), reference)
