@@ -133,3 +133,17 @@ def test_whisper_blocks_join_to_the_analysis(speech_like, monkeypatch):
     blocks = list(frontend.analysis_blocks(wav))
     assert len(blocks) == 4
     np.testing.assert_array_equal(np.concatenate(blocks, axis=1), reference)
+
+
+@pytest.mark.parametrize("stft_frames", [1000, 7])
+def test_spectrum_in_pieces_equals_one_call(speech_like, monkeypatch, stft_frames):
+    """The log-mel takes its spectrum a few frames at a time (bounded transients): the same
+    values as one STFT call per block, bit for bit (so tokens do not change)."""
+    import plutok.frontends.mel as mel
+
+    wav = _varied_speech(speech_like, 61.7, seed=5)  # one full block and a partial one
+    log_mel = mel.LogMel()
+    monkeypatch.setattr(mel, "_STFT_FRAMES", 10**9)
+    reference = log_mel(wav)
+    monkeypatch.setattr(mel, "_STFT_FRAMES", stft_frames)
+    np.testing.assert_array_equal(log_mel(wav), reference)

@@ -36,6 +36,9 @@ __all__ = [
 # computed independently; only float rounding of the filterbank product (~1e-6) can
 # depend on the block shape, and the block size is fixed, so analysis is deterministic.
 ANALYSIS_BLOCK_FRAMES = 6000
+# Frames whose spectrum is taken at once inside a block (a multiple of the SIMD width, so
+# only a block's last frames take the FFT's remainder path, as in one call per block).
+_STFT_FRAMES = 1000
 
 # Slaney mel scale: linear below 1 kHz (66.67 Hz per mel), logarithmic above.
 _SLANEY_HZ_PER_MEL = 200.0 / 3
@@ -181,19 +184,31 @@ class LogMel:
         return wav
 
     def _frames(self, padded: np.ndarray) -> np.ndarray:
-        """Log-mel of every full ``n_fft`` frame (hop ``hop_length``) of an already padded signal."""
+        """Log-mel of every full ``n_fft`` frame (hop ``hop_length``) of an already padded signal.
+
+        The spectrum is taken :data:`_STFT_FRAMES` frames at a time into one magnitude
+        matrix, so its transients (windowed frames, complex spectrum: ~60 MB for a whole
+        60 s block, kept resident by the allocator afterwards) stay a sixth of that; each
+        frame's FFT is its own, so the magnitudes are those of one call, and the filterbank
+        product still sees the whole block (its rounding depends on the block shape).
+        """
         s = self.settings
         with torch.inference_mode():
-            spectrum = torch.stft(
-                torch.from_numpy(np.ascontiguousarray(padded)),
-                n_fft=s.n_fft,
-                hop_length=s.hop_length,
-                win_length=s.win_length,
-                window=self._window,
-                center=False,
-                return_complex=True,
-            )
-            magnitude = torch.sqrt(spectrum.real.pow(2) + spectrum.imag.pow(2) + 1e-9)
+            signal = torch.from_numpy(np.ascontiguousarray(padded))
+            frames = (signal.shape[0] - s.n_fft) // s.hop_length + 1
+            magnitude = torch.empty(s.n_fft // 2 + 1, frames)
+            for start in range(0, frames, _STFT_FRAMES):
+                stop = min(frames, start + _STFT_FRAMES)
+                spectrum = torch.stft(
+                    signal[start * s.hop_length : (stop - 1) * s.hop_length + s.n_fft],
+                    n_fft=s.n_fft,
+                    hop_length=s.hop_length,
+                    win_length=s.win_length,
+                    window=self._window,
+                    center=False,
+                    return_complex=True,
+                )
+                magnitude[:, start:stop] = torch.sqrt(spectrum.real.pow(2) + spectrum.imag.pow(2) + 1e-9)
             mel = torch.log(torch.clamp(self._filterbank @ magnitude, min=1e-5))
         return mel.numpy()
 
