@@ -77,16 +77,16 @@ def codes_of_waveform(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Codes ``(N,)`` and speaker vector ``(speaker_dim,)`` of a checked waveform at the model's rate.
 
-    With ``chunk_codes`` the waveform is read twice and nothing as long as it is ever
-    built: (1) the speaker vector, from statistics the speaker encoder streams over its
-    own analysis blocks; (2) the frontend's analysis blocks, each normalised by that
-    vector, feed the codec window by window (the windows of its ``encode_long``), so
-    only one chunk of features exists at a time and the codes equal one pass bit for
-    bit. The waveform itself is held once, as float32 at the model's rate (2 h: 460 MB):
-    the alternative, reading the file twice in blocks, would have to reproduce the
-    streamed resampling and its window context across reads for a saving that matters
-    only beyond several hours, and :meth:`~plutok.api.Plutok.encode` receives the whole
-    array anyway. ``None`` runs every stage in one pass over whole arrays.
+    With ``chunk_codes`` nothing as long as the waveform is built besides the waveform:
+    (1) the speaker vector comes from statistics the speaker encoder streams over its own
+    analysis blocks; (2) the frontend's analysis blocks, each normalised by that vector,
+    feed the codec window by window (the windows of its ``encode_long``), so one chunk
+    of features exists at a time and the codes equal one pass bit for bit. The waveform
+    is held once, as float32 at the model's rate (230 MB per hour). Reading the file
+    again for each pass instead would bound that too, but would have to reproduce the
+    streamed resampling and the windows' context across reads, for a saving that
+    matters only beyond a few hours; :meth:`~plutok.api.Plutok.encode` receives the
+    whole array anyway. ``None`` runs every stage in one pass over whole arrays.
     """
     speaker = parts.speaker.embed(waveform)
     if chunk_codes is None:
