@@ -117,12 +117,13 @@ def test_default_model_chunked_encoding_equals_one_pass(speech_like):
 
 
 @pytest.mark.slow
-def test_whisper_blocks_join_to_the_analysis(speech_like, monkeypatch):
+@pytest.mark.parametrize("compute_type", ["int8", "float32"])
+def test_whisper_blocks_join_to_the_analysis(speech_like, monkeypatch, compute_type):
     """One window per block against all four windows in one batch: the same features."""
     pytest.importorskip("ctranslate2")
     import plutok.frontends.whisper as whisper
 
-    frontend = whisper.WhisperEncoderFrontend()
+    frontend = whisper.WhisperEncoderFrontend(whisper.WhisperSettings(compute_type=compute_type))
     try:
         frontend.weights_digest()
     except Exception as error:
