@@ -440,7 +440,7 @@ class Plutok:
 
     def stream_lookahead_codes(self) -> int:
         """Codes beyond a chunk that must have arrived before its audio is final (see :mod:`plutok.streaming`)."""
-        return streaming.lookahead_codes(self)
+        return streaming.lookahead_codes(self.parts)
 
     def decode_stream(
         self, ids: Iterable[int], speaker: Any = None, chunk_codes: int = streaming.DEFAULT_CHUNK_CODES
@@ -455,7 +455,7 @@ class Plutok:
         """
         if chunk_codes < 1:
             raise PlutokError(f"chunk_codes must be positive, got {chunk_codes}")
-        yield from streaming.decode_stream(self, ids, self.speaker_vector(self._voice(speaker)), chunk_codes)
+        yield from streaming.decode_stream(self.parts, ids, self.speaker_vector(self._voice(speaker)), chunk_codes)
 
     def synthesis_features(self, codes: np.ndarray, speaker: np.ndarray) -> np.ndarray:
         """What the vocoder reads ``(C_out, frames)`` for codes ``(N,)`` and a speaker vector."""

@@ -10,17 +10,14 @@ Latency to first audio and per-chunk cost: docs/benchmarks.md.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from plutok import synthesis
 from plutok.bpe import CodeBPE
+from plutok.encoding import check_ids
 from plutok.errors import PlutokError, TokenError
-
-if TYPE_CHECKING:
-    from plutok.api import Plutok
+from plutok.hub import ModelParts
 
 __all__ = ["DEFAULT_CHUNK_CODES", "decode_stream", "lookahead_codes"]
 
@@ -28,23 +25,23 @@ __all__ = ["DEFAULT_CHUNK_CODES", "decode_stream", "lookahead_codes"]
 DEFAULT_CHUNK_CODES = 25
 
 
-def lookahead_codes(model: Plutok) -> int:
+def lookahead_codes(parts: ModelParts) -> int:
     """Codes beyond a chunk that must have arrived before its audio is final (decoder + vocoder context).
 
     Twice the vocoder's declared context: HiFi-GAN's declared 32 frames keep chunk seams
     below ~1.1e-4, the doubled margin below 1e-4 (measured on the bundled sample).
     """
-    frames_per_code = model.codec.synthesis_frames_per_code
-    return model.codec.decoder_context + -(-2 * model.vocoder.context_frames // frames_per_code)
+    frames_per_code = parts.codec.synthesis_frames_per_code
+    return parts.codec.decoder_context + -(-2 * parts.vocoder.context_frames // frames_per_code)
 
 
 def decode_stream(
-    model: Plutok, ids: Iterable[int], speaker: np.ndarray, chunk_codes: int = DEFAULT_CHUNK_CODES
+    parts: ModelParts, ids: Iterable[int], speaker: np.ndarray, chunk_codes: int = DEFAULT_CHUNK_CODES
 ) -> Iterator[np.ndarray]:
     """Audio chunks (float32 ``(chunk_codes * samples_per_code,)``, the last shorter) of ``ids``.
 
     Args:
-        model: the model whose ids these are.
+        parts: the model whose ids these are.
         ids: token ids, consumed lazily (a generator may still be producing them).
         speaker: a checked speaker vector.
         chunk_codes: codes per yielded chunk (latency vs. per-chunk overhead).
@@ -53,8 +50,8 @@ def decode_stream(
     """
     if chunk_codes < 1:
         raise PlutokError(f"chunk_codes must be positive, got {chunk_codes}")
-    lookahead = lookahead_codes(model)
-    samples_per_code = model.codec.synthesis_frames_per_code * model.vocoder.hop_length
+    lookahead = lookahead_codes(parts)
+    samples_per_code = parts.codec.synthesis_frames_per_code * parts.vocoder.hop_length
     received: list[int] = []
     arrived: list[int] = []  # codes so far (a list: appending id by id stays linear)
     emitted = 0
@@ -62,36 +59,37 @@ def decode_stream(
     # whether a chunk is final, so audio leaves as soon as the lookahead allows. The
     # original release's tokenizer can end a token inside a code, so its ids are re-read
     # in groups and the last code is never taken as final before the stream ends.
-    per_id = isinstance(model.bpe, CodeBPE)
+    per_id = isinstance(parts.bpe, CodeBPE)
+
+    def ids_to_codes(ids: Iterable[int]) -> np.ndarray:
+        return parts.bpe.decode(check_ids(ids))
 
     def render(stop: int, available: int) -> np.ndarray:
         begin = max(0, emitted - lookahead)
         end = min(available, stop + lookahead)
-        with torch.inference_mode():
-            features = model.codec.decode(np.asarray(arrived[begin:end], dtype=np.int64), speaker)
-        features = model.speaker_encoder.denormalize(features, speaker)
-        wav = model.vocoder.synthesize(features, speaker, chunk_frames=None)
+        window = np.asarray(arrived[begin:end], dtype=np.int64)
+        wav = synthesis.vocoder_waveform(parts, window, speaker, chunk_codes=None)
         first = (emitted - begin) * samples_per_code
         return wav[first : first + (stop - emitted) * samples_per_code]
 
     for token_id in ids:
         received.append(token_id)
         if per_id:
-            arrived.extend(model.ids_to_codes([token_id]).tolist())
+            arrived.extend(ids_to_codes([token_id]).tolist())
             available = len(arrived)
         else:
             if len(received) % 8:
                 continue
-            arrived = model.ids_to_codes(received).tolist()
+            arrived = ids_to_codes(received).tolist()
             available = len(arrived) - 1
         while available - emitted >= chunk_codes + lookahead:
             chunk = render(emitted + chunk_codes, available)
             emitted += chunk_codes
             yield chunk
-    arrived = model.ids_to_codes(received).tolist()
+    arrived = ids_to_codes(received).tolist()
     if not arrived:
         raise TokenError("no token ids to decode (empty token list)")
-    synthesis.covered_samples(model.parts, len(arrived))
+    synthesis.covered_samples(parts, len(arrived))
     while emitted < len(arrived):
         stop = min(len(arrived), emitted + chunk_codes)
         chunk = render(stop, len(arrived))

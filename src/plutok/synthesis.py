@@ -10,7 +10,14 @@ from plutok.encoding import check_duration
 from plutok.errors import AudioError, TokenError
 from plutok.hub import ModelParts
 
-__all__ = ["MAX_OUTPUT_RATE", "covered_samples", "output_rate", "synthesis_features", "synthesize"]
+__all__ = [
+    "MAX_OUTPUT_RATE",
+    "covered_samples",
+    "output_rate",
+    "synthesis_features",
+    "synthesize",
+    "vocoder_waveform",
+]
 
 #: Highest output rate decoding accepts (Hz).
 MAX_OUTPUT_RATE = 384_000
@@ -40,6 +47,19 @@ def synthesis_features(
     return parts.speaker.denormalize(features, speaker)
 
 
+def vocoder_waveform(
+    parts: ModelParts, codes: np.ndarray, speaker: np.ndarray, chunk_codes: int | None
+) -> np.ndarray:
+    """Float32 ``(N * synthesis_frames_per_code * hop_length,)`` vocoder output of codes ``(N,)``, uncut.
+
+    Codec decoder, speaker de-normalisation and vocoder, each over chunks of
+    ``chunk_codes`` codes with its declared context (``None``: one pass).
+    """
+    features = synthesis_features(parts, codes, speaker, chunk_codes)
+    chunk = None if chunk_codes is None else chunk_codes * parts.codec.synthesis_frames_per_code
+    return parts.vocoder.synthesize(features, speaker, chunk_frames=chunk)
+
+
 def synthesize(
     parts: ModelParts,
     codes: np.ndarray,
@@ -53,10 +73,7 @@ def synthesize(
     ``length``: samples at the vocoder's rate (cut or zero-padded to it), then
     resampled to ``rate`` Hz. Raises :class:`TokenError` when the output is not finite.
     """
-    features = synthesis_features(parts, codes, speaker, chunk_codes)
-    chunk = None if chunk_codes is None else chunk_codes * parts.codec.synthesis_frames_per_code
-    wav = parts.vocoder.synthesize(features, speaker, chunk_frames=chunk)
-    del features
+    wav = vocoder_waveform(parts, codes, speaker, chunk_codes)
     wav = wav[:length] if wav.shape[0] >= length else np.pad(wav, (0, length - wav.shape[0]))
     if not np.all(np.isfinite(wav)):
         raise TokenError("decoding gave NaN or infinite samples: the speaker vector is out of range")
