@@ -47,6 +47,7 @@ from torch import nn
 from plutok.errors import ModelError
 from plutok.files import atomic_path, atomic_write_text
 from plutok.quantizers.base import code_statistics
+from plutok.quantizers.vq import nearest_code
 from plutok.settings import VQVAEConfig
 from plutok.weights import describe_mismatch
 
@@ -158,15 +159,11 @@ class VectorQuantizer(nn.Module):
     def nearest(self, vectors: torch.Tensor, codebook: torch.Tensor | None = None) -> torch.Tensor:
         """Index of the nearest code (Euclidean) for each row of ``vectors`` ``(N, D)`` -> ``(N,)``.
 
-        The full ``|v|^2 - 2 v.c + |c|^2`` of the original, not the shorter form of
-        :func:`plutok.quantizers.vq.nearest_code`: the per-row constant changes float
-        rounding, and v1 codes must stay bit-identical to the original release's.
+        The original's full distance in one block (:func:`plutok.quantizers.vq.nearest_code`
+        with ``full_distance``), so v1 codes stay bit-identical to the original release's.
         """
         codebook = self.effective_codebook() if codebook is None else codebook
-        distances = (
-            vectors.pow(2).sum(1, keepdim=True) - 2 * vectors @ codebook.t() + codebook.pow(2).sum(1)[None]
-        )
-        return distances.argmin(dim=1)
+        return nearest_code(vectors, codebook, chunk=None, full_distance=True)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """Code vectors for ``codes`` ``(B, T)`` -> ``(B, D, T)``."""

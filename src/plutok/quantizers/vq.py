@@ -21,17 +21,76 @@ from plutok.errors import ModelError
 from plutok.quantizers.base import Quantizer, QuantizerOutput, code_statistics
 from plutok.settings import MAX_CODEBOOK_VALUES, MAX_WIDTH, check_size
 
-__all__ = ["VectorQuantizer", "kmeans", "nearest_code"]
+__all__ = ["CodeReplay", "VectorQuantizer", "kmeans", "nearest_code"]
 
 
-def nearest_code(vectors: torch.Tensor, codebook: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-    """Index ``(N,)`` of the nearest row of ``codebook`` ``(K, D)`` (Euclidean) for each of ``vectors`` ``(N, D)``."""
+def nearest_code(
+    vectors: torch.Tensor, codebook: torch.Tensor, chunk: int | None = 8192, full_distance: bool = False
+) -> torch.Tensor:
+    """Index ``(N,)`` of the nearest row of ``codebook`` ``(K, D)`` (Euclidean) for each of ``vectors`` ``(N, D)``.
+
+    ``chunk``: rows searched at a time (``None``: all at once). ``full_distance``: the
+    whole ``|v|^2 - 2 v.c + |c|^2`` as the original release computed it, instead of
+    ``|c|^2 - 2 v.c``: the per-row constant changes float rounding, and the v1 model's
+    codes must stay bit-identical to the original release's.
+    """
     parts = []
     norms = codebook.pow(2).sum(1)[None]
-    for start in range(0, vectors.shape[0], chunk):
-        block = vectors[start : start + chunk]
-        parts.append((norms - 2 * block @ codebook.t()).argmin(1))
+    step = max(1, vectors.shape[0]) if chunk is None else chunk
+    for start in range(0, vectors.shape[0], step):
+        block = vectors[start : start + step]
+        if full_distance:
+            distances = block.pow(2).sum(1, keepdim=True) - 2 * block @ codebook.t() + norms
+        else:
+            distances = norms - 2 * block @ codebook.t()
+        parts.append(distances.argmin(1))
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device=vectors.device)
+
+
+class CodeReplay(torch.nn.Module):
+    """Dead-code upkeep shared by every vector quantizer: recent latents and idle counters.
+
+    Keeps a ring buffer of up to ``replay_size`` recent latents ``(replay_size, dim)`` and,
+    per code, the optimiser steps since it was last picked. A code idle for
+    ``dead_code_steps`` steps is moved onto a latent drawn from the buffer. Its tensors
+    are non-persistent buffers (training-only; never part of a model's weights).
+    """
+
+    def __init__(self, codebook_size: int, dim: int, replay_size: int, generator: torch.Generator) -> None:
+        super().__init__()
+        self.register_buffer("unused_steps", torch.zeros(codebook_size, dtype=torch.long), persistent=False)
+        self.register_buffer("replay", torch.zeros(replay_size, dim), persistent=False)
+        self.filled = 0
+        self.position = 0
+        self.generator = generator
+
+    def push(self, flat: torch.Tensor) -> None:
+        """Add latents ``(N, dim)``; more than the buffer holds are subsampled first."""
+        capacity = self.replay.shape[0]
+        if flat.shape[0] > capacity:
+            flat = flat[torch.randperm(flat.shape[0], generator=self.generator)[:capacity].to(flat.device)]
+        positions = (self.position + torch.arange(flat.shape[0])) % capacity
+        self.replay[positions.to(self.replay.device)] = flat
+        self.position = int((self.position + flat.shape[0]) % capacity)
+        self.filled = min(capacity, self.filled + flat.shape[0])
+
+    def count(self, counts: torch.Tensor) -> None:
+        """Account for one step in which code ``k`` was picked ``counts[k]`` times ``(K,)``."""
+        used = counts > 0
+        self.unused_steps[used] = 0
+        self.unused_steps[~used] += 1
+
+    def dead(self, dead_code_steps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Codes idle for ``dead_code_steps`` steps ``(n,)`` and their new vectors ``(n, dim)``.
+
+        The vectors are None (and nothing is reset) while the buffer is empty.
+        """
+        dead = torch.nonzero(self.unused_steps >= dead_code_steps).flatten()
+        if not (dead.numel() and self.filled):
+            return dead, None
+        pick = torch.randint(self.filled, (dead.numel(),), generator=self.generator)
+        self.unused_steps[dead] = 0
+        return dead, self.replay[pick.to(self.replay.device)]
 
 
 @torch.no_grad()
@@ -118,13 +177,10 @@ class VectorQuantizer(Quantizer):
         }
         self.codebook = torch.nn.Parameter(torch.randn(codebook_size, dim) / dim**0.5, requires_grad=not ema)
         # Upkeep state: training-only, rebuilt within a few steps after a resume.
-        self.register_buffer("_unused_steps", torch.zeros(codebook_size, dtype=torch.long), persistent=False)
-        self.register_buffer("_replay", torch.zeros(replay_size, dim), persistent=False)
+        self._generator = torch.Generator().manual_seed(seed)
+        self._dead_codes = CodeReplay(codebook_size, dim, replay_size, self._generator)
         self.register_buffer("_ema_counts", torch.ones(codebook_size), persistent=False)
         self.register_buffer("_ema_sums", self.codebook.detach().clone(), persistent=False)
-        self._replay_filled = 0
-        self._replay_position = 0
-        self._generator = torch.Generator().manual_seed(seed)
 
     @property
     def codebook_size(self) -> int:
@@ -192,18 +248,20 @@ class VectorQuantizer(Quantizer):
     # -- upkeep ---------------------------------------------------------------------------
     def upkeep_state(self) -> dict[str, torch.Tensor]:
         return {
-            "unused_steps": self._unused_steps,
-            "replay": self._replay,
+            "unused_steps": self._dead_codes.unused_steps,
+            "replay": self._dead_codes.replay,
             "ema_counts": self._ema_counts,
             "ema_sums": self._ema_sums,
-            "replay_position": torch.tensor([self._replay_filled, self._replay_position]),
+            "replay_position": torch.tensor([self._dead_codes.filled, self._dead_codes.position]),
             "generator": self._generator.get_state(),
         }
 
     def load_upkeep_state(self, state: dict[str, torch.Tensor]) -> None:
-        for name in ("unused_steps", "replay", "ema_counts", "ema_sums"):
-            getattr(self, f"_{name}").copy_(state[name])
-        self._replay_filled, self._replay_position = (int(v) for v in state["replay_position"])
+        self._dead_codes.unused_steps.copy_(state["unused_steps"])
+        self._dead_codes.replay.copy_(state["replay"])
+        self._ema_counts.copy_(state["ema_counts"])
+        self._ema_sums.copy_(state["ema_sums"])
+        self._dead_codes.filled, self._dead_codes.position = (int(v) for v in state["replay_position"])
         self._generator.set_state(state["generator"].to(torch.uint8))
 
     @torch.no_grad()
@@ -218,16 +276,7 @@ class VectorQuantizer(Quantizer):
         self.codebook.copy_(centroids.to(self.codebook))
         self._ema_counts.copy_(sizes.clamp(min=1).to(self._ema_counts))
         self._ema_sums.copy_(centroids.to(self._ema_sums) * self._ema_counts[:, None])
-        self._push(flat.to(self._replay))
-
-    def _push(self, flat: torch.Tensor) -> None:
-        capacity = self._replay.shape[0]
-        if flat.shape[0] > capacity:
-            flat = flat[torch.randperm(flat.shape[0], generator=self._generator)[:capacity].to(flat.device)]
-        positions = (self._replay_position + torch.arange(flat.shape[0])) % capacity
-        self._replay[positions.to(self._replay.device)] = flat
-        self._replay_position = int((self._replay_position + flat.shape[0]) % capacity)
-        self._replay_filled = min(capacity, self._replay_filled + flat.shape[0])
+        self._dead_codes.push(flat.to(self._dead_codes.replay))
 
     @torch.no_grad()
     def upkeep(
@@ -246,16 +295,12 @@ class VectorQuantizer(Quantizer):
             self._ema_counts.mul_(decay).add_(counts, alpha=1 - decay)
             self._ema_sums.mul_(decay).add_(sums, alpha=1 - decay)
             self.codebook.copy_(self._ema_sums / self._ema_counts.clamp(min=1e-5)[:, None])
-        self._push(flat)
-        used = counts > 0
-        self._unused_steps[used] = 0
-        self._unused_steps[~used] += 1
-        dead = torch.nonzero(self._unused_steps >= self.settings["dead_code_steps"]).flatten()
-        if dead.numel() and self._replay_filled:
-            pick = torch.randint(self._replay_filled, (dead.numel(),), generator=self._generator)
-            replacement = self._replay[pick.to(self._replay.device)]
+        self._dead_codes.push(flat)
+        self._dead_codes.count(counts)
+        dead, replacement = self._dead_codes.dead(self.settings["dead_code_steps"])
+        if replacement is not None:
             self.codebook[dead] = replacement.to(self.codebook)
             self._ema_counts[dead] = 1.0
             self._ema_sums[dead] = replacement
-            self._unused_steps[dead] = 0
-        return {"resets": float(dead.numel()), "active": float((self._unused_steps < 100).float().mean())}
+        active = (self._dead_codes.unused_steps < 100).float().mean()
+        return {"resets": float(dead.numel()), "active": float(active)}

@@ -48,7 +48,7 @@ from torch import nn
 from plutok import distributed
 from plutok.codec.base import CodecBatch
 from plutok.errors import AudioError, ModelError
-from plutok.quantizers.vq import kmeans
+from plutok.quantizers.vq import CodeReplay, kmeans
 from plutok.settings import PRECISIONS, TrainerConfig, warmup_cosine
 from plutok.training.trainer import Callback, Trainer, training_device
 from plutok.vqvae import VQVAE, VectorQuantizer, VQVAEConfig, encoded_length
@@ -194,10 +194,7 @@ class CodebookTrainer:
         self.vectors_per_step = max(1, vectors_per_step)
         device = quantizer.codebook.weight.device
         size, dim = quantizer.codebook_size, quantizer.dim
-        self.unused_steps = torch.zeros(size, dtype=torch.long, device=device)
-        self.replay = torch.zeros(replay_size, dim, device=device)
-        self.replay_filled = 0
-        self.replay_position = 0
+        self.dead_codes = CodeReplay(size, dim, replay_size, generator).to(device)
         self.total_resets = 0
         self.ema_counts = torch.full((size,), self.vectors_per_step / size, device=device)
         self.ema_sums = quantizer.effective_codebook().detach() * self.ema_counts[:, None]
@@ -211,17 +208,7 @@ class CodebookTrainer:
         self.quantizer.set_code_vectors(centroids)
         self.ema_counts = (sizes / sizes.sum().clamp(min=1) * self.vectors_per_step).to(self.ema_counts)
         self.ema_sums = centroids.to(self.ema_sums) * self.ema_counts[:, None]
-        self._push(vectors.to(self.replay))
-
-    def _push(self, flat: torch.Tensor) -> None:
-        capacity = self.replay.shape[0]
-        if flat.shape[0] > capacity:
-            keep = torch.randperm(flat.shape[0], generator=self.generator)[:capacity]
-            flat = flat[keep.to(flat.device)]
-        positions = (self.replay_position + torch.arange(flat.shape[0])) % capacity
-        self.replay[positions.to(self.replay.device)] = flat
-        self.replay_position = int((self.replay_position + flat.shape[0]) % capacity)
-        self.replay_filled = min(capacity, self.replay_filled + flat.shape[0])
+        self.dead_codes.push(vectors.to(self.dead_codes.replay))
 
     @torch.no_grad()
     def update(self, encoded: torch.Tensor, codes: torch.Tensor) -> dict[str, float]:
@@ -247,24 +234,20 @@ class CodebookTrainer:
             total = self.ema_counts.sum()
             smoothed = (self.ema_counts + 1e-5) / (total + size * 1e-5) * total
             quantizer.set_code_vectors(self.ema_sums / smoothed[:, None])
-        self._push(flat)
-        used = counts > 0
-        self.unused_steps[used] = 0
-        self.unused_steps[~used] += 1
+        self.dead_codes.push(flat)
+        self.dead_codes.count(counts)
         resets = 0
         if self.dead_code_steps > 0:
-            dead = torch.nonzero(self.unused_steps >= self.dead_code_steps).flatten()
-            if dead.numel() and self.replay_filled:
-                pick = torch.randint(self.replay_filled, (dead.numel(),), generator=self.generator)
-                vectors = self.replay[pick.to(self.replay.device)]
+            dead, vectors = self.dead_codes.dead(self.dead_code_steps)
+            if vectors is not None:
                 quantizer.set_code_vectors(vectors, dead)
                 self.ema_counts[dead] = self.vectors_per_step / size
                 self.ema_sums[dead] = vectors * self.ema_counts[dead, None]
-                self.unused_steps[dead] = 0
                 resets = int(dead.numel())
                 self.total_resets += resets
         window = self.dead_code_steps or 100
-        return {"resets": float(resets), "active": float((self.unused_steps < window).float().mean())}
+        active = (self.dead_codes.unused_steps < window).float().mean()
+        return {"resets": float(resets), "active": float(active)}
 
     @torch.no_grad()
     def synchronize(self) -> None:
@@ -274,10 +257,10 @@ class CodebookTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "unused_steps": self.unused_steps.cpu(),
-            "replay": self.replay.cpu(),
-            "replay_filled": self.replay_filled,
-            "replay_position": self.replay_position,
+            "unused_steps": self.dead_codes.unused_steps.cpu(),
+            "replay": self.dead_codes.replay.cpu(),
+            "replay_filled": self.dead_codes.filled,
+            "replay_position": self.dead_codes.position,
             "total_resets": self.total_resets,
             "ema_counts": self.ema_counts.cpu(),
             "ema_sums": self.ema_sums.cpu(),
@@ -285,11 +268,11 @@ class CodebookTrainer:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        device = self.unused_steps.device
-        self.unused_steps = state["unused_steps"].to(device)
-        self.replay = state["replay"].to(device)
-        self.replay_filled = int(state["replay_filled"])
-        self.replay_position = int(state["replay_position"])
+        device = self.dead_codes.unused_steps.device
+        self.dead_codes.unused_steps = state["unused_steps"].to(device)
+        self.dead_codes.replay = state["replay"].to(device)
+        self.dead_codes.filled = int(state["replay_filled"])
+        self.dead_codes.position = int(state["replay_position"])
         self.total_resets = int(state["total_resets"])
         self.ema_counts = state["ema_counts"].to(device)
         self.ema_sums = state["ema_sums"].to(device)
