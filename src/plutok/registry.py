@@ -22,7 +22,9 @@ from plutok.errors import ModelError
 
 __all__ = ["KINDS", "build", "get", "names", "option_settings", "register", "settings_class"]
 
-KINDS = ("frontend", "speaker", "codec", "encoder", "quantizer", "decoder", "vocoder")
+#: ``backbone``: the v1 analysis/synthesis pairs of format-v1 models (``plutok.backbones``),
+#: each split into a frontend, speaker encoder and vocoder when such a model loads.
+KINDS = ("frontend", "speaker", "codec", "encoder", "quantizer", "decoder", "vocoder", "backbone")
 
 _BUILTIN: dict[str, dict[str, str]] = {
     "frontend": {
@@ -50,6 +52,10 @@ _BUILTIN: dict[str, dict[str, str]] = {
     "vocoder": {
         "hifigan-16k": "plutok.vocoders.hifigan:PackagedHiFiGAN",
         "istft-16k": "plutok.vocoders.istft:ISTFTVocoder",
+    },
+    "backbone": {
+        "mel": "plutok.backbones.mel:MelBackbone",
+        "openvoice": "plutok.backbones.openvoice:OpenVoiceBackbone",
     },
 }
 _REGISTERED: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}

@@ -4,29 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from plutok import registry
 from plutok.backbones.base import Backbone
 
 __all__ = ["Backbone", "MelBackbone", "OpenVoiceBackbone", "backbone_from_config", "get_backbone_class"]
 
 
 def get_backbone_class(name: str) -> type[Backbone]:
-    """Backbone class registered under ``name`` (``"mel"`` or ``"openvoice"``)."""
-    if name == "mel":
-        from plutok.backbones.mel import MelBackbone
-
-        return MelBackbone
-    if name == "openvoice":
-        from plutok.backbones.openvoice import OpenVoiceBackbone
-
-        return OpenVoiceBackbone
-    from plutok.errors import ModelError
-
-    raise ModelError(f"unknown backbone {name!r}; known backbones: mel, openvoice")
+    """Backbone class registered under ``name`` (``"mel"`` or ``"openvoice"``, :mod:`plutok.registry`)."""
+    return registry.get("backbone", name)
 
 
 def backbone_from_config(config: dict[str, Any], directory=None) -> Backbone:
     """Build the backbone a model's ``config.json`` ``backbone`` section describes."""
-    return get_backbone_class(config["name"]).from_config(config, directory)
+    return registry.build("backbone", config, directory)
 
 
 def __getattr__(name: str) -> Any:
