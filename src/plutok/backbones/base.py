@@ -9,21 +9,20 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from plutok.parts import Part
 
-class Backbone(ABC):
+
+class Backbone(Part, ABC):
     """Analysis/synthesis pair: waveform <-> (speaker-normalised features, speaker vector).
 
-    Subclasses set the class attribute ``name`` (the key stored in a model's
-    ``config.json``) and implement the abstract members below. All arrays are
-    numpy, float32, on the CPU side of the API.
+    A :class:`~plutok.parts.Part` (registry kind ``backbone``): ``name`` (the key stored
+    in a v1 model's ``config.json``), ``config``/``from_config``, ``weights_digest`` (part
+    of the model's fingerprint) and ``save_weights`` as every part has them, plus the
+    abstract members below. All arrays are numpy, float32, on the CPU side of the API.
     """
-
-    name: str = ""
 
     @property
     @abstractmethod
@@ -105,27 +104,3 @@ class Backbone(ABC):
     def num_frames(self, num_samples: int) -> int:
         """Frames ``features`` returns for ``num_samples`` samples."""
         return num_samples // self.hop_length
-
-    @abstractmethod
-    def config(self) -> dict[str, Any]:
-        """JSON-serialisable settings that ``from_config`` rebuilds this backbone from."""
-
-    @classmethod
-    @abstractmethod
-    def from_config(cls, config: dict[str, Any], directory: Path | None = None) -> Backbone:
-        """Rebuild from ``config()``; ``directory`` is the model directory (for weight files)."""
-
-    def weights_digest(self) -> str:
-        """SHA-256 (hex) of the backbone's own weights, ``""`` when they come from a package.
-
-        Part of a model's fingerprint, so ``.plt`` files from a model with other backbone
-        weights are refused.
-        """
-        return ""
-
-    def save_weights(self, directory: Path) -> None:
-        """Write whatever weight files ``from_config(config(), directory)`` needs into ``directory``.
-
-        Backbones whose weights come from an installed package (the mel vocoder) write nothing.
-        """
-        return None  # noqa: B027 - optional hook, most backbones have nothing to write
