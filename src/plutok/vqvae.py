@@ -25,7 +25,8 @@ state-dict keys and shapes are identical to the original checkpoint, so
 readable by the original code.
 
 Codebook training (k-means initialisation, dead-code replacement, EMA k-means)
-lives in :mod:`plutok.training`; this module holds only what inference needs.
+lives in :mod:`plutok.training.vqvae` (on :mod:`plutok.quantizers.vq`'s k-means and
+dead-code upkeep); this module holds only what inference needs.
 """
 
 from __future__ import annotations

@@ -16,9 +16,11 @@ Codebook training keeps every code in use:
 
 * **k-means initialisation**: before the first step, encoder outputs of a few
   batches are clustered (k-means++ seeding, then Lloyd iterations) and the
-  codebook is set to the centroids.
+  codebook is set to the centroids (:func:`plutok.quantizers.vq.kmeans`, as the v2
+  quantizer does).
 * **dead-code replacement**: a code not picked for ``dead_code_steps`` steps is
-  moved onto a random vector from a replay buffer of recent encoder outputs.
+  moved onto a random vector from a replay buffer of recent encoder outputs
+  (:class:`plutok.quantizers.vq.CodeReplay`, the v2 quantizer's upkeep).
 * **two codebook update rules** (``TrainConfig.kmeans``):
   ``False`` (default) - gradient VQ-VAE: straight-through estimator, the
   codebook (and its affine transform, as in the original) learns from the
