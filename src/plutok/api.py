@@ -455,7 +455,9 @@ class Plutok:
         """
         if chunk_codes < 1:
             raise PlutokError(f"chunk_codes must be positive, got {chunk_codes}")
-        yield from streaming.decode_stream(self.parts, ids, self.speaker_vector(self._voice(speaker)), chunk_codes)
+        yield from streaming.decode_stream(
+            self.parts, ids, self.speaker_vector(self._voice(speaker)), chunk_codes
+        )
 
     def synthesis_features(self, codes: np.ndarray, speaker: np.ndarray) -> np.ndarray:
         """What the vocoder reads ``(C_out, frames)`` for codes ``(N,)`` and a speaker vector."""
