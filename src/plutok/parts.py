@@ -9,12 +9,13 @@ frozen Whisper), so a ``.plt`` made with other weights is refused.
 from __future__ import annotations
 
 import dataclasses
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
 from plutok.errors import ModelError
 
-__all__ = ["Part", "settings_from_config"]
+__all__ = ["FrameGrid", "Part", "settings_from_config"]
 
 
 class Part:
@@ -38,6 +39,33 @@ class Part:
     def save_weights(self, directory: Path) -> None:
         """Write the weight files ``from_config(config(), directory)`` needs (packaged weights: nothing)."""
         return None  # noqa: B027 - optional hook
+
+
+class FrameGrid:
+    """Features on a waveform's frame grid: ``feature_dim`` channels, a frame every ``hop_length`` samples.
+
+    Shared by the vocoder contract and the v1 backbones (analysis/synthesis pairs).
+    """
+
+    @property
+    @abstractmethod
+    def sample_rate(self) -> int:
+        """Hz of the waveform the features are framed on."""
+
+    @property
+    @abstractmethod
+    def hop_length(self) -> int:
+        """Samples per feature frame."""
+
+    @property
+    def frames_per_second(self) -> float:
+        """Feature frames per second of audio."""
+        return self.sample_rate / self.hop_length
+
+    @property
+    @abstractmethod
+    def feature_dim(self) -> int:
+        """Feature channels ``C`` (read by a vocoder, written by a backbone's analysis)."""
 
 
 def settings_from_config(settings_class: type, config: dict[str, Any], what: str) -> Any:

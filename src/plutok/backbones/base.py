@@ -12,37 +12,19 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from plutok.parts import Part
+from plutok.parts import FrameGrid, Part
 
 
-class Backbone(Part, ABC):
+class Backbone(Part, FrameGrid, ABC):
     """Analysis/synthesis pair: waveform <-> (speaker-normalised features, speaker vector).
 
     A :class:`~plutok.parts.Part` (registry kind ``backbone``): ``name`` (the key stored
     in a v1 model's ``config.json``), ``config``/``from_config``, ``weights_digest`` (part
     of the model's fingerprint) and ``save_weights`` as every part has them, plus the
-    abstract members below. All arrays are numpy, float32, on the CPU side of the API.
+    abstract members below and those of :class:`~plutok.parts.FrameGrid` (``sample_rate``
+    of ``features``/``synthesize``, ``hop_length``, ``feature_dim``). All arrays are numpy,
+    float32, on the CPU side of the API.
     """
-
-    @property
-    @abstractmethod
-    def sample_rate(self) -> int:
-        """Waveform sample rate in Hz that ``features``/``synthesize`` use."""
-
-    @property
-    @abstractmethod
-    def hop_length(self) -> int:
-        """Samples per feature frame."""
-
-    @property
-    def frames_per_second(self) -> float:
-        """Feature frames per second of audio."""
-        return self.sample_rate / self.hop_length
-
-    @property
-    @abstractmethod
-    def feature_dim(self) -> int:
-        """Number of feature channels ``C`` of ``features``."""
 
     @property
     @abstractmethod

@@ -6,37 +6,19 @@ from abc import abstractmethod
 
 import numpy as np
 
-from plutok.parts import Part
+from plutok.parts import FrameGrid, Part
 
 __all__ = ["Vocoder"]
 
 
-class Vocoder(Part):
+class Vocoder(Part, FrameGrid):
     """Features at ``sample_rate / hop_length`` frames per second -> ``(frames * hop_length,)`` samples.
 
     ``context_frames`` is its receptive field (frames on each side that change an
     output frame); :func:`plutok.chunking.chunked_apply` uses it so chunked
-    synthesis equals one pass.
+    synthesis equals one pass. ``sample_rate`` (Hz of the waveform it writes),
+    ``hop_length`` and ``feature_dim`` (channels ``C_out`` it reads): :class:`FrameGrid`.
     """
-
-    @property
-    @abstractmethod
-    def sample_rate(self) -> int:
-        """Hz of the waveform it writes."""
-
-    @property
-    @abstractmethod
-    def hop_length(self) -> int:
-        """Samples per feature frame."""
-
-    @property
-    def frames_per_second(self) -> float:
-        return self.sample_rate / self.hop_length
-
-    @property
-    @abstractmethod
-    def feature_dim(self) -> int:
-        """Channels ``C_out`` it reads."""
 
     @property
     @abstractmethod
