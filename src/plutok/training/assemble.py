@@ -117,8 +117,6 @@ def assemble_model(
     any work (:func:`check_vocab_size`).
     ``vocoder``: config of the vocoder that reads the codec's output (default: the packaged HiFi-GAN).
     """
-    from tqdm import tqdm
-
     cache = FeatureCache(cache_dir)
     codec = load_trained_codec(codec_dir)
     codec.round_to_half()
@@ -126,7 +124,6 @@ def assemble_model(
     frontend = registry.build("frontend", run_config.get("frontend", cache.config["frontend"]))
     speaker = registry.build("speaker", cache.config["speaker"])
     reader = AnalysisReader(cache, frontend, speaker)
-    utterances = cache.utterances(split)
     if bpe_from is not None:
         from plutok.hub import load_model_parts
 
@@ -135,18 +132,30 @@ def assemble_model(
             raise ModelError(
                 f"{bpe_from}: its BPE reads {source.bpe.codebook_size} codes, the codec makes {codec.codebook_size}"
             )
-        parts = ModelParts(
-            frontend=frontend,
-            speaker=speaker,
-            codec=codec,
-            vocoder=registry.build("vocoder", vocoder or {"name": "hifigan-16k"}),
-            bpe=source.bpe,
-            metadata=dict(metadata or {}),
-            default_speaker=source.default_speaker,
-        )
-        model = Plutok(parts)
-        model.save(output)
-        return model
+        bpe, default_speaker = source.bpe, source.default_speaker
+    else:
+        bpe, default_speaker = _train_bpe(cache, codec, reader, cache_dir, split, vocab_size, progress)
+    parts = ModelParts(
+        frontend=frontend,
+        speaker=speaker,
+        codec=codec,
+        vocoder=registry.build("vocoder", vocoder or {"name": "hifigan-16k"}),
+        bpe=bpe,
+        metadata=dict(metadata or {}),
+        default_speaker=default_speaker,
+    )
+    model = Plutok(parts)
+    model.save(output)
+    return model
+
+
+def _train_bpe(
+    cache: FeatureCache, codec: Any, reader: Any, cache_dir: Any, split: str, vocab_size: int, progress: bool
+) -> tuple[CodeBPE, list[float]]:
+    """The BPE over the codes of ``split`` and the medoid training voice (float16-rounded)."""
+    from tqdm import tqdm
+
+    utterances = cache.utterances(split)
     if not utterances:
         raise ModelError(f"{cache_dir}: no cached clip of split {split!r} to train the BPE on")
     check_vocab_size(vocab_size, codec.codebook_size)
@@ -158,18 +167,7 @@ def assemble_model(
     bpe = CodeBPE.train(code_sequences(), codec.codebook_size, vocab_size=vocab_size, progress=progress)
     speakers = np.stack([u.speaker for u in utterances])
     default_speaker = medoid_speaker(speakers).astype(np.float16).astype(np.float32)
-    parts = ModelParts(
-        frontend=frontend,
-        speaker=speaker,
-        codec=codec,
-        vocoder=registry.build("vocoder", vocoder or {"name": "hifigan-16k"}),
-        bpe=bpe,
-        metadata=dict(metadata or {}),
-        default_speaker=[float(v) for v in default_speaker],
-    )
-    model = Plutok(parts)
-    model.save(output)
-    return model
+    return bpe, [float(v) for v in default_speaker]
 
 
 def replace_vocoder(
