@@ -46,6 +46,9 @@ def test_differences_are_per_clip_with_standard_errors():
     assert rows[("all", "speaker_similarity")].standard_errors == 0.0
     only_b = paired.paired_differences(_results(), "old", _results(), "new", where=("source", {"b"}))
     assert {(r.group, r.clips) for r in only_b} == {("all", 2)}
+    assert paired.parse_where("source=a,b") == ("source", {"a", "b"})
+    with pytest.raises(ValueError, match="FIELD=V1,V2"):
+        paired.parse_where("source")
 
 
 def test_cli_prints_a_table_and_refuses_unknown_systems(tmp_path, capsys):

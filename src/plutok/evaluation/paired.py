@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PairedDifference", "paired_differences", "main"]
+__all__ = ["PairedDifference", "paired_differences", "parse_where", "main"]
 
 METRICS = ("wer", "stoi", "speaker_similarity")
 
@@ -132,6 +132,14 @@ def paired_differences(
     return found
 
 
+def parse_where(text: str) -> tuple[str, set[str]]:
+    """``"FIELD=V1,V2"`` as ``(field, {values})``; ValueError without ``=`` or values."""
+    field, _, values = text.partition("=")
+    if not field or not values:
+        raise ValueError("--where takes FIELD=V1,V2")
+    return field, set(values.split(","))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m plutok.evaluation.paired",
@@ -154,10 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     results_b = results_a if path_b == path_a else json.loads(Path(path_b).read_text("utf-8"))
     where = None
     if args.where:
-        field, _, values = args.where.partition("=")
-        if not values:
-            parser.error("--where takes FIELD=V1,V2")
-        where = (field, set(values.split(",")))
+        try:
+            where = parse_where(args.where)
+        except ValueError as error:
+            parser.error(str(error))
     try:
         rows = paired_differences(results_a, system_a, results_b, system_b, args.group, where)
     except KeyError as error:

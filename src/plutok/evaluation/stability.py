@@ -78,6 +78,7 @@ def code_stability(model, clips: Sequence[tuple[str, np.ndarray, int]], progress
 def main(argv: Sequence[str] | None = None) -> int:
     from plutok.api import Plutok
     from plutok.audio import load_audio
+    from plutok.evaluation.paired import parse_where
     from plutok.evaluation.runner import load_dataset
 
     parser = argparse.ArgumentParser(
@@ -92,8 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     utterances = load_dataset(args.data, args.split, None, None, None)
     if args.where:
-        field, _, values = args.where.partition("=")
-        utterances = [u for u in utterances if str(getattr(u, field, None)) in set(values.split(","))]
+        try:
+            field, values = parse_where(args.where)
+        except ValueError as error:
+            parser.error(str(error))
+        utterances = [u for u in utterances if str(getattr(u, field, None)) in values]
     model = Plutok.from_pretrained(args.model)
     clips = []
     for utterance in utterances:
