@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from plutok.audio import load_audio, prepare_waveform, write_audio
+from plutok.audio import SpooledWaveform, load_audio, load_audio_stream, prepare_waveform, write_audio
 from plutok.errors import AudioError
 
 
@@ -134,3 +134,47 @@ def test_a_file_name_that_is_not_utf8_is_read(tmp_path):
         pytest.skip("this file system only takes UTF-8 names")
     wav, rate = load_audio(path)
     assert rate == 16000 and wav.shape == (4000,)
+
+
+def test_a_long_file_is_spooled_with_the_same_samples(tmp_path):
+    """Over ``spool_samples`` the waveform goes to a temporary file: the same samples as
+    held in memory (stereo 44.1 kHz, resampled on the way), read back by any slice."""
+    rng = np.random.default_rng(5)
+    stereo = (rng.standard_normal((44100 * 3 + 17, 2)) * 0.1).astype(np.float32)
+    path = tmp_path / "long.flac"
+    sf.write(path, stereo, 44100)
+    held, rate, samples = load_audio_stream(path, 16000)
+    spooled, spooled_rate, spooled_samples = load_audio_stream(path, 16000, spool_samples=16000)
+    assert isinstance(held, np.ndarray) and isinstance(spooled, SpooledWaveform)
+    assert (rate, samples) == (spooled_rate, spooled_samples) == (44100, stereo.shape[0])
+    assert spooled.shape == held.shape and len(spooled) == held.shape[0] and spooled.ndim == 1
+    for index in (slice(None), slice(100, 20000), slice(-513, None), slice(40000, 90000), slice(7, 7)):
+        piece = spooled[index]
+        assert piece.dtype == np.float32
+        np.testing.assert_array_equal(piece, held[index])
+    np.testing.assert_array_equal(np.asarray(spooled), held)
+    with pytest.raises(TypeError):
+        spooled[5]
+    with pytest.raises(TypeError):
+        spooled[::2]
+    # Under the limit (or with none) the file is held as before.
+    assert isinstance(load_audio_stream(path, 16000, spool_samples=10**6)[0], np.ndarray)
+    spooled.close()
+
+
+def test_spooling_without_room_is_one_clear_error(tmp_path, monkeypatch):
+    """A full temporary folder is an AudioError naming TMPDIR, not an OSError traceback."""
+    import plutok.audio as audio
+
+    class FullDisk:
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(audio.tempfile, "TemporaryFile", lambda **kwargs: FullDisk())
+    path = tmp_path / "a.wav"
+    sf.write(path, np.zeros(32000, dtype=np.float32), 16000)
+    with pytest.raises(AudioError, match="TMPDIR.*No space left"):
+        load_audio_stream(path, 16000, spool_samples=100)

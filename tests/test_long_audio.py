@@ -2,8 +2,9 @@
 
 With ``chunk_seconds`` the speaker statistics are streamed over log-mel blocks, the
 frontend's analysis arrives in blocks and the codec reads one window at a time, so
-nothing as long as the recording is built besides the waveform itself; the tokens
-and the speaker vector equal one pass bit for bit. (Peak memory is measured, not
+nothing as long as the recording is built; a file longer than one chunk is not even
+held (it is spooled to a temporary file and read back by slices). The tokens and the
+speaker vector equal one pass bit for bit. (Peak memory is measured, not
 unit-tested: docs/benchmarks.md, "Long audio".)
 """
 
@@ -15,6 +16,7 @@ import soundfile as sf
 
 from plutok import encoder
 from plutok.api import Plutok
+from plutok.audio import SpooledWaveform
 from plutok.speaker.mel_statistics import MelStatisticsSpeaker
 
 
@@ -97,6 +99,48 @@ def test_files_long_and_short_keep_their_order_and_codes(tiny_model_dir, speech_
             assert result.ids == one_pass.encode_file(path).ids, path.name
 
 
+def _count_spooled_reads(monkeypatch) -> list[int]:
+    """Patch :class:`SpooledWaveform` to record the length of every read; reading it whole fails."""
+    lengths: list[int] = []
+    read = SpooledWaveform.__getitem__
+
+    def recorded(self, index):
+        piece = read(self, index)
+        lengths.append(piece.shape[0])
+        return piece
+
+    def whole(self, *args, **kwargs):
+        raise AssertionError("the spooled waveform was read whole")
+
+    monkeypatch.setattr(SpooledWaveform, "__getitem__", recorded)
+    monkeypatch.setattr(SpooledWaveform, "__array__", whole)
+    monkeypatch.setattr(encoder, "_PEAK_BLOCK", 4096)  # 1 << 20 would be a whole test file
+    return lengths
+
+
+def test_a_long_file_is_never_held_whole(tiny_model_dir, speech_like, tmp_path, monkeypatch):
+    """A file longer than one chunk is spooled to disk and every stage (speaker statistics,
+    frontend, silence check) reads it a block at a time; the tokens are those of one pass."""
+    import plutok.frontends.mel as mel
+    import plutok.speaker.mel_statistics as statistics
+
+    monkeypatch.setattr(mel, "ANALYSIS_BLOCK_FRAMES", 97)
+    monkeypatch.setattr(statistics, "ANALYSIS_BLOCK_FRAMES", 97)
+    monkeypatch.setattr(statistics, "_HELD_BLOCKS", 2)  # recompute the log-mel for each pass
+    wav = _varied_speech(speech_like, 12.0, seed=7)
+    path = tmp_path / "long.wav"
+    sf.write(path, wav, 16000, subtype="FLOAT")
+    reference = Plutok.from_pretrained(tiny_model_dir, chunk_seconds=None).encode_file(path)
+    lengths = _count_spooled_reads(monkeypatch)
+    [(_, encoding)] = Plutok.from_pretrained(tiny_model_dir, chunk_seconds=0.5).encode_files(
+        [path], progress=False
+    )
+    assert encoding.ids == reference.ids
+    np.testing.assert_array_equal(encoding.speaker, reference.speaker)
+    assert encoding.num_samples == wav.shape[0] and encoding.silent == reference.silent
+    assert len(lengths) > 20 and max(lengths) < wav.shape[0] // 8
+
+
 @pytest.mark.slow
 def test_default_model_chunked_encoding_equals_one_pass(speech_like):
     """The default model (Whisper + log-mel stack): chunks shorter than, equal to and longer
@@ -114,6 +158,31 @@ def test_default_model_chunked_encoding_equals_one_pass(speech_like):
         encoding = chunked.encode(wav, 16000)
         assert encoding.ids == reference.ids, chunk_seconds
         np.testing.assert_array_equal(encoding.speaker, reference.speaker)
+
+
+@pytest.mark.slow
+def test_default_model_reads_a_long_file_by_windows(speech_like, tmp_path, monkeypatch):
+    """The default model (Whisper windows, log-mel blocks, the stack re-cutting both) on a
+    spooled file: read by slices only, and the tokens of one pass."""
+    pytest.importorskip("ctranslate2")
+    import plutok.frontends.mel as mel
+    import plutok.speaker.mel_statistics as statistics
+
+    try:
+        one_pass = Plutok.from_pretrained(chunk_seconds=None)
+    except Exception as error:  # the Whisper weights' packages are missing
+        pytest.skip(f"default model unavailable: {error}")
+    monkeypatch.setattr(mel, "ANALYSIS_BLOCK_FRAMES", 1000)  # 10 s log-mel blocks
+    monkeypatch.setattr(statistics, "ANALYSIS_BLOCK_FRAMES", 1000)
+    wav = _varied_speech(speech_like, 61.3, seed=8)
+    path = tmp_path / "long.flac"
+    sf.write(path, wav, 16000)
+    reference = one_pass.encode_file(path)
+    lengths = _count_spooled_reads(monkeypatch)
+    [(_, encoding)] = Plutok.from_pretrained(chunk_seconds=8.0).encode_files([path], progress=False)
+    assert encoding.ids == reference.ids
+    np.testing.assert_array_equal(encoding.speaker, reference.speaker)
+    assert len(lengths) > 10 and max(lengths) < wav.shape[0] // 4
 
 
 @pytest.mark.slow

@@ -7,7 +7,9 @@ input checks (empty, NaN/inf, wrong shape) live in one place.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -27,6 +29,8 @@ __all__ = [
     "write_audio",
     "resample",
     "AUDIO_EXTENSIONS",
+    "SpooledWaveform",
+    "as_waveform",
     "find_files",
 ]
 
@@ -180,20 +184,125 @@ def load_audio(path: str | os.PathLike, target_rate: int | None = None) -> tuple
     return wav, int(target_rate or sample_rate)
 
 
-def load_audio_stream(path: str | os.PathLike, target_rate: int | None = None) -> tuple[np.ndarray, int, int]:
+class SpooledWaveform:
+    """A mono float32 waveform kept in an unnamed temporary file instead of in memory.
+
+    What :func:`load_audio_stream` returns for a file longer than its ``spool_samples``:
+    the encode path reads it back a window at a time (``waveform[begin:end]``), so memory
+    holds a few windows of it, never the whole (230 MB per hour at 16 kHz). The file is
+    created already deleted (:func:`tempfile.TemporaryFile`, in ``TMPDIR``), so nothing is
+    left on disk when the object is dropped or the process is killed.
+
+    It offers what the encode path uses of a 1-D array: ``shape``, ``ndim``, ``dtype``,
+    ``len()`` and slices of step 1, which return a new float32 ``ndarray``.
+    ``np.asarray(spooled)`` reads the whole waveform into memory.
+    """
+
+    ndim = 1
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, handle: BinaryIO, num_samples: int) -> None:
+        self._handle = handle
+        self._num_samples = num_samples
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (self._num_samples,)
+
+    def __len__(self) -> int:
+        return self._num_samples
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        if not isinstance(index, slice):
+            raise TypeError(f"a spooled waveform is read by slices, not by {type(index).__name__}")
+        begin, end, step = index.indices(self._num_samples)
+        if step != 1:
+            raise TypeError("a spooled waveform is read by slices of step 1")
+        samples = np.empty(max(0, end - begin), dtype="<f4")
+        buffer, done = memoryview(samples).cast("B"), 0
+        while done < buffer.nbytes:
+            read = os.preadv(self._handle.fileno(), [buffer[done:]], begin * 4 + done)
+            if read == 0:
+                raise AudioError("the spooled waveform ended early (its temporary file was cut)")
+            done += read
+        return samples.astype(np.float32, copy=False)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+    def close(self) -> None:
+        """Release the temporary file (also done when the object is garbage-collected)."""
+        self._handle.close()
+
+
+class _InMemory:
+    """Where :func:`load_audio_stream` puts the samples of a file held in memory."""
+
+    def __init__(self, expected: int) -> None:
+        # Sized by the header; a file longer than its header says grows by extra pieces.
+        self._output = np.empty(expected + 16, dtype=np.float32)
+        self._filled = 0
+        self._extra: list[np.ndarray] = []
+
+    def write(self, samples: np.ndarray) -> None:
+        room = min(samples.shape[0], self._output.shape[0] - self._filled)
+        self._output[self._filled : self._filled + room] = samples[:room]
+        self._filled += room
+        if room < samples.shape[0]:
+            self._extra.append(samples[room:].copy())
+
+    def result(self) -> np.ndarray:
+        head = self._output[: self._filled]
+        return np.concatenate([head, *self._extra]) if self._extra else head
+
+
+class _Spool:
+    """Where :func:`load_audio_stream` puts the samples of a file spooled to disk."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._handle = tempfile.TemporaryFile(prefix="plutok-spool-")
+        self._count = 0
+
+    def write(self, samples: np.ndarray) -> None:
+        try:
+            self._handle.write(np.ascontiguousarray(samples, dtype="<f4").tobytes())
+        except OSError as error:
+            self._handle.close()
+            raise AudioError(
+                f"{self._path}: cannot spool the waveform to a temporary file in "
+                f"{tempfile.gettempdir()} (set TMPDIR to a folder with room, ~230 MB per hour "
+                f"of audio): {error.strerror or error}"
+            ) from None
+        self._count += samples.shape[0]
+
+    def result(self) -> SpooledWaveform:
+        self._handle.flush()
+        return SpooledWaveform(self._handle, self._count)
+
+
+def load_audio_stream(
+    path: str | os.PathLike, target_rate: int | None = None, spool_samples: int | None = None
+) -> tuple[np.ndarray | SpooledWaveform, int, int]:
     """Read an audio file block by block: mix each block to mono and resample it on the fly.
 
     Only the mono result at ``target_rate`` is ever held in full, never the file's
     channels or its rate (a 1 h 48 kHz stereo file would be 1.4 GB as float32); the
-    samples equal :func:`load_audio` on the whole file (soxr streams exactly).
+    samples equal :func:`load_audio` on the whole file (soxr streams exactly). A file
+    whose header promises more than ``spool_samples`` samples at ``target_rate`` is not
+    held at all: its samples go to a temporary file and come back as a
+    :class:`SpooledWaveform` (same values), so that encoding it needs memory for a chunk,
+    not for the recording.
 
     Returns:
         ``(wav, source_rate, source_samples)``: float32 ``(samples,)`` at ``target_rate``
-        (or the file's rate), the file's rate in Hz and its length in samples at that rate.
+        (or the file's rate; an ``ndarray`` or a :class:`SpooledWaveform`), the file's rate
+        in Hz and its length in samples at that rate.
     Raises:
         AudioError: missing path, a directory, an empty or non-audio file, NaN/inf samples,
             a rate outside ``MIN_INPUT_RATE..MAX_INPUT_RATE`` or a header claiming over 24 h
-            (both refused before anything is allocated).
+            (both refused before anything is allocated), no room to spool.
     """
     path = Path(path)
     if not path.exists():
@@ -203,6 +312,7 @@ def load_audio_stream(path: str | os.PathLike, target_rate: int | None = None) -
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: file is empty")
     _check_wav_length(path)
+    sink: _InMemory | _Spool | None = None
     try:
         # Bytes, not str: soundfile encodes a str name strictly as UTF-8, so a file whose
         # name is not UTF-8 (decoded with surrogate escapes) could not be opened.
@@ -216,10 +326,10 @@ def load_audio_stream(path: str | os.PathLike, target_rate: int | None = None) -
                 if rate == source_rate
                 else soxr.ResampleStream(source_rate, rate, 1, dtype="float32", quality="HQ")
             )
-            expected = max(0, handle.frames) if handle.frames < 2**62 else 0
-            output = np.empty(int(np.ceil(expected * rate / source_rate)) + 16, dtype=np.float32)
-            filled = source_samples = bad = 0
-            extra: list[np.ndarray] = []
+            expected = int(np.ceil(max(0, handle.frames) * rate / source_rate)) if handle.frames < 2**62 else 0
+            spool = spool_samples is not None and expected > spool_samples
+            sink = _Spool(path) if spool else _InMemory(expected)
+            source_samples = bad = 0
             while True:
                 block = handle.read(_READ_BLOCK, dtype="float32", always_2d=True)
                 last = block.shape[0] < _READ_BLOCK
@@ -234,11 +344,7 @@ def load_audio_stream(path: str | os.PathLike, target_rate: int | None = None) -
                     continue
                 if stream is not None:
                     mono = stream.resample_chunk(np.ascontiguousarray(mono), last=last)
-                room = min(mono.shape[0], output.shape[0] - filled)
-                output[filled : filled + room] = mono[:room]
-                filled += room
-                if room < mono.shape[0]:
-                    extra.append(mono[room:].copy())
+                sink.write(mono)
                 if last:
                     break
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
@@ -247,8 +353,18 @@ def load_audio_stream(path: str | os.PathLike, target_rate: int | None = None) -
         raise AudioError(f"{path}: audio has zero samples")
     if bad:
         raise AudioError(f"{path}: audio contains {bad} NaN or infinite samples")
-    wav = np.concatenate([output[:filled], *extra]) if extra else output[:filled]
-    return wav, source_rate, source_samples
+    return sink.result(), source_rate, source_samples
+
+
+def as_waveform(wav: Any) -> np.ndarray | SpooledWaveform:
+    """``wav`` as a float32 ``(samples,)`` array, or unchanged if it is a :class:`SpooledWaveform`.
+
+    For the stages that read long audio by slices (log-mel blocks, Whisper windows, the
+    speaker statistics), so that a spooled waveform is never read whole.
+    """
+    if isinstance(wav, SpooledWaveform):
+        return wav
+    return np.asarray(wav, dtype=np.float32)
 
 
 def write_audio(path: str | os.PathLike, wav: np.ndarray, sample_rate: int) -> Path:

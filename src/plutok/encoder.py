@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from plutok.audio import load_audio_stream
+from plutok.audio import SpooledWaveform, load_audio_stream
 from plutok.chunking import chunked_apply_to_blocks
 from plutok.encoding import Encoding, check_duration
 from plutok.errors import AudioError, PlutokError
@@ -39,6 +39,8 @@ __all__ = [
 
 #: Peak level below which an input counts as silent (-80 dBFS); silent input still encodes.
 SILENCE_PEAK = 1e-4
+# Samples :func:`peak` reads at a time (4 MB of float32).
+_PEAK_BLOCK = 1 << 20
 
 
 def codes_per_second(parts: ModelParts) -> float:
@@ -81,12 +83,10 @@ def codes_of_waveform(
     (1) the speaker vector comes from statistics the speaker encoder streams over its own
     analysis blocks; (2) the frontend's analysis blocks, each normalised by that vector,
     feed the codec window by window (the windows of its ``encode_long``), so one chunk
-    of features exists at a time and the codes equal one pass bit for bit. The waveform
-    is held once, as float32 at the model's rate (230 MB per hour). Reading the file
-    again for each pass instead would bound that too, but would have to reproduce the
-    streamed resampling and the windows' context across reads, for a saving that
-    matters only beyond a few hours; :meth:`~plutok.api.Plutok.encode` receives the
-    whole array anyway. ``None`` runs every stage in one pass over whole arrays.
+    of features exists at a time and the codes equal one pass bit for bit. ``waveform``
+    may be a :class:`~plutok.audio.SpooledWaveform` (what :func:`encode_paths` reads a long
+    file into): every stage reads it by slices, so then nothing grows with the duration
+    but the codes. ``None`` runs every stage in one pass over whole arrays.
     """
     speaker = parts.speaker.embed(waveform)
     if chunk_codes is None:
@@ -120,7 +120,7 @@ def streams(parts: ModelParts, num_samples: int, chunk_codes: int | None) -> boo
 
 def peak(waveform: np.ndarray) -> float:
     """``max(abs(waveform))``, block by block (no full-length temporary)."""
-    step = 1 << 20
+    step = _PEAK_BLOCK
     return max(float(np.max(np.abs(waveform[i : i + step]))) for i in range(0, waveform.shape[0], step))
 
 
@@ -159,12 +159,24 @@ def encode_waveform(
     return make_encoding(parts, codes, speaker, waveform, sample_rate, num_samples, fingerprint)
 
 
-def _load(parts: ModelParts, path: Path) -> tuple[Path, np.ndarray, int, int]:
-    waveform, source_rate, num_samples = load_audio_stream(path, target_rate=parts.vocoder.sample_rate)
+def _load(parts: ModelParts, path: Path, chunk_codes: int | None) -> tuple[Path, np.ndarray, int, int]:
+    """``(path, waveform, source_rate, source_samples)`` of a file, checked.
+
+    A file longer than one chunk is spooled to a temporary file
+    (:class:`~plutok.audio.SpooledWaveform`) instead of held: its encoding reads it a window
+    at a time, so memory does not grow with the recording (230 MB per hour otherwise).
+    """
+    spool_samples = None if chunk_codes is None else chunk_codes * samples_per_code(parts)
+    waveform, source_rate, num_samples = load_audio_stream(
+        path, target_rate=parts.vocoder.sample_rate, spool_samples=spool_samples
+    )
     try:
         check_length(parts, waveform)
     except AudioError as error:
         raise AudioError(f"{path}: {error}") from None
+    if isinstance(waveform, SpooledWaveform) and not streams(parts, waveform.shape[0], chunk_codes):
+        # Just over one chunk, but within one codec window: encoded in one pass with a batch.
+        waveform = waveform[:]
     return path, waveform, source_rate, num_samples
 
 
@@ -181,13 +193,13 @@ def encode_paths(
 
     Files of one codec chunk or less are analysed ``batch_size`` at a time; a longer
     file is encoded on its own as soon as it is read (:func:`codes_of_waveform`,
-    chunk by chunk), after the shorter files read before it, so at most one long
-    waveform is held at a time. Both give the codes of one pass.
+    chunk by chunk, from a spooled copy), after the shorter files read before it. Both
+    give the codes of one pass.
     """
     pending: list[tuple[Path, np.ndarray, int, int] | tuple[Path, PlutokError]] = []
     for path in paths:
         try:
-            loaded = _load(parts, path)
+            loaded = _load(parts, path, chunk_codes)
         except PlutokError as error:
             if raise_errors:
                 raise

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from plutok.audio import as_waveform
 from plutok.errors import AudioError, ModelError
 from plutok.frontends.base import Frontend
 from plutok.parts import settings_from_config
@@ -171,9 +172,12 @@ class LogMel:
             yield self._frames(np.concatenate(pieces))
 
     def _checked(self, wav: np.ndarray) -> np.ndarray:
-        """``wav`` as float32 ``(samples,)``; :class:`AudioError` for another shape or under one hop."""
+        """``wav`` as float32 ``(samples,)``; :class:`AudioError` for another shape or under one hop.
+
+        A :class:`~plutok.audio.SpooledWaveform` stays on disk: :meth:`blocks` reads it by slices.
+        """
         s = self.settings
-        wav = np.asarray(wav, dtype=np.float32)
+        wav = as_waveform(wav)
         if wav.ndim != 1:
             raise AudioError(f"expected a mono waveform (samples,), got shape {wav.shape}")
         if wav.shape[0] < s.hop_length:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from plutok import registry
+from plutok.audio import as_waveform
 from plutok.errors import ModelError
 from plutok.frontends.base import Frontend
 
@@ -125,7 +126,7 @@ class StackedFrontend(Frontend):
         block of each member is held. Folding is frame by frame and the end padding is
         applied only to the last block, so the blocks join to :meth:`analyze` bit for bit.
         """
-        total = self.num_frames(np.asarray(wav).shape[0])
+        total = self.num_frames(as_waveform(wav).shape[0])
         sources = [member.analysis_blocks(wav, speaker) for member in self.members]
         pending: list[list[np.ndarray]] = [[] for _ in self.members]
         held = [0] * len(self.members)  # member frames in ``pending``

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from plutok.audio import as_waveform
 from plutok.chunking import Window, plan_windows
 from plutok.errors import ModelError, PlutokError
 from plutok.files import atomic_path, atomic_write_text
@@ -253,7 +254,8 @@ class WhisperEncoderFrontend(Frontend):
         The windows are those of the whole utterance (the same grid), encoded a block at
         a time, so the blocks join to its result bit for bit (int8 batches are exact).
         """
-        wav = np.asarray(wav, dtype=np.float32).reshape(-1)
+        wav = as_waveform(wav)
+        wav = wav if wav.ndim == 1 else wav.reshape(-1)
         plan = self._windows(self.num_frames(wav.shape[0]) * self.settings.pool)
         for first in range(0, len(plan), _BLOCK_WINDOWS):
             part = plan[first : first + _BLOCK_WINDOWS]
@@ -299,7 +301,8 @@ class WhisperEncoderFrontend(Frontend):
         own segment is padded, so no padded copy of a long waveform is made.)
         """
         length = (window.end - window.begin) * _SAMPLES_PER_ENCODER_FRAME
-        segment = wav[window.begin * _SAMPLES_PER_ENCODER_FRAME :][:length]
+        begin = window.begin * _SAMPLES_PER_ENCODER_FRAME
+        segment = wav[begin : begin + length]
         if segment.shape[0] < length:
             segment = np.pad(segment, (0, length - segment.shape[0]))
         return _mel_extractor()(segment, padding=0)[:, : 2 * (window.end - window.begin)]
