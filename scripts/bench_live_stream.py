@@ -23,7 +23,7 @@ from pathlib import Path
 
 from plutok import Plutok
 from plutok.audio import load_audio
-from plutok.hub import default_model_path
+from plutok.model_directory import default_model_path
 
 
 def cpu_seconds(pid: int) -> float:

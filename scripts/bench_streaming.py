@@ -19,7 +19,7 @@ import numpy as np
 
 from plutok import Plutok
 from plutok.audio import load_audio
-from plutok.hub import default_model_path
+from plutok.model_directory import default_model_path
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import torch
 
 from plutok.audio import load_audio
 from plutok.frontends.mel import LogMel
-from plutok.hub import default_model_path
+from plutok.model_directory import default_model_path
 from plutok.vocoders.hifigan import vocoder_path
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from plutok.api import Plutok
-from plutok.hub import default_model_path
+from plutok.model_directory import default_model_path
 
 SECONDS = 3.0
 OUTPUT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "default" / "sample-3s-expected.npz"

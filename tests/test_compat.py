@@ -48,7 +48,7 @@ def test_v1_plt_decodes_as_in_0_1(v1_model, expected):
 
 
 def test_v1_encoding_gives_the_same_tokens(v1_model, expected):
-    from plutok.hub import default_model_path
+    from plutok.model_directory import default_model_path
 
     wav, rate = sf.read(default_model_path().parent / "sample.flac", dtype="float32")
     encoding = v1_model.encode(wav[: int(1.5 * rate)], rate)

@@ -34,7 +34,7 @@ def expected():
 
 @pytest.fixture(scope="module")
 def encoding(default_model, expected):
-    from plutok.hub import default_model_path
+    from plutok.model_directory import default_model_path
 
     wav, rate = sf.read(default_model_path().parent / "sample.flac", dtype="float32")
     return default_model.encode(wav[: int(3.0 * rate)], rate)

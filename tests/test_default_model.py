@@ -7,7 +7,7 @@ import pytest
 
 from plutok.api import Plutok
 from plutok.audio import load_audio
-from plutok.hub import bundled_model_path, default_model_path
+from plutok.model_directory import bundled_model_path, default_model_path
 
 pytestmark = pytest.mark.slow
 

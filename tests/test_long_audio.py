@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from plutok import encoder
+from plutok import encode_path
 from plutok.api import Plutok
 from plutok.audio import SpooledWaveform
 from plutok.speaker.mel_statistics import MelStatisticsSpeaker
@@ -84,7 +84,7 @@ def test_files_long_and_short_keep_their_order_and_codes(tiny_model_dir, speech_
         paths.append(tmp_path / f"{name}.wav")
     paths.insert(3, tmp_path / "missing.wav")
     streamed = [
-        encoder.streams(tok.parts, int(lengths[p.stem] * 16000), tok.chunk_codes)
+        encode_path.streams(tok.parts, int(lengths[p.stem] * 16000), tok.chunk_codes)
         for p in paths
         if p.stem in lengths
     ]
@@ -114,7 +114,7 @@ def _count_spooled_reads(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(SpooledWaveform, "__getitem__", recorded)
     monkeypatch.setattr(SpooledWaveform, "__array__", whole)
-    monkeypatch.setattr(encoder, "_PEAK_BLOCK", 4096)  # 1 << 20 would be a whole test file
+    monkeypatch.setattr(encode_path, "_PEAK_BLOCK", 4096)  # 1 << 20 would be a whole test file
     return lengths
 
 

@@ -2,7 +2,7 @@
 
 It only composes parts; each part knows its own rates and context
 (:mod:`plutok.frontends`, :mod:`plutok.speaker`, :mod:`plutok.codec`,
-:mod:`plutok.vocoders`), model files are :mod:`plutok.hub`'s business and
+:mod:`plutok.vocoders`), model files are :mod:`plutok.model_directory`'s business and
 encodings check themselves (:mod:`plutok.encoding`).
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from plutok import batch, encoder, streaming, synthesis
+from plutok import batch, encode_path, streaming, synthesis
 from plutok.audio import load_audio_stream, prepare_waveform
 from plutok.catalog import retired_model
 from plutok.container import write_plt
@@ -31,7 +31,7 @@ from plutok.encoding import (
     read_encoding,
 )
 from plutok.errors import ModelError, PlutokError, TokenError
-from plutok.hub import (
+from plutok.model_directory import (
     ModelParts,
     accepted_fingerprints,
     check_parts,
@@ -82,12 +82,12 @@ class Plutok:
 
     @property
     def codes_per_second(self) -> float:
-        return encoder.codes_per_second(self.parts)
+        return encode_path.codes_per_second(self.parts)
 
     @property
     def samples_per_code(self) -> int:
         """Input samples (at ``sample_rate``) one code stands for."""
-        return encoder.samples_per_code(self.parts)
+        return encode_path.samples_per_code(self.parts)
 
     @property
     def codebook_size(self) -> int:
@@ -214,7 +214,7 @@ class Plutok:
         return cls(parts_from_openvoice(checkpoint, vqvae, tokenizer))
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write the model directory (see :mod:`plutok.hub`); atomic, never replaces a non-model directory."""
+        """Write the model directory (see :mod:`plutok.model_directory`); atomic, never replaces a non-model directory."""
         return save_model_parts(self.parts, directory)
 
     def to(self, device: str) -> Plutok:
@@ -229,8 +229,8 @@ class Plutok:
     def encode_codes(self, wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
         """Codes ``(codes,)`` int64 and speaker vector ``(speaker_dim,)`` (no BPE)."""
         waveform = prepare_waveform(wav, sample_rate, self.sample_rate)
-        return encoder.codes_of_waveform(
-            self.parts, encoder.check_length(self.parts, waveform), self.chunk_codes
+        return encode_path.codes_of_waveform(
+            self.parts, encode_path.check_length(self.parts, waveform), self.chunk_codes
         )
 
     def encode(self, wav: np.ndarray, sample_rate: int) -> Encoding:
@@ -252,7 +252,7 @@ class Plutok:
         waveform = prepare_waveform(wav, sample_rate, self.sample_rate)
         array = np.asarray(wav)
         num_samples = int(array.shape[0])
-        return encoder.encode_waveform(
+        return encode_path.encode_waveform(
             self.parts, waveform, int(sample_rate), num_samples, self.chunk_codes, self.token_space_bytes
         )
 
@@ -303,7 +303,7 @@ class Plutok:
 
         paths = [Path(path) for path in paths]
         with tqdm(total=len(paths), desc="encoding", unit="file", disable=not progress) as bar:
-            yield from encoder.encode_paths(
+            yield from encode_path.encode_paths(
                 self.parts, paths, batch_size, raise_errors, self.chunk_codes, self.token_space_bytes, bar
             )
 
@@ -322,7 +322,7 @@ class Plutok:
                 speaker = self.load_plt(path).speaker
             else:
                 wav, _, _ = load_audio_stream(path, target_rate=self.sample_rate)
-                embedded = self.speaker_encoder.embed(encoder.check_length(self.parts, wav))
+                embedded = self.speaker_encoder.embed(encode_path.check_length(self.parts, wav))
                 speaker = np.asarray(embedded, np.float16).astype(np.float32)
         return self.speaker_encoder.check(speaker)
 

@@ -173,7 +173,7 @@ RETIRED_MODELS: tuple[RetiredModel, ...] = (
 
 
 def bundled_model_names() -> list[str]:
-    """Every name :func:`plutok.hub.load_model_parts` accepts besides a folder."""
+    """Every name :func:`plutok.model_directory.load_model_parts` accepts besides a folder."""
     return [*BUNDLED_MODELS, *DERIVED_MODELS]
 
 

@@ -92,7 +92,7 @@ class Encoding:
         num_codes: codes behind ``ids`` (before BPE).
         silent: the input was digital silence (peak below -80 dBFS).
         fingerprint: 8-byte prefix of the token space of the model that made it (see
-            :func:`plutok.hub.token_space`); all zero (the default) when unknown, and
+            :func:`plutok.model_directory.token_space`); all zero (the default) when unknown, and
             then not checked by :meth:`~plutok.api.Plutok.decode`.
     """
 

@@ -126,7 +126,7 @@ def _fast_vocoder(parts: Any) -> Any:
 
     if isinstance(parts.vocoder, ISTFTVocoder):
         return parts.vocoder
-    from plutok.hub import load_model_parts
+    from plutok.model_directory import load_model_parts
 
     fast = load_model_parts("fast").vocoder
     if fast.feature_dim != parts.vocoder.feature_dim or fast.hop_length != parts.vocoder.hop_length:
@@ -163,7 +163,7 @@ def export_onnx(model: str | os.PathLike | None, output: str | os.PathLike) -> d
 
     from plutok.errors import PlutokError
     from plutok.files import atomic_path, atomic_write_text
-    from plutok.hub import fingerprint, load_model_parts
+    from plutok.model_directory import fingerprint, load_model_parts
 
     if importlib.util.find_spec("onnx") is None:
         raise PlutokError("export-onnx needs the onnx package: pip install 'plutok[onnx]' (or onnx)")

@@ -17,7 +17,7 @@ from plutok import synthesis
 from plutok.bpe import CodeBPE
 from plutok.encoding import check_ids
 from plutok.errors import PlutokError, TokenError
-from plutok.hub import ModelParts
+from plutok.model_directory import ModelParts
 
 __all__ = ["DEFAULT_CHUNK_CODES", "decode_stream", "lookahead_codes"]
 

@@ -8,7 +8,7 @@ import torch
 from plutok.audio import resample
 from plutok.encoding import check_duration
 from plutok.errors import AudioError, TokenError
-from plutok.hub import ModelParts
+from plutok.model_directory import ModelParts
 
 __all__ = [
     "MAX_OUTPUT_RATE",

@@ -26,7 +26,7 @@ def test_native_is_always_available_and_generic_needs_no_cpu_flag():
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     """Four 1.7 s clips of the bundled sample (real speech)."""
-    from plutok.hub import default_model_path
+    from plutok.model_directory import default_model_path
 
     wav, rate = sf.read(default_model_path().parent / "sample.flac", dtype="float32")
     folder = tmp_path_factory.mktemp("clips")

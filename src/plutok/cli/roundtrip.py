@@ -32,7 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def sample_path() -> Path:
-    from plutok.hub import default_model_path
+    from plutok.model_directory import default_model_path
 
     return default_model_path().parent / "sample.flac"
 

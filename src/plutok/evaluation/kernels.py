@@ -82,7 +82,7 @@ class KernelAgreement:
 def _model_with_compute_type(model: str, compute_type: str, workdir: Path) -> str:
     """A copy of ``model``'s directory whose Whisper frontend runs at ``compute_type``."""
     from ..catalog import BUNDLED_MODELS
-    from ..hub import bundled_model_path
+    from ..model_directory import bundled_model_path
 
     source = (
         bundled_model_path(model) if model in BUNDLED_MODELS and not Path(model).exists() else Path(model)

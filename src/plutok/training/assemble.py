@@ -32,7 +32,7 @@ from plutok import registry
 from plutok.api import Plutok
 from plutok.bpe import CodeBPE
 from plutok.errors import ModelError
-from plutok.hub import ModelParts
+from plutok.model_directory import ModelParts
 from plutok.training.cache import AnalysisReader, FeatureCache
 
 __all__ = [
@@ -125,7 +125,7 @@ def assemble_model(
     speaker = registry.build("speaker", cache.config["speaker"])
     reader = AnalysisReader(cache, frontend, speaker)
     if bpe_from is not None:
-        from plutok.hub import load_model_parts
+        from plutok.model_directory import load_model_parts
 
         source = load_model_parts(bpe_from)
         if source.bpe.codebook_size != codec.codebook_size:
@@ -178,7 +178,7 @@ def replace_vocoder(
     The codes are unchanged, but the fingerprint covers the vocoder, so the copy is a
     new model: ``.plt`` files of the original decode only with the original.
     """
-    from plutok.hub import load_model_parts
+    from plutok.model_directory import load_model_parts
 
     parts = load_model_parts(model_dir)
     if parts.legacy_backbone is not None:
@@ -214,7 +214,7 @@ def replace_decoder(
     """
     import torch
 
-    from plutok.hub import load_model_parts
+    from plutok.model_directory import load_model_parts
     from plutok.training.codec import code_state_dict
 
     parts = load_model_parts(model_dir)

@@ -84,7 +84,7 @@ class StartingPoint:
 def resolve_model_folder(name: str | os.PathLike) -> Path:
     """A codec, run or model folder, or a bundled model's name (``default``, ``fast``): the folder with its codec."""
     from plutok.catalog import BUNDLED_MODELS, DERIVED_MODELS, bundled_model_names
-    from plutok.hub import bundled_model_path
+    from plutok.model_directory import bundled_model_path
 
     path = Path(name)
     if path.exists():

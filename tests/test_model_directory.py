@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from plutok import hub
+from plutok import model_directory
 from plutok.api import Plutok
 from plutok.errors import ModelError
 
@@ -27,8 +27,8 @@ def test_a_bundled_name_is_the_bundled_model_even_beside_a_folder_of_that_name(l
 
 def test_a_derived_bundled_name_wins_too(lookalikes, monkeypatch):
     built = []
-    monkeypatch.setattr(hub, "_derived_model_parts", lambda name: built.append(name) or "bundled")
-    assert hub.load_model_parts("fast") == "bundled" and built == ["fast"]
+    monkeypatch.setattr(model_directory, "_derived_model_parts", lambda name: built.append(name) or "bundled")
+    assert model_directory.load_model_parts("fast") == "bundled" and built == ["fast"]
 
 
 def test_a_folder_is_found_by_its_path_only(lookalikes, tiny_model):

@@ -21,7 +21,7 @@ from plutok.audio import SpooledWaveform, load_audio_stream
 from plutok.chunking import chunked_apply_to_blocks
 from plutok.encoding import Encoding, check_duration
 from plutok.errors import AudioError, PlutokError
-from plutok.hub import ModelParts
+from plutok.model_directory import ModelParts
 
 __all__ = [
     "SILENCE_PEAK",
