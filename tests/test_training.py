@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from plutok.errors import AudioError, ModelError
-from plutok.training import CodebookTrainer, SegmentSampler, TrainConfig, kmeans, train_vqvae
-from plutok.vqvae import VQVAE, VectorQuantizer, VQVAEConfig
+from plutok.training import SegmentSampler, TrainConfig, kmeans, train_vqvae
+from plutok.vqvae import VQVAE, AffineVectorQuantizer, VQVAEConfig
 
 torch.set_num_threads(1)
 
@@ -24,16 +24,15 @@ def clustered(clusters: int, per_cluster: int, dim: int, seed: int = 0) -> tuple
     return points, centres
 
 
-def usage_of(quantizer: VectorQuantizer, vectors: torch.Tensor) -> float:
+def usage_of(quantizer: AffineVectorQuantizer, vectors: torch.Tensor) -> float:
     with torch.no_grad():
         codes = quantizer.nearest(vectors)
     return len(torch.unique(codes)) / quantizer.codebook_size
 
 
-def make_trainer(quantizer: VectorQuantizer, **kw) -> CodebookTrainer:
-    options = {"ema": False, "vectors_per_step": 64, "generator": torch.Generator().manual_seed(0)}
-    options.update(kw)
-    return CodebookTrainer(quantizer, **options)
+def v1_quantizer(codebook_size: int, dim: int, **training) -> AffineVectorQuantizer:
+    """The v1 VQ-VAE's quantizer with train-vq's codebook settings (``training`` overrides them)."""
+    return AffineVectorQuantizer(codebook_size, dim, {**TrainConfig().codebook_training(), **training})
 
 
 def test_kmeans_finds_well_separated_clusters():
@@ -47,10 +46,9 @@ def test_kmeans_finds_well_separated_clusters():
 def test_kmeans_initialisation_uses_the_codebook():
     points, _ = clustered(clusters=32, per_cluster=16, dim=8, seed=2)
     torch.manual_seed(0)
-    quantizer = VectorQuantizer(32, 8)
+    quantizer = v1_quantizer(32, 8, kmeans_iterations=10)
     before = usage_of(quantizer, points)
-    trainer = make_trainer(quantizer)
-    trainer.initialize(points, iterations=10)
+    quantizer.initialize(points)
     after = usage_of(quantizer, points)
     assert before < 0.8
     assert after >= 0.9
@@ -58,11 +56,11 @@ def test_kmeans_initialisation_uses_the_codebook():
 
 def test_initialisation_respects_affine_transform():
     points, _ = clustered(clusters=8, per_cluster=10, dim=4, seed=3)
-    quantizer = VectorQuantizer(8, 4)
+    quantizer = v1_quantizer(8, 4, kmeans_iterations=5)
     with torch.no_grad():
         quantizer.affine_transform.scale.fill_(0.05)
         quantizer.affine_transform.bias.fill_(-0.2)
-    make_trainer(quantizer).initialize(points, iterations=5)
+    quantizer.initialize(points)
     codes = quantizer.nearest(points)
     error = (quantizer.effective_codebook()[codes] - points).norm(dim=1).max()
     assert float(error.detach()) < 1.0
@@ -70,32 +68,33 @@ def test_initialisation_respects_affine_transform():
 
 def test_dead_codes_are_revived():
     points, _ = clustered(clusters=16, per_cluster=8, dim=6, seed=4)
-    quantizer = VectorQuantizer(16, 6)
+    quantizer = v1_quantizer(16, 6, dead_code_steps=3, replay_size=256)
     with torch.no_grad():  # half the codes sit on data, half far away where nothing ever lands
         quantizer.codebook.weight[:8] = points[::16][:8]
         quantizer.codebook.weight[8:] = 1000.0
-    trainer = make_trainer(quantizer, dead_code_steps=3, replay_size=256)
     assert usage_of(quantizer, points) == 0.5
     resets = 0
     for _ in range(6):
         codes = quantizer.nearest(points)
-        stats = trainer.update(points.T[None], codes[None])
+        stats = quantizer.upkeep(points.T[None], codes[None])
         resets += stats["resets"]
     assert resets >= 8
     assert float(quantizer.codebook.weight[8:].detach().abs().max()) < 100  # moved onto real encoder outputs
     assert usage_of(quantizer, points) > 0.5
     assert stats["active"] == 1.0
+    assert quantizer.total_resets == resets
+    assert int(quantizer._counts.sum()) == 6 * len(points)  # the original layout's usage record
 
 
 def test_ema_kmeans_moves_codes_to_cluster_means():
     points, centres = clustered(clusters=4, per_cluster=50, dim=3, seed=5)
-    quantizer = VectorQuantizer(4, 3)
+    quantizer = v1_quantizer(4, 3, ema=True, ema_decay=0.8, dead_code_steps=0)
     with torch.no_grad():
         quantizer.codebook.weight.copy_(centres + 2.0)  # close enough that each code keeps its cluster
-    trainer = make_trainer(quantizer, ema=True, ema_decay=0.8, vectors_per_step=200, dead_code_steps=0)
     assert not quantizer.codebook.weight.requires_grad
+    assert not quantizer.affine_transform.scale.requires_grad
     for _ in range(60):
-        trainer.update(points.T[None], quantizer.nearest(points)[None])
+        quantizer.upkeep(points.T[None], quantizer.nearest(points)[None])
     assert float((quantizer.effective_codebook() - centres).norm(dim=1).max()) < 0.2
 
 
@@ -179,18 +178,18 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypat
     reference, _ = train_vqvae(train, [], MODEL, config, tmp_path / "straight", progress=False)
 
     calls = {"count": 0}
-    original_update = CodebookTrainer.update
+    original_upkeep = AffineVectorQuantizer.upkeep
 
-    def interrupted_update(self, encoded, codes):
+    def interrupted_upkeep(self, latent, codes, mask=None):
         calls["count"] += 1
         if calls["count"] == 13:  # killed during step 13: the checkpoint of step 10 is the latest
             raise KeyboardInterrupt
-        return original_update(self, encoded, codes)
+        return original_upkeep(self, latent, codes, mask)
 
-    monkeypatch.setattr(CodebookTrainer, "update", interrupted_update)
+    monkeypatch.setattr(AffineVectorQuantizer, "upkeep", interrupted_upkeep)
     with pytest.raises(KeyboardInterrupt):
         train_vqvae(train, [], MODEL, config, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(CodebookTrainer, "update", original_update)
+    monkeypatch.setattr(AffineVectorQuantizer, "upkeep", original_upkeep)
     newest = sorted((tmp_path / "resumed" / "checkpoints").glob("*.json"))[-1]
     assert json.loads(newest.read_text())["step"] == 10
 

@@ -449,6 +449,8 @@ class TrainerConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     init_batches: int = 8
+    #: At most this many of those batches' encoder outputs initialise the quantizer (0: all).
+    init_vectors: int = 0
     eval_every: int = 500
     checkpoint_every: int = 250
     log_every: int = 50
@@ -469,7 +471,7 @@ class TrainerConfig:
         for name in ("steps", "batch_size", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ModelError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("eval_every", "checkpoint_every", "warmup_steps", "init_batches"):
+        for name in ("eval_every", "checkpoint_every", "warmup_steps", "init_batches", "init_vectors"):
             if getattr(self, name) < 0:
                 raise ModelError(f"{name} must not be negative, got {getattr(self, name)}")
         if not self.real_weight > 0:

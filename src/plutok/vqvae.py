@@ -24,9 +24,10 @@ state-dict keys and shapes are identical to the original checkpoint, so
 :meth:`VQVAE.from_original` is a plain load and :meth:`VQVAE.save` output is
 readable by the original code.
 
-Codebook training (k-means initialisation, dead-code replacement, EMA k-means)
-lives in :mod:`plutok.training.vqvae` (on :mod:`plutok.quantizers.vq`'s k-means and
-dead-code upkeep); this module holds only what inference needs.
+The quantizer is the package's one :class:`~plutok.quantizers.vq.VectorQuantizer`
+with the original codebook layout (:class:`AffineVectorQuantizer`), so its
+codebook training (k-means initialisation, dead-code replacement, EMA k-means) is
+the v2 quantizer's; the training loop is :mod:`plutok.training.vqvae`.
 """
 
 from __future__ import annotations
@@ -47,12 +48,11 @@ from torch import nn
 
 from plutok.errors import ModelError
 from plutok.files import atomic_path, atomic_write_text
-from plutok.quantizers.base import code_statistics
-from plutok.quantizers.vq import nearest_code
+from plutok.quantizers.vq import VectorQuantizer
 from plutok.settings import VQVAEConfig
 from plutok.weights import describe_mismatch
 
-__all__ = ["VQVAE", "VQVAEConfig", "VQVAEOutput", "VectorQuantizer", "WEIGHTS_NAME", "CONFIG_NAME"]
+__all__ = ["VQVAE", "VQVAEConfig", "VQVAEOutput", "AffineVectorQuantizer", "WEIGHTS_NAME", "CONFIG_NAME"]
 
 WEIGHTS_NAME = "vqvae.safetensors"
 CONFIG_NAME = "vqvae.json"
@@ -128,81 +128,63 @@ class AffineTransform(nn.Module):
         return (vectors - self.lr_scale * self.bias) / (1 + self.lr_scale * self.scale)
 
 
-class VectorQuantizer(nn.Module):
-    """Nearest-neighbour quantizer with an affine-transformed codebook.
+class AffineVectorQuantizer(VectorQuantizer):
+    """The v1 quantizer: :class:`plutok.quantizers.vq.VectorQuantizer` with the original
+    release's codebook storage and search.
 
     Parameters (original layout): ``codebook.weight`` ``(K, D)``,
     ``affine_transform.scale`` / ``.bias`` ``(1, D)``, and the buffer ``_counts``
     ``(K,)`` (how often each code was picked in training; never used to quantize).
+    The code vectors are the affine transform of the rows; the upkeep (k-means, EMA,
+    dead codes) works on the code vectors and writes the rows back through the
+    inverse. The search computes the whole distance in one block, as the original
+    did, so v1 codes stay bit-identical to the original release's.
+
+    Args:
+        codebook_size, dim: ``K`` and ``D``.
+        training: the quantizer's training settings (``ema``, ``commitment``,
+            ``dead_code_steps``, ... of :class:`~plutok.quantizers.vq.VectorQuantizer`);
+            a model that only encodes and decodes needs none. Codes are never normalised.
     """
 
-    def __init__(self, codebook_size: int, dim: int) -> None:
-        super().__init__()
-        self.codebook_size = codebook_size
-        self.dim = dim
-        self.codebook = nn.Embedding(codebook_size, dim)
+    search_chunk = None
+    full_distance = True
+
+    def __init__(self, codebook_size: int, dim: int, training: Mapping[str, Any] | None = None) -> None:
+        super().__init__(codebook_size, dim, normalize=False, **(training or {}))
+
+    def _make_codebook(self, codebook_size: int, dim: int, trainable: bool) -> None:
+        self.codebook = nn.Embedding(codebook_size, dim)  # type: ignore[assignment]  # the original's key
         self.affine_transform = AffineTransform(dim)
         self.register_buffer("_counts", torch.zeros(codebook_size))
+        self.codebook.requires_grad_(trainable)
+        self.affine_transform.requires_grad_(trainable)
 
-    def effective_codebook(self) -> torch.Tensor:
-        """The code vectors actually used, ``(K, D)``."""
+    def vectors(self) -> torch.Tensor:
         return self.affine_transform(self.codebook.weight)
 
+    def effective_codebook(self) -> torch.Tensor:
+        """The code vectors actually used, ``(K, D)`` (the original's name of :meth:`vectors`)."""
+        return self.vectors()
+
+    def _rows(self) -> torch.Tensor:
+        return self.vectors()
+
     @torch.no_grad()
-    def set_code_vectors(self, vectors: torch.Tensor, index: torch.Tensor | None = None) -> None:
-        """Make the effective code vectors at ``index`` (all when ``None``) equal ``vectors``."""
-        raw = self.affine_transform.inverse(vectors.to(self.codebook.weight))
+    def _set_rows(self, rows: torch.Tensor, index: torch.Tensor | None = None) -> None:
+        raw = self.affine_transform.inverse(rows.to(self.codebook.weight))
         if index is None:
             self.codebook.weight.copy_(raw)
         else:
             self.codebook.weight[index] = raw
 
-    def nearest(self, vectors: torch.Tensor, codebook: torch.Tensor | None = None) -> torch.Tensor:
-        """Index of the nearest code (Euclidean) for each row of ``vectors`` ``(N, D)`` -> ``(N,)``.
-
-        The original's full distance in one block (:func:`plutok.quantizers.vq.nearest_code`
-        with ``full_distance``), so v1 codes stay bit-identical to the original release's.
-        """
-        codebook = self.effective_codebook() if codebook is None else codebook
-        return nearest_code(vectors, codebook, chunk=None, full_distance=True)
-
-    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
-        """Code vectors for ``codes`` ``(B, T)`` -> ``(B, D, T)``."""
-        return F.embedding(codes, self.effective_codebook()).transpose(1, 2)
-
-    def forward(self, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Quantize ``encoded`` ``(B, D, T)``.
-
-        Returns:
-            ``quantized`` ``(B, D, T)`` with straight-through gradients to ``encoded``,
-            ``codes`` ``(B, T)`` int64, and ``aux``: ``codebook_loss`` (moves codes to
-            the encoder outputs), ``commitment_loss`` (moves encoder outputs to their
-            codes, unweighted), ``perplexity`` and ``usage`` (fraction of codes used in
-            this batch), all scalars.
-        """
-        # Nearest-code search and codebook losses in float32, also under autocast.
-        with torch.autocast(encoded.device.type, enabled=False):
-            return self._forward(encoded.float())
-
-    def _forward(self, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        batch, dim, frames = encoded.shape
-        flat = encoded.transpose(1, 2).reshape(-1, dim)
-        codebook = self.effective_codebook()
-        with torch.no_grad():
-            codes = self.nearest(flat.detach(), codebook.detach())
-        chosen = codebook[codes]
-        codebook_loss = F.mse_loss(chosen, flat.detach())
-        commitment_loss = F.mse_loss(flat, chosen.detach())
-        straight_through = flat + (chosen - flat).detach()
-        quantized = straight_through.reshape(batch, frames, dim).transpose(1, 2)
-        perplexity, usage = code_statistics(codes, self.codebook_size)
-        aux = {
-            "codebook_loss": codebook_loss,
-            "commitment_loss": commitment_loss,
-            "perplexity": perplexity,
-            "usage": usage,
-        }
-        return quantized, codes.reshape(batch, frames), aux
+    @torch.no_grad()
+    def upkeep(
+        self, latent: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> dict[str, float]:
+        picked = codes.reshape(-1) if mask is None else codes.reshape(-1)[mask.reshape(-1).bool()]
+        self._counts += torch.bincount(picked, minlength=self.codebook_size).to(self._counts)
+        return super().upkeep(latent, codes, mask)
 
 
 @dataclass
@@ -214,7 +196,8 @@ class VQVAEOutput:
         codes: ``(B, T')`` int64, ``T' = ceil(T / downsample)``.
         encoded: ``(B, D, T')`` encoder output before quantization.
         quantized: ``(B, D, T')`` code vectors (straight-through gradient to ``encoded``).
-        codebook_loss, commitment_loss: scalar losses (see :class:`VectorQuantizer`).
+        codebook_loss: scalar ``|sg(z) - e|^2`` (moves the codes to the encoder outputs).
+        commitment_loss: scalar ``|z - sg(e)|^2``, unweighted (moves the encoder outputs to their codes).
         perplexity, usage: scalar batch statistics of the codes (no gradient).
     """
 
@@ -229,9 +212,13 @@ class VQVAEOutput:
 
 
 class VQVAE(nn.Module):
-    """Conv VQ-VAE over frame features; see the module docstring for the architecture."""
+    """Conv VQ-VAE over frame features; see the module docstring for the architecture.
 
-    def __init__(self, config: VQVAEConfig) -> None:
+    ``codebook_training``: the quantizer's training settings (:class:`AffineVectorQuantizer`);
+    ``None`` for a model that only encodes and decodes.
+    """
+
+    def __init__(self, config: VQVAEConfig, codebook_training: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.config = config
         h = config.width
@@ -248,7 +235,7 @@ class VQVAE(nn.Module):
         else:
             self.latent_in = None
             self.latent_out = None
-        self.vq_layer = VectorQuantizer(config.codebook_size, config.code_dim)
+        self.vq_layer = AffineVectorQuantizer(config.codebook_size, config.code_dim, codebook_training)
         self.decoder = _decoder(h, config.downsample)
         self.eval()
 
@@ -269,7 +256,7 @@ class VQVAE(nn.Module):
         return self.config.downsample
 
     @property
-    def quantizer(self) -> VectorQuantizer:
+    def quantizer(self) -> AffineVectorQuantizer:
         return self.vq_layer
 
     # ----- torch level ------------------------------------------------------------------------
@@ -306,12 +293,19 @@ class VQVAE(nn.Module):
         with mixed():
             encoded = self.encode_tensor(features)
         encoded = encoded.float()
-        quantized, codes, aux = self.vq_layer(encoded)
+        quantized = self.vq_layer(encoded)
         with mixed():
-            decoded = self.decode_tensor(quantized)
+            decoded = self.decode_tensor(quantized.quantized)
         reconstruction = decoded[..., : features.shape[-1]].float()
         return VQVAEOutput(
-            reconstruction=reconstruction, codes=codes, encoded=encoded, quantized=quantized, **aux
+            reconstruction=reconstruction,
+            codes=quantized.codes,
+            encoded=encoded,
+            quantized=quantized.quantized,
+            codebook_loss=quantized.terms["codebook"],
+            commitment_loss=quantized.terms["commitment"],
+            perplexity=quantized.perplexity,
+            usage=quantized.usage,
         )
 
     # ----- numpy level ------------------------------------------------------------------------
@@ -366,7 +360,7 @@ class VQVAE(nn.Module):
         self.eval()
         try:
             tensor = torch.as_tensor(array, device=self._device())[None]
-            decoded = self.decode_tensor(self.vq_layer.lookup(tensor))
+            decoded = self.decode_tensor(self.vq_layer.dequantize(tensor))
         finally:
             self.train(was_training)
         return decoded[0].cpu().numpy().astype(np.float32)

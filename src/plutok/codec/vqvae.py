@@ -88,14 +88,12 @@ class VQVAECodec(Codec):
         return self._decoder_context
 
     def encode_tensor(self, analysis: torch.Tensor) -> torch.Tensor:
-        encoded = self.model.encode_tensor(analysis)
-        flat = encoded.transpose(1, 2).reshape(-1, encoded.shape[1])
-        return self.model.vq_layer.nearest(flat).reshape(encoded.shape[0], encoded.shape[2])
+        return self.model.vq_layer.quantize(self.model.encode_tensor(analysis))
 
     def decode_tensor(
         self, codes: torch.Tensor, speaker: torch.Tensor | None, sampling: SamplingSettings | None = None
     ) -> torch.Tensor:
-        return self.model.decode_tensor(self.model.vq_layer.lookup(codes))
+        return self.model.decode_tensor(self.model.vq_layer.dequantize(codes))
 
     # numpy encode/decode go through the VQ-VAE's own (identical) checks.
     def encode(self, analysis: np.ndarray) -> np.ndarray:

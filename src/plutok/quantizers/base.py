@@ -9,7 +9,7 @@ need neither (FSQ) inherit the no-ops.
 from __future__ import annotations
 
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -30,6 +30,8 @@ class QuantizerOutput:
         loss: scalar to add to the training loss (codebook + commitment; 0 for FSQ).
         perplexity: scalar, ``exp(entropy)`` of the codes in the batch.
         usage: scalar, fraction of the codebook used in the batch.
+        terms: the unweighted scalar terms of ``loss`` by name (``codebook``, ``commitment``
+            for ``vq``; none for FSQ), for a model that weights them itself (the v1 VQ-VAE).
     """
 
     quantized: torch.Tensor
@@ -37,6 +39,7 @@ class QuantizerOutput:
     loss: torch.Tensor
     perplexity: torch.Tensor
     usage: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def code_statistics(

@@ -7,6 +7,10 @@ Two ways to learn it: gradients (codebook + commitment loss), or ``ema``: the
 codes are exponential moving averages of the latents assigned to them (k-means
 online; no codebook gradient). Either way, a code unused for
 ``dead_code_steps`` steps is moved onto a recent latent.
+
+This is the one vector quantizer of the package: the v1 VQ-VAE's quantizer
+(:class:`plutok.vqvae.AffineVectorQuantizer`) is this class with the original
+release's codebook storage, so both models share search, losses and upkeep.
 """
 
 from __future__ import annotations
@@ -58,15 +62,20 @@ class CodeReplay(torch.nn.Module):
 
     def __init__(self, codebook_size: int, dim: int, replay_size: int, generator: torch.Generator) -> None:
         super().__init__()
+        self.capacity = replay_size
         self.register_buffer("unused_steps", torch.zeros(codebook_size, dtype=torch.long), persistent=False)
-        self.register_buffer("replay", torch.zeros(replay_size, dim), persistent=False)
+        # Allocated by the first push: a model that only encodes and decodes never needs it
+        # (the v1 model's codes are 768 wide: 48 MB of buffer for nothing).
+        self.register_buffer("replay", torch.zeros(0, dim), persistent=False)
         self.filled = 0
         self.position = 0
         self.generator = generator
 
     def push(self, flat: torch.Tensor) -> None:
         """Add latents ``(N, dim)``; more than the buffer holds are subsampled first."""
-        capacity = self.replay.shape[0]
+        capacity = self.capacity
+        if self.replay.shape[0] != capacity:
+            self.replay = self.replay.new_zeros(capacity, self.replay.shape[1])
         if flat.shape[0] > capacity:
             flat = flat[torch.randperm(flat.shape[0], generator=self.generator)[:capacity].to(flat.device)]
         positions = (self.position + torch.arange(flat.shape[0])) % capacity
@@ -138,9 +147,19 @@ def kmeans(
 
 
 class VectorQuantizer(Quantizer):
-    """``codebook_size`` codes of dimension ``dim``; see the module docstring for the options."""
+    """``codebook_size`` codes of dimension ``dim``; see the module docstring for the options.
+
+    ``dead_code_steps = 0`` turns dead-code replacement off. Subclasses may store the
+    codebook differently (:meth:`_make_codebook`, :meth:`vectors`, :meth:`_rows`,
+    :meth:`_set_rows`) and search it differently (:attr:`search_chunk`,
+    :attr:`full_distance`, see :func:`nearest_code`); everything else is shared.
+    """
 
     name = "vq"
+    #: Rows searched at a time by :func:`nearest_code` (``None``: all at once).
+    search_chunk: int | None = 8192
+    #: Search with the whole Euclidean distance (see :func:`nearest_code`).
+    full_distance: bool = False
 
     def __init__(
         self,
@@ -175,12 +194,33 @@ class VectorQuantizer(Quantizer):
             "replay_size": int(replay_size),
             "seed": int(seed),
         }
-        self.codebook = torch.nn.Parameter(torch.randn(codebook_size, dim) / dim**0.5, requires_grad=not ema)
+        self._make_codebook(codebook_size, dim, trainable=not ema)
         # Upkeep state: training-only, rebuilt within a few steps after a resume.
         self._generator = torch.Generator().manual_seed(seed)
         self._dead_codes = CodeReplay(codebook_size, dim, replay_size, self._generator)
+        self._total_resets = 0
+        self._ema_ready = False  # see _start_averages
         self.register_buffer("_ema_counts", torch.ones(codebook_size), persistent=False)
-        self.register_buffer("_ema_sums", self.codebook.detach().clone(), persistent=False)
+        self.register_buffer("_ema_sums", self._rows().detach().clone(), persistent=False)
+
+    # -- codebook storage -----------------------------------------------------------------
+    def _make_codebook(self, codebook_size: int, dim: int, trainable: bool) -> None:
+        """Create the codebook's parameters (``ema`` codebooks are not ``trainable``)."""
+        self.codebook = torch.nn.Parameter(
+            torch.randn(codebook_size, dim) / dim**0.5, requires_grad=trainable
+        )
+
+    def _rows(self) -> torch.Tensor:
+        """The ``(K, D)`` rows that the upkeep averages and replaces."""
+        return self.codebook
+
+    @torch.no_grad()
+    def _set_rows(self, rows: torch.Tensor, index: torch.Tensor | None = None) -> None:
+        """Make :meth:`_rows` at ``index`` (all when ``None``) equal ``rows``."""
+        if index is None:
+            self.codebook.copy_(rows.to(self.codebook))
+        else:
+            self.codebook[index] = rows.to(self.codebook)
 
     @property
     def codebook_size(self) -> int:
@@ -209,6 +249,10 @@ class VectorQuantizer(Quantizer):
         """The code vectors actually used, ``(K, D)``."""
         return F.normalize(self.codebook, dim=1) if self.settings["normalize"] else self.codebook
 
+    def nearest(self, rows: torch.Tensor) -> torch.Tensor:
+        """Codes ``(N,)`` of latent rows ``(N, D)`` (already normalised where ``normalize``)."""
+        return nearest_code(rows, self.vectors(), chunk=self.search_chunk, full_distance=self.full_distance)
+
     def forward(self, latent: torch.Tensor, mask: torch.Tensor | None = None) -> QuantizerOutput:
         # Nearest-code search and codebook losses in float32, also under autocast.
         with torch.autocast(latent.device.type, enabled=False):
@@ -218,7 +262,9 @@ class VectorQuantizer(Quantizer):
         batch, _, frames = latent.shape
         flat = self._prepare(latent)
         vectors = self.vectors()
-        codes = nearest_code(flat.detach(), vectors.detach())
+        codes = nearest_code(
+            flat.detach(), vectors.detach(), chunk=self.search_chunk, full_distance=self.full_distance
+        )
         chosen = vectors[codes]
         weights = None if mask is None else mask.reshape(-1, 1).float()
 
@@ -230,17 +276,20 @@ class VectorQuantizer(Quantizer):
                 else (error * weights).sum() / (weights.sum() * self.dim).clamp(min=1)
             )
 
-        loss = self.settings["commitment"] * mse(flat, chosen.detach())
+        commitment = mse(flat, chosen.detach())
+        codebook = mse(chosen, flat.detach())
+        loss = self.settings["commitment"] * commitment
         if not self.settings["ema"]:
-            loss = loss + mse(chosen, flat.detach())
+            loss = loss + codebook
         quantized = (flat + (chosen - flat).detach()).reshape(batch, frames, self.dim).transpose(1, 2)
         codes = codes.reshape(batch, frames)
         perplexity, usage = code_statistics(codes, self.codebook_size, mask)
-        return QuantizerOutput(quantized, codes, loss, perplexity, usage)
+        terms = {"codebook": codebook, "commitment": commitment}
+        return QuantizerOutput(quantized, codes, loss, perplexity, usage, terms)
 
     @torch.no_grad()
     def quantize(self, latent: torch.Tensor) -> torch.Tensor:
-        return nearest_code(self._prepare(latent), self.vectors()).reshape(latent.shape[0], latent.shape[2])
+        return self.nearest(self._prepare(latent)).reshape(latent.shape[0], latent.shape[2])
 
     def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
         return F.embedding(codes, self.vectors()).transpose(1, 2)
@@ -254,15 +303,25 @@ class VectorQuantizer(Quantizer):
             "ema_sums": self._ema_sums,
             "replay_position": torch.tensor([self._dead_codes.filled, self._dead_codes.position]),
             "generator": self._generator.get_state(),
+            "total_resets": torch.tensor([self._total_resets]),
         }
 
     def load_upkeep_state(self, state: dict[str, torch.Tensor]) -> None:
         self._dead_codes.unused_steps.copy_(state["unused_steps"])
-        self._dead_codes.replay.copy_(state["replay"])
+        # Assigned, not copied: the buffer is allocated at the first push (see CodeReplay).
+        self._dead_codes.replay = state["replay"].to(self._dead_codes.replay)
         self._ema_counts.copy_(state["ema_counts"])
         self._ema_sums.copy_(state["ema_sums"])
         self._dead_codes.filled, self._dead_codes.position = (int(v) for v in state["replay_position"])
         self._generator.set_state(state["generator"].to(torch.uint8))
+        self._ema_ready = True
+        # Checkpoints of before the count have none.
+        self._total_resets = int(state["total_resets"][0]) if "total_resets" in state else 0
+
+    @property
+    def total_resets(self) -> int:
+        """Dead codes replaced since training began (resumed runs included)."""
+        return self._total_resets
 
     @torch.no_grad()
     def initialize(self, latents: torch.Tensor) -> None:
@@ -273,16 +332,28 @@ class VectorQuantizer(Quantizer):
         centroids, sizes = kmeans(
             flat.cpu(), self.codebook_size, self.settings["kmeans_iterations"], self._generator
         )
-        self.codebook.copy_(centroids.to(self.codebook))
+        self._set_rows(centroids)
         self._ema_counts.copy_(sizes.clamp(min=1).to(self._ema_counts))
         self._ema_sums.copy_(centroids.to(self._ema_sums) * self._ema_counts[:, None])
         self._dead_codes.push(flat.to(self._dead_codes.replay))
+        self._ema_ready = True
+
+    @torch.no_grad()
+    def _start_averages(self) -> None:
+        """Start the EMA statistics from the rows as they are at the first upkeep, unless
+        :meth:`initialize` or a checkpoint set them: rows loaded or set after construction
+        (a saved codebook trained on) must not be pulled back to the initial random ones."""
+        if not self._ema_ready:
+            self._ema_counts.fill_(1.0)
+            self._ema_sums.copy_(self._rows())
+            self._ema_ready = True
 
     @torch.no_grad()
     def upkeep(
         self, latent: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor | None = None
     ) -> dict[str, float]:
         """EMA update (``ema``), replay buffer, and replacement of codes unused for ``dead_code_steps``."""
+        self._start_averages()
         flat = self._prepare(latent.detach()).float()
         flat_codes = codes.reshape(-1)
         if mask is not None:
@@ -294,13 +365,17 @@ class VectorQuantizer(Quantizer):
             sums = torch.zeros_like(self._ema_sums).index_add_(0, flat_codes, flat)
             self._ema_counts.mul_(decay).add_(counts, alpha=1 - decay)
             self._ema_sums.mul_(decay).add_(sums, alpha=1 - decay)
-            self.codebook.copy_(self._ema_sums / self._ema_counts.clamp(min=1e-5)[:, None])
+            self._set_rows(self._ema_sums / self._ema_counts.clamp(min=1e-5)[:, None])
         self._dead_codes.push(flat)
         self._dead_codes.count(counts)
-        dead, replacement = self._dead_codes.dead(self.settings["dead_code_steps"])
-        if replacement is not None:
-            self.codebook[dead] = replacement.to(self.codebook)
-            self._ema_counts[dead] = 1.0
-            self._ema_sums[dead] = replacement
+        resets = 0
+        if self.settings["dead_code_steps"] > 0:
+            dead, replacement = self._dead_codes.dead(self.settings["dead_code_steps"])
+            if replacement is not None:
+                self._set_rows(replacement, dead)
+                self._ema_counts[dead] = 1.0
+                self._ema_sums[dead] = replacement
+                resets = int(dead.numel())
+                self._total_resets += resets
         active = (self._dead_codes.unused_steps < 100).float().mean()
-        return {"resets": float(dead.numel()), "active": float(active)}
+        return {"resets": float(resets), "active": float(active)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CodebookTrainer", "SegmentSampler", "TrainConfig", "evaluate", "kmeans", "train_vqvae"]
+__all__ = ["SegmentSampler", "TrainConfig", "evaluate", "kmeans", "train_vqvae"]
 
 
 def __getattr__(name: str) -> Any:

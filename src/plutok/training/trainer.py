@@ -224,7 +224,8 @@ class Trainer:
                     latent = self.model.latent(batch.analysis)
                     keep = batch.code_mask[:, : latent.shape[-1]].reshape(-1).bool()
                     latents.append(latent.transpose(1, 2).reshape(-1, latent.shape[1])[keep])
-                quantizer.initialize(distributed.all_gather_cat(torch.cat(latents)).float())
+                gathered = distributed.all_gather_cat(torch.cat(latents)).float()
+                quantizer.initialize(gathered[: self.config.init_vectors or None])
                 quantizer.synchronize()
 
     # -- one step ---------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Training the VQ-VAE on backbone features (the ``train-vq`` stage).
 
 The loop is the shared :class:`~plutok.training.trainer.Trainer`: this module adds the
-v1 model's loss (:class:`VQVAETraining`), its crops (:class:`SegmentSampler`), its
-codebook upkeep (:class:`CodebookTrainer`, behind the trainer's quantizer hooks) and
-its dev loss over whole utterances (:func:`evaluate`). Under ``torchrun`` every rank
+v1 model's loss (:class:`VQVAETraining`), its crops (:class:`SegmentSampler`) and its
+dev loss over whole utterances (:func:`evaluate`). The codebook upkeep is the v1
+quantizer's own, which is the v2 one (:class:`plutok.vqvae.AffineVectorQuantizer`, a
+:class:`plutok.quantizers.vq.VectorQuantizer`), behind the trainer's quantizer hooks. Under ``torchrun`` every rank
 runs on its own part of the data as the trainer describes (gradients averaged over
 ranks, ``batch_size`` per rank, each rank crops with seed ``seed + rank``, codebook
 upkeep on all ranks' encoder outputs with one random generator and rank 0's codebook
@@ -14,13 +15,12 @@ nearest-code search stays in float32.
 
 Codebook training keeps every code in use:
 
-* **k-means initialisation**: before the first step, encoder outputs of a few
-  batches are clustered (k-means++ seeding, then Lloyd iterations) and the
-  codebook is set to the centroids (:func:`plutok.quantizers.vq.kmeans`, as the v2
-  quantizer does).
+* **k-means initialisation**: before the first step, ``kmeans_init_vectors`` encoder
+  outputs of a few batches are clustered (k-means++ seeding, then Lloyd iterations)
+  and the codebook is set to the centroids (:func:`plutok.quantizers.vq.kmeans`).
 * **dead-code replacement**: a code not picked for ``dead_code_steps`` steps is
   moved onto a random vector from a replay buffer of recent encoder outputs
-  (:class:`plutok.quantizers.vq.CodeReplay`, the v2 quantizer's upkeep).
+  (:class:`plutok.quantizers.vq.CodeReplay`).
 * **two codebook update rules** (``TrainConfig.kmeans``):
   ``False`` (default) - gradient VQ-VAE: straight-through estimator, the
   codebook (and its affine transform, as in the original) learns from the
@@ -28,7 +28,8 @@ Codebook training keeps every code in use:
   ``True`` - the original's "plain k-means quantizer" read as *online k-means*:
   the codebook receives no gradients; each step it moves to the exponential
   moving average of the encoder vectors assigned to each code (EMA k-means,
-  decay ``ema_decay``); the encoder still gets the commitment loss.
+  decay ``ema_decay``, the v2 quantizer's ``ema`` rule); the encoder still gets the
+  commitment loss.
 Both store the codebook in the same layout (``codebook.weight`` plus the
 identity-initialised affine transform), so a trained model loads like an original one.
 """
@@ -50,12 +51,12 @@ from torch import nn
 from plutok import distributed
 from plutok.codec.base import CodecBatch
 from plutok.errors import AudioError, ModelError
-from plutok.quantizers.vq import CodeReplay, kmeans
+from plutok.quantizers.vq import kmeans
 from plutok.settings import PRECISIONS, TrainerConfig, warmup_cosine
 from plutok.training.trainer import Callback, Trainer, training_device
-from plutok.vqvae import VQVAE, VectorQuantizer, VQVAEConfig, encoded_length
+from plutok.vqvae import VQVAE, AffineVectorQuantizer, VQVAEConfig, encoded_length
 
-__all__ = ["CodebookTrainer", "SegmentSampler", "TrainConfig", "kmeans", "train_vqvae"]
+__all__ = ["SegmentSampler", "TrainConfig", "kmeans", "train_vqvae"]
 
 
 #: Earlier names of :class:`TrainConfig` fields, read by :meth:`TrainConfig.from_dict`.
@@ -161,124 +162,20 @@ class TrainConfig:
         """Learning rate for the 0-based ``step``."""
         return warmup_cosine(step, self.steps, self.warmup_steps, self.learning_rate, self.min_lr_ratio)
 
+    def codebook_training(self) -> dict[str, Any]:
+        """The quantizer's training settings (:class:`~plutok.vqvae.AffineVectorQuantizer`) of this run.
 
-# ----- codebook maintenance -----------------------------------------------------------------------
-
-
-class CodebookTrainer:
-    """Training-time state that keeps a :class:`VectorQuantizer`'s codes alive.
-
-    Holds the replay buffer of recent encoder vectors, the per-code "steps since
-    last used" counters and, in EMA k-means mode, the running cluster sizes and
-    sums. Call :meth:`update` once per optimizer step after ``optimizer.step()``.
-
-    Distributed training all-gathers ``encoded``/``codes`` across ranks before
-    :meth:`update`, gives every rank the same ``generator`` seed, and then calls
-    :meth:`synchronize` so all ranks hold rank 0's codebook exactly.
-    """
-
-    def __init__(
-        self,
-        quantizer: VectorQuantizer,
-        *,
-        ema: bool,
-        vectors_per_step: int,
-        generator: torch.Generator,
-        ema_decay: float = 0.99,
-        dead_code_steps: int = 100,
-        replay_size: int = 8192,
-    ) -> None:
-        self.quantizer = quantizer
-        self.ema = ema
-        self.ema_decay = ema_decay
-        self.dead_code_steps = dead_code_steps
-        self.generator = generator
-        self.vectors_per_step = max(1, vectors_per_step)
-        device = quantizer.codebook.weight.device
-        size, dim = quantizer.codebook_size, quantizer.dim
-        self.dead_codes = CodeReplay(size, dim, replay_size, generator).to(device)
-        self.total_resets = 0
-        self.ema_counts = torch.full((size,), self.vectors_per_step / size, device=device)
-        self.ema_sums = quantizer.effective_codebook().detach() * self.ema_counts[:, None]
-        if ema:
-            quantizer.requires_grad_(False)
-
-    @torch.no_grad()
-    def initialize(self, vectors: torch.Tensor, iterations: int) -> None:
-        """Set the codebook to the k-means centroids of encoder vectors ``(N, D)``."""
-        centroids, sizes = kmeans(vectors, self.quantizer.codebook_size, iterations, self.generator)
-        self.quantizer.set_code_vectors(centroids)
-        self.ema_counts = (sizes / sizes.sum().clamp(min=1) * self.vectors_per_step).to(self.ema_counts)
-        self.ema_sums = centroids.to(self.ema_sums) * self.ema_counts[:, None]
-        self.dead_codes.push(vectors.to(self.dead_codes.replay))
-
-    @torch.no_grad()
-    def update(self, encoded: torch.Tensor, codes: torch.Tensor) -> dict[str, float]:
-        """Account for one step: EMA k-means update, replay buffer, dead-code replacement.
-
-        Args:
-            encoded: ``(B, D, T')`` encoder outputs of the step (detached).
-            codes: ``(B, T')`` their codes.
-        Returns:
-            ``resets`` (codes replaced this step) and ``active`` (fraction of codes
-            used within the last ``dead_code_steps`` steps).
+        Its generator is seeded ``seed + 1`` (weights and crops use ``seed``), the same on every rank.
         """
-        quantizer = self.quantizer
-        size = quantizer.codebook_size
-        flat = encoded.detach().transpose(1, 2).reshape(-1, quantizer.dim).float()
-        flat_codes = codes.reshape(-1)
-        counts = torch.bincount(flat_codes, minlength=size).float()
-        quantizer._counts += counts.to(quantizer._counts)
-        if self.ema:
-            sums = torch.zeros(size, quantizer.dim, device=flat.device).index_add_(0, flat_codes, flat)
-            self.ema_counts.mul_(self.ema_decay).add_(counts, alpha=1 - self.ema_decay)
-            self.ema_sums.mul_(self.ema_decay).add_(sums, alpha=1 - self.ema_decay)
-            total = self.ema_counts.sum()
-            smoothed = (self.ema_counts + 1e-5) / (total + size * 1e-5) * total
-            quantizer.set_code_vectors(self.ema_sums / smoothed[:, None])
-        self.dead_codes.push(flat)
-        self.dead_codes.count(counts)
-        resets = 0
-        if self.dead_code_steps > 0:
-            dead, vectors = self.dead_codes.dead(self.dead_code_steps)
-            if vectors is not None:
-                quantizer.set_code_vectors(vectors, dead)
-                self.ema_counts[dead] = self.vectors_per_step / size
-                self.ema_sums[dead] = vectors * self.ema_counts[dead, None]
-                resets = int(dead.numel())
-                self.total_resets += resets
-        window = self.dead_code_steps or 100
-        active = (self.dead_codes.unused_steps < window).float().mean()
-        return {"resets": float(resets), "active": float(active)}
-
-    @torch.no_grad()
-    def synchronize(self) -> None:
-        """Give every rank rank 0's code vectors and EMA statistics (see :meth:`Quantizer.synchronize`)."""
-        for tensor in (self.quantizer.codebook.weight.data, self.ema_counts, self.ema_sums):
-            distributed.broadcast_(tensor)
-
-    def state_dict(self) -> dict[str, Any]:
         return {
-            "unused_steps": self.dead_codes.unused_steps.cpu(),
-            "replay": self.dead_codes.replay.cpu(),
-            "replay_filled": self.dead_codes.filled,
-            "replay_position": self.dead_codes.position,
-            "total_resets": self.total_resets,
-            "ema_counts": self.ema_counts.cpu(),
-            "ema_sums": self.ema_sums.cpu(),
-            "generator": self.generator.get_state(),
+            "ema": self.kmeans,
+            "commitment": self.commitment_weight,
+            "ema_decay": self.ema_decay,
+            "dead_code_steps": self.dead_code_steps,
+            "kmeans_iterations": self.kmeans_iterations,
+            "replay_size": self.replay_size,
+            "seed": self.seed + 1,
         }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        device = self.dead_codes.unused_steps.device
-        self.dead_codes.unused_steps = state["unused_steps"].to(device)
-        self.dead_codes.replay = state["replay"].to(device)
-        self.dead_codes.filled = int(state["replay_filled"])
-        self.dead_codes.position = int(state["replay_position"])
-        self.total_resets = int(state["total_resets"])
-        self.ema_counts = state["ema_counts"].to(device)
-        self.ema_sums = state["ema_sums"].to(device)
-        self.generator.set_state(state["generator"])
 
 
 # ----- data ---------------------------------------------------------------------------------------
@@ -409,40 +306,6 @@ class SampledCrops:
         self.sampler.rng = np.random.default_rng(seed)
 
 
-class CodebookUpkeep:
-    """The trainer's quantizer hooks for the v1 codebook (:class:`CodebookTrainer`)."""
-
-    _COUNTERS = ("replay_filled", "replay_position", "total_resets")
-
-    def __init__(self, codebook: CodebookTrainer, config: TrainConfig) -> None:
-        self.codebook = codebook
-        self.config = config
-
-    def initialize(self, latents: torch.Tensor) -> None:
-        """k-means of (up to ``kmeans_init_vectors``) encoder outputs ``(N, D)``, all ranks' together."""
-        self.codebook.initialize(latents[: self.config.kmeans_init_vectors], self.config.kmeans_iterations)
-
-    def upkeep(
-        self, latent: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor | None = None
-    ) -> dict[str, float]:
-        return self.codebook.update(latent, codes)
-
-    def synchronize(self) -> None:
-        self.codebook.synchronize()
-
-    def upkeep_state(self) -> dict[str, torch.Tensor]:
-        state = self.codebook.state_dict()
-        tensors = {
-            key: state[key] for key in ("unused_steps", "replay", "ema_counts", "ema_sums", "generator")
-        }
-        tensors["counters"] = torch.tensor([state[key] for key in self._COUNTERS], dtype=torch.long)
-        return tensors
-
-    def load_upkeep_state(self, state: dict[str, torch.Tensor]) -> None:
-        counters = dict(zip(self._COUNTERS, (int(v) for v in state["counters"]), strict=True))
-        self.codebook.load_state_dict({**state, **counters, "generator": state["generator"].to(torch.uint8)})
-
-
 class VQVAETraining(nn.Module):
     """A :class:`VQVAE` with its training loss, for :class:`~plutok.training.trainer.Trainer`.
 
@@ -453,12 +316,16 @@ class VQVAETraining(nn.Module):
     #: The codebook and its affine transform are never weight-decayed.
     no_weight_decay = ("vqvae.vq_layer.",)
 
-    def __init__(self, vqvae: VQVAE, codebook: CodebookTrainer, config: TrainConfig) -> None:
+    def __init__(self, vqvae: VQVAE, config: TrainConfig) -> None:
         super().__init__()
         self.vqvae = vqvae
         self.train_config = config
-        self.quantizer = CodebookUpkeep(codebook, config)  # not a module: its state is the upkeep's
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def quantizer(self) -> AffineVectorQuantizer:
+        """The trainer's quantizer hook (a property: its weights are the VQ-VAE's, saved once)."""
+        return self.vqvae.vq_layer
 
     def latent(self, features: torch.Tensor) -> torch.Tensor:
         return self.vqvae.encode_tensor(features)
@@ -492,6 +359,7 @@ def _trainer_config(config: TrainConfig, code_frames: int, world_size: int) -> T
     return TrainerConfig(
         **{name: getattr(config, name) for name in shared},
         init_batches=-(-per_rank // (config.batch_size * code_frames)) if config.kmeans_init else 0,
+        init_vectors=config.kmeans_init_vectors,
     )
 
 
@@ -547,20 +415,11 @@ def train_vqvae(
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = VQVAE(model_config)
+        model = VQVAE(model_config, codebook_training=config.codebook_training())
     model.to(device)
     sampler = SegmentSampler(train, config.segment_frames, seed=config.seed + ctx.rank)
     code_frames = encoded_length(config.segment_frames, model_config.downsample)
-    codebook = CodebookTrainer(
-        model.vq_layer,
-        ema=config.kmeans,
-        vectors_per_step=config.batch_size * code_frames * ctx.world_size,
-        generator=torch.Generator().manual_seed(config.seed + 1),  # the same on every rank
-        ema_decay=config.ema_decay,
-        dead_code_steps=config.dead_code_steps,
-        replay_size=config.replay_size,
-    )
-    trainee = VQVAETraining(model, codebook, config)
+    trainee = VQVAETraining(model, config)
     trainer = Trainer(
         trainee,
         SampledCrops(sampler, model_config.downsample),
@@ -601,7 +460,7 @@ def train_vqvae(
         "perplexity": last.get("perplexity"),
         "usage": last.get("usage"),
         "active_codes": last.get("active"),
-        "dead_code_resets": codebook.total_resets,
+        "dead_code_resets": model.vq_layer.total_resets,
         "dev_loss": dev_metrics.get("dev_loss"),
         "dev_usage": dev_metrics.get("dev_usage"),
         "dev_perplexity": dev_metrics.get("dev_perplexity"),
