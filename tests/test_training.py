@@ -201,6 +201,20 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypat
         assert torch.equal(resumed.state_dict()[key], value), key
 
 
+@pytest.mark.parametrize("ema", [False, True])
+def test_the_seed_alone_fixes_a_run(ema):
+    train = synthetic_features(6, 48)
+    config = tiny_config(steps=8, dead_code_steps=2, kmeans=ema)
+    first, _ = train_vqvae(train, [], MODEL, config, progress=False)
+    second, _ = train_vqvae(train, [], MODEL, config, progress=False)
+    other, _ = train_vqvae(
+        train, [], MODEL, tiny_config(steps=8, dead_code_steps=2, kmeans=ema, seed=1), progress=False
+    )
+    for key, value in first.state_dict().items():
+        assert torch.equal(second.state_dict()[key], value), key
+    assert not torch.equal(other.vq_layer.codebook.weight, first.vq_layer.codebook.weight)
+
+
 def test_resume_rejects_a_different_architecture(tmp_path):
     train = synthetic_features(4, 40)
     train_vqvae(train, [], MODEL, tiny_config(steps=2, checkpoint_every=1), tmp_path, progress=False)
