@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from plutok.chunking import chunked_apply, chunked_apply_to_blocks, plan_windows
+from plutok.codec.vqvae import VQVAECodec
 
 
 def _stage(ratio: Fraction):
@@ -94,3 +95,66 @@ def test_blocks_that_do_not_add_up_are_refused():
         chunked_apply_to_blocks(lambda steps: steps, iter(blocks), 30, 4, 2)
     with pytest.raises(ValueError, match="more than the expected 15"):
         chunked_apply_to_blocks(lambda steps: steps, iter(blocks), 15, 4, 2)
+
+
+def _reach(forward, inputs: torch.Tensor, first: int, last: int) -> tuple[int, int]:
+    """Input steps ``[lo, hi]`` that outputs ``first .. last - 1`` of ``forward(inputs)`` depend on."""
+    inputs = inputs.clone().requires_grad_(True)
+    forward(inputs)[..., first:last].abs().sum().backward()
+    touched = torch.nonzero(inputs.grad.abs().sum(dim=(0, 1))).flatten()
+    return int(touched.min()), int(touched.max())
+
+
+@pytest.mark.parametrize("frames_per_code", [1, 2, 4])
+def test_every_part_declares_a_context_that_covers_what_it_reads(frames_per_code):
+    """One rule (``layers.receptive_field``) for every part: v2 encoder and decoder, v1 VQ-VAE, iSTFT."""
+    from plutok.codec.decoders.convnext import ConvNeXtDecoder
+    from plutok.codec.encoders.convnext import ConvNeXtEncoder
+    from plutok.settings import ConvNeXtDecoderSettings, ConvNeXtEncoderSettings, ISTFTVocoderSettings
+    from plutok.vocoders.istft import ISTFTNet
+    from plutok.vqvae import VQVAE, VQVAEConfig
+
+    torch.manual_seed(0)
+    code = 40  # the code whose inputs are looked at, far from both ends
+    encoder = ConvNeXtEncoder(
+        ConvNeXtEncoderSettings(
+            input_dim=6, latent_dim=3, frames_per_code=frames_per_code, channels=8, blocks=2, kernel_size=5
+        )
+    )
+    low, high = _reach(encoder, torch.randn(1, 6, 80 * frames_per_code), code, code + 1)
+    assert code * frames_per_code - low <= encoder.context
+    assert high - ((code + 1) * frames_per_code - 1) <= encoder.context
+    assert encoder.context % frames_per_code == 0
+
+    decoder = ConvNeXtDecoder(
+        ConvNeXtDecoderSettings(
+            latent_dim=3,
+            output_dim=5,
+            speaker_dim=2,
+            channels=8,
+            blocks=2,
+            upsampled_channels=8,
+            upsampled_blocks=3,
+            kernel_size=5,
+        )
+    )
+    low, high = _reach(lambda x: decoder(x, None), torch.randn(1, 3, 80), 4 * code, 4 * code + 4)
+    assert max(code - low, high - code) <= decoder.context
+
+    for downsample in (1, 2, 4):
+        codec = VQVAECodec(
+            VQVAE(VQVAEConfig(feature_dim=4, codebook_size=8, downsample=downsample, channels=3))
+        )
+        model = codec.model
+        low, high = _reach(model.encode_tensor, torch.randn(1, 4, 80 * downsample), code, code + 1)
+        assert code * downsample - low <= codec.encoder_context
+        assert high - ((code + 1) * downsample - 1) <= codec.encoder_context
+        frames = slice(code * downsample, (code + 1) * downsample)
+        low, high = _reach(
+            model.decode_tensor, torch.randn(1, model.config.code_dim, 80), frames.start, frames.stop
+        )
+        assert max(code - low, high - code) <= codec.decoder_context
+
+    net = ISTFTNet(ISTFTVocoderSettings(channels=8, blocks=2, kernel_size=5, n_mels=4))
+    low, high = _reach(lambda x: net.spectrum(x).abs(), torch.randn(1, 4, 80), code, code + 1)
+    assert max(code - low, high - code) <= net.context_frames

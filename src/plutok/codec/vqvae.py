@@ -8,8 +8,6 @@ original key layout, and the config section stays ``vqvae`` in v1 model files.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,31 +16,11 @@ import torch
 
 from plutok.codec.base import Codec
 from plutok.digests import state_dict_sha256
+from plutok.layers import receptive_field
 from plutok.settings import SamplingSettings
-from plutok.vqvae import VQVAE, WEIGHTS_NAME, ResBlock, VQVAEConfig
+from plutok.vqvae import VQVAE, WEIGHTS_NAME, VQVAEConfig
 
-__all__ = ["VQVAECodec", "receptive_field"]
-
-
-def receptive_field(modules: Iterable[torch.nn.Module | None]) -> float:
-    """How far (in input steps, each side) an output of these stacked layers can look.
-
-    An upper bound: a ``Conv1d`` of kernel ``k``, dilation ``d`` adds ``(k - 1) * d``
-    of its input steps, a ``ConvTranspose1d`` of stride ``s`` adds ``ceil(k / s)``;
-    strides change the step size for the layers after them. Anything else is pointwise.
-    """
-    reach, step = 0.0, 1.0
-    for module in modules:
-        for layer in module.modules() if module is not None else ():
-            if isinstance(layer, ResBlock):
-                continue
-            if isinstance(layer, torch.nn.ConvTranspose1d):
-                reach += math.ceil(layer.kernel_size[0] / layer.stride[0]) * step
-                step /= layer.stride[0]
-            elif isinstance(layer, torch.nn.Conv1d):
-                reach += (layer.kernel_size[0] - 1) * layer.dilation[0] * step
-                step *= layer.stride[0]
-    return reach
+__all__ = ["VQVAECodec"]
 
 
 class VQVAECodec(Codec):
@@ -53,10 +31,9 @@ class VQVAECodec(Codec):
     def __init__(self, model: VQVAE) -> None:
         super().__init__()
         self.model = model.eval()
-        downsample = model.downsample
-        encoder = [model.input_proj, *model.encoder]
-        self._encoder_context = downsample * math.ceil(receptive_field(encoder) / downsample)
-        self._decoder_context = math.ceil(receptive_field([*model.decoder, model.output_proj]))
+        encoder = [model.input_proj, model.encoder, model.latent_in]
+        self._encoder_context = receptive_field(encoder, model.downsample)
+        self._decoder_context = receptive_field([model.latent_out, model.decoder, model.output_proj])
 
     # -- contract -------------------------------------------------------------------------
     @property

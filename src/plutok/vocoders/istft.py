@@ -31,7 +31,7 @@ from torch import nn
 from plutok.chunking import chunked_apply
 from plutok.digests import state_dict_sha256
 from plutok.errors import ModelError
-from plutok.layers import ConvNeXtStack
+from plutok.layers import ConvNeXtStack, receptive_field
 from plutok.parts import settings_from_config
 from plutok.settings import ISTFTVocoderSettings
 from plutok.vocoders.base import Vocoder
@@ -89,8 +89,7 @@ class ISTFTNet(nn.Module):
     def context_frames(self) -> int:
         """Frames each side that change an output frame: the convolutions' reach + the window overlap."""
         s = self.settings
-        reach = (s.kernel_size // 2) * (1 + s.blocks)
-        return reach + -(-s.n_fft // (2 * s.hop_length))
+        return receptive_field([self.embed, self.blocks]) + -(-s.n_fft // (2 * s.hop_length))
 
     def set_statistics(self, log_mel: torch.Tensor) -> None:
         """Fix the input standardisation from training frames ``(n_mels, N)``."""

@@ -12,7 +12,6 @@ Deterministic: one pass, no sampling.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from plutok.codec.decoders.base import CodecDecoder
-from plutok.layers import ConvNeXtStack
+from plutok.layers import ConvNeXtStack, receptive_field
 from plutok.parts import settings_from_config
 from plutok.settings import ConvNeXtDecoderSettings, SamplingSettings
 
@@ -69,9 +68,7 @@ class ConvNeXtDecoder(CodecDecoder):
 
     @property
     def context(self) -> int:
-        s = self.settings
-        reach = (s.kernel_size - 1) // 2
-        return 1 + s.blocks * reach + 2 + math.ceil(s.upsampled_blocks * reach / s.frames_per_code)
+        return receptive_field([self.decoder_in, self.decoder, self.upsample, self.upsampled, self.to_output])
 
     def set_statistics(self, speakers: torch.Tensor) -> None:
         with torch.no_grad():

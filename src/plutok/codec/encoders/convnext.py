@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from plutok.codec.encoders.base import CodecEncoder
-from plutok.layers import ConvNeXtStack
+from plutok.layers import ConvNeXtStack, receptive_field
 from plutok.parts import settings_from_config
 from plutok.settings import ConvNeXtEncoderSettings
 
@@ -59,8 +59,7 @@ class ConvNeXtEncoder(CodecEncoder):
 
     @property
     def context(self) -> int:
-        s = self.settings
-        return s.frames_per_code * (s.blocks * ((s.kernel_size - 1) // 2) + 1)
+        return receptive_field([self.encoder_in, self.encoder, self.to_latent], self.frames_per_code)
 
     def set_statistics(self, analysis: torch.Tensor) -> None:
         with torch.no_grad():
