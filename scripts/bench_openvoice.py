@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from plutok.backbones.openvoice import OpenVoiceBackbone
+from plutok.legacy.backbones.openvoice import OpenVoiceBackbone
 
 
 def _time(fn, repeats: int) -> list[float]:

@@ -58,10 +58,10 @@ def make_input(minutes: float, directory: Path) -> Path:
 def stand_in_model(directory: Path) -> Path:
     import torch
 
-    from plutok.backbones.mel import MelBackbone
     from plutok.bpe import CodeBPE
+    from plutok.legacy.backbones.mel import MelBackbone
+    from plutok.legacy.vqvae import VQVAE, VQVAEConfig
     from plutok.tokenizer import Plutok
-    from plutok.vqvae import VQVAE, VQVAEConfig
 
     torch.manual_seed(0)
     backbone = MelBackbone(speaker_coefficients=16)
@@ -117,7 +117,7 @@ def seam_plot(path: Path, chunk_seconds: float = 3.0) -> float:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from plutok.backbones.mel import MelBackbone
+    from plutok.legacy.backbones.mel import MelBackbone
 
     backbone = MelBackbone()
     speech, source = speech_source()

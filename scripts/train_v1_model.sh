@@ -40,7 +40,7 @@ plutok train-vq "$work/features/train" --dev "$work/features/dev" -o "$run/vq" \
     --batch-size 16 --segment-frames 128 --learning-rate 5e-4 --seed 0 --resume
 # Weights rounded to float16 values: the bundled file is half the size, and the
 # BPE below is trained on the codes of exactly the model that ships.
-python -c "import sys; from plutok.vqvae import VQVAE; VQVAE.load(sys.argv[1]).round_to_half().save(sys.argv[1])" "$run/vq"
+python -c "import sys; from plutok.legacy.vqvae import VQVAE; VQVAE.load(sys.argv[1]).round_to_half().save(sys.argv[1])" "$run/vq"
 
 # 4. BPE over the training codes, and the complete model directory.
 plutok train-bpe "$work/features/train" --vqvae "$run/vq" -o "$run/model" --vocab-size "$VOCAB" -q \

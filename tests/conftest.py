@@ -109,10 +109,10 @@ def small_cache_fixture():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A complete saved model: mel backbone, tiny random VQ-VAE (32 codes), BPE trained on its codes."""
-    from plutok.backbones.mel import MelBackbone
     from plutok.bpe import CodeBPE
+    from plutok.legacy.backbones.mel import MelBackbone
+    from plutok.legacy.vqvae import VQVAE, VQVAEConfig
     from plutok.tokenizer import Plutok
-    from plutok.vqvae import VQVAE, VQVAEConfig
 
     torch.manual_seed(0)
     backbone = MelBackbone()

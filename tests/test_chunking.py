@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from plutok.chunking import chunked_apply, chunked_apply_to_blocks, plan_windows
-from plutok.codec.vqvae import VQVAECodec
+from plutok.legacy.codec import VQVAECodec
 
 
 def _stage(ratio: Fraction):
@@ -110,9 +110,9 @@ def test_every_part_declares_a_context_that_covers_what_it_reads(frames_per_code
     """One rule (``layers.receptive_field``) for every part: v2 encoder and decoder, v1 VQ-VAE, iSTFT."""
     from plutok.codec.decoders.convnext import ConvNeXtDecoder
     from plutok.codec.encoders.convnext import ConvNeXtEncoder
+    from plutok.legacy.vqvae import VQVAE, VQVAEConfig
     from plutok.settings import ConvNeXtDecoderSettings, ConvNeXtEncoderSettings, ISTFTVocoderSettings
     from plutok.vocoders.istft import ISTFTNet
-    from plutok.vqvae import VQVAE, VQVAEConfig
 
     torch.manual_seed(0)
     code = 40  # the code whose inputs are looked at, far from both ends

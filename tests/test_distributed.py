@@ -15,9 +15,9 @@ import soundfile as sf
 import torch
 
 from plutok import distributed
-from plutok.backbones import MelBackbone
 from plutok.cli import main
-from plutok.features import FeatureStore, extract_corpus, list_inputs
+from plutok.legacy.backbones import MelBackbone
+from plutok.legacy.features import FeatureStore, extract_corpus, list_inputs
 
 BROKEN = ["broken", "empty", "short"]
 GOOD = [f"good{index}" for index in range(9)]
@@ -31,7 +31,7 @@ TRAIN_ARGS = [
 # (``extract_corpus(on_shard=)``, ``train_vqvae(callback=)``) end the process as a kill would.
 KILLER = """
 import functools, os, sys
-import plutok.features, plutok.training
+import plutok.legacy.features, plutok.legacy.training
 from plutok.cli import main
 
 hook, after = sys.argv.pop(1), int(sys.argv.pop(1))
@@ -42,9 +42,9 @@ def die(count, *_):
         os._exit(17)
 
 if hook == "shards":
-    plutok.features.extract_corpus = functools.partial(plutok.features.extract_corpus, on_shard=die)
+    plutok.legacy.features.extract_corpus = functools.partial(plutok.legacy.features.extract_corpus, on_shard=die)
 else:
-    plutok.training.train_vqvae = functools.partial(plutok.training.train_vqvae, callback=die)
+    plutok.legacy.training.train_vqvae = functools.partial(plutok.legacy.training.train_vqvae, callback=die)
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -136,8 +136,8 @@ def test_two_ranks_and_local_workers_give_the_same_features(corpus, features, tm
 def test_two_process_training_keeps_replicas_equal_and_resumes_exactly(features, tmp_path):
     from safetensors.numpy import load_file
 
-    from plutok.training import evaluate
-    from plutok.vqvae import VQVAE
+    from plutok.legacy.training import evaluate
+    from plutok.legacy.vqvae import VQVAE
 
     straight = tmp_path / "straight"
     run = torchrun("train-vq", str(features), "-o", str(straight), "--dev", str(features), *TRAIN_ARGS)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from plutok.backbones import MelBackbone
 from plutok.cli import main
-from plutok.features import FeatureStore, extract_corpus, list_inputs, merge_failures
+from plutok.legacy.backbones import MelBackbone
+from plutok.legacy.features import FeatureStore, extract_corpus, list_inputs, merge_failures
 
 
 @pytest.fixture

@@ -453,7 +453,7 @@ def test_tokenizer_id_of_2_to_the_31_is_refused(tiny_model_dir, tmp_path, speech
     ],
 )
 def test_absurd_openvoice_backbone_sizes_are_refused(changes, message):
-    from plutok.backbones.openvoice_modules import ConverterConfig
+    from plutok.legacy.backbones.openvoice_modules import ConverterConfig
 
     with pytest.raises(ValueError, match=message):
         ConverterConfig.from_dict({**ConverterConfig().to_dict(), **changes})

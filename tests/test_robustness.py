@@ -122,7 +122,7 @@ def test_chunked_decoding_has_no_seams(tiny_model_dir, long_speech):
 
 
 def test_vocoder_chunks_match_one_pass(speech_like):
-    from plutok.backbones.mel import VOCODER_CONTEXT_FRAMES, MelBackbone
+    from plutok.legacy.backbones.mel import VOCODER_CONTEXT_FRAMES, MelBackbone
 
     backbone = MelBackbone()
     log_mel = backbone.log_mel(speech_like(1.6, seed=4))
@@ -134,7 +134,7 @@ def test_vocoder_chunks_match_one_pass(speech_like):
 
 
 def test_log_mel_blocks_match_one_pass(speech_like, monkeypatch):
-    import plutok.backbones.mel as mel
+    import plutok.legacy.backbones.mel as mel
 
     backbone = mel.MelBackbone()
     wav = speech_like(0.83, seed=5)

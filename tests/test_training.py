@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from plutok.errors import AudioError, ModelError
-from plutok.training import SegmentSampler, TrainConfig, kmeans, train_vqvae
-from plutok.vqvae import VQVAE, AffineVectorQuantizer, VQVAEConfig
+from plutok.legacy.training import SegmentSampler, TrainConfig, kmeans, train_vqvae
+from plutok.legacy.vqvae import VQVAE, AffineVectorQuantizer, VQVAEConfig
 
 torch.set_num_threads(1)
 
@@ -255,8 +255,8 @@ def test_learning_rate_schedule():
 
 def test_schedule_names_are_the_shared_trainers_and_the_old_ones_still_work():
     from plutok.cli import build_parser
+    from plutok.legacy.training import _trainer_config
     from plutok.settings import TrainerConfig
-    from plutok.training.vqvae import _trainer_config
 
     # One vocabulary with TrainerConfig: log_every / eval_every / checkpoint_every.
     config = TrainConfig(log_every=3, eval_every=7, checkpoint_every=5)

@@ -247,7 +247,7 @@ def test_time_left_reads_as_a_person_writes_it():
 
 
 def test_train_vq_help_gives_the_default_step_count_and_time(capsys):
-    from plutok.training import TrainConfig
+    from plutok.legacy.training import TrainConfig
 
     with pytest.raises(SystemExit):
         main(["train-vq", "--help"])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from plutok.errors import AudioError, ModelError, TokenError
-from plutok.vqvae import CONFIG_NAME, VQVAE, WEIGHTS_NAME, VQVAEConfig
+from plutok.legacy.vqvae import CONFIG_NAME, VQVAE, WEIGHTS_NAME, VQVAEConfig
 
 torch.set_num_threads(1)
 

@@ -37,8 +37,6 @@ from plutok.model_directory import (
     check_parts,
     fingerprint,
     load_model_parts,
-    parts_from_backbone,
-    parts_from_openvoice,
     save_model_parts,
     token_space,
 )
@@ -203,7 +201,9 @@ class Plutok:
         metadata: dict[str, Any] | None = None,
         chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS,
     ) -> Plutok:
-        """A v1 model: a :class:`~plutok.backbones.Backbone`, a :class:`~plutok.vqvae.VQVAE` and a BPE."""
+        """A v1 model: a :class:`~plutok.legacy.backbones.Backbone`, a :class:`~plutok.legacy.vqvae.VQVAE` and a BPE."""
+        from plutok.legacy.parts import parts_from_backbone
+
         return cls(parts_from_backbone(backbone, vqvae, bpe, metadata), chunk_seconds=chunk_seconds)
 
     @classmethod
@@ -211,6 +211,8 @@ class Plutok:
         cls, checkpoint: str | os.PathLike, vqvae: str | os.PathLike, tokenizer: str | os.PathLike
     ) -> Plutok:
         """Load the original release: OpenVoice converter dir, VQ-VAE ``model.pth``, ``tokenizer.json``."""
+        from plutok.legacy.parts import parts_from_openvoice
+
         return cls(parts_from_openvoice(checkpoint, vqvae, tokenizer))
 
     def save(self, directory: str | os.PathLike) -> Path:

@@ -326,7 +326,9 @@ def load_audio_stream(
                 if rate == source_rate
                 else soxr.ResampleStream(source_rate, rate, 1, dtype="float32", quality="HQ")
             )
-            expected = int(np.ceil(max(0, handle.frames) * rate / source_rate)) if handle.frames < 2**62 else 0
+            expected = (
+                int(np.ceil(max(0, handle.frames) * rate / source_rate)) if handle.frames < 2**62 else 0
+            )
             spool = spool_samples is not None and expected > spool_samples
             sink = _Spool(path) if spool else _InMemory(expected)
             source_samples = bad = 0

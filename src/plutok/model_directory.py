@@ -51,8 +51,6 @@ __all__ = [
     "default_model_path",
     "fingerprint",
     "load_model_parts",
-    "parts_from_backbone",
-    "parts_from_openvoice",
     "save_model_parts",
     "token_space",
 ]
@@ -202,37 +200,6 @@ def _read_config(directory: Path, is_default: bool) -> dict[str, Any]:
     return config
 
 
-def parts_from_backbone(
-    backbone: Any, vqvae: Any, bpe: Any, metadata: dict[str, Any] | None = None
-) -> ModelParts:
-    """The v2 parts of a v1 model (a :class:`~plutok.backbones.Backbone` + VQ-VAE + BPE)."""
-    from plutok.backbones.adapters import split_backbone
-    from plutok.codec.vqvae import VQVAECodec
-
-    frontend, speaker, vocoder = split_backbone(backbone)
-    return ModelParts(
-        frontend, speaker, VQVAECodec(vqvae), vocoder, bpe, dict(metadata or {}), legacy_backbone=backbone
-    )
-
-
-def parts_from_openvoice(
-    checkpoint: str | os.PathLike, vqvae: str | os.PathLike, tokenizer: str | os.PathLike
-) -> ModelParts:
-    """The original release: OpenVoice converter dir, VQ-VAE ``model.pth``, ``tokenizer.json``."""
-    from plutok.backbones.openvoice import OpenVoiceBackbone
-    from plutok.bpe import load_original_tokenizer
-    from plutok.vqvae import VQVAE
-
-    checkpoint = Path(checkpoint)
-    converter = checkpoint / "converter" if (checkpoint / "converter").is_dir() else checkpoint
-    backbone = OpenVoiceBackbone.from_checkpoint(converter)
-    model = VQVAE.from_original(vqvae)
-    bpe = load_original_tokenizer(tokenizer, codebook_size=model.codebook_size)
-    return parts_from_backbone(
-        backbone, model, bpe, metadata={"description": "original Plutok release (OpenVoice)"}
-    )
-
-
 def check_parts(parts: ModelParts) -> None:
     """:class:`ModelError` when the parts do not fit together (channels, codebook size)."""
     if parts.codec.input_dim != parts.frontend.feature_dim:
@@ -311,15 +278,9 @@ def load_model_parts(path: str | os.PathLike | None = None) -> ModelParts:
     config_path = directory / CONFIG_FILE
     try:
         if config["format_version"] == 1:
-            from plutok.backbones import backbone_from_config
-            from plutok.vqvae import VQVAE, VQVAEConfig
+            from plutok.legacy.parts import parts_from_v1_config
 
-            backbone = backbone_from_config(config["backbone"], directory)
-            vqvae = VQVAE.load(directory / "vqvae.safetensors", config=VQVAEConfig.from_dict(config["vqvae"]))
-            bpe = load_tokenizer(directory / TOKENIZER_FILE, codebook_size=vqvae.codebook_size)
-            parts = parts_from_backbone(backbone, vqvae, bpe, config.get("metadata"))
-            parts.default_speaker = config.get("default_speaker")
-            return parts
+            return parts_from_v1_config(config, directory)
         built = {kind: registry.build(kind, config[kind], directory) for kind in PART_KINDS}
         bpe = load_tokenizer(directory / TOKENIZER_FILE, codebook_size=built["codec"].codebook_size)
     except KeyError as error:

@@ -22,7 +22,7 @@ from plutok.errors import ModelError
 
 __all__ = ["KINDS", "build", "get", "names", "option_settings", "register", "settings_class"]
 
-#: ``backbone``: the v1 analysis/synthesis pairs of format-v1 models (``plutok.backbones``),
+#: ``backbone``: the v1 analysis/synthesis pairs of format-v1 models (``plutok.legacy.backbones``),
 #: each split into a frontend, speaker encoder and vocoder when such a model loads.
 KINDS = ("frontend", "speaker", "codec", "encoder", "quantizer", "decoder", "vocoder", "backbone")
 
@@ -36,7 +36,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "mel-statistics": "plutok.speaker.mel_statistics:MelStatisticsSpeaker",
     },
     "codec": {
-        "vqvae": "plutok.codec.vqvae:VQVAECodec",
+        "vqvae": "plutok.legacy.codec:VQVAECodec",
         "content": "plutok.codec.content:ContentCodec",
     },
     "encoder": {
@@ -54,8 +54,8 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "istft-16k": "plutok.vocoders.istft:ISTFTVocoder",
     },
     "backbone": {
-        "mel": "plutok.backbones.mel:MelBackbone",
-        "openvoice": "plutok.backbones.openvoice:OpenVoiceBackbone",
+        "mel": "plutok.legacy.backbones.mel:MelBackbone",
+        "openvoice": "plutok.legacy.backbones.openvoice:OpenVoiceBackbone",
     },
 }
 _REGISTERED: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}

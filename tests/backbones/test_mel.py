@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plutok.backbones import MelBackbone, backbone_from_config
-from plutok.backbones.mel import slaney_mel_filterbank
 from plutok.errors import AudioError, ModelError
+from plutok.legacy.backbones import MelBackbone, backbone_from_config
+from plutok.legacy.backbones.mel import slaney_mel_filterbank
 
 
 @pytest.fixture(scope="module")

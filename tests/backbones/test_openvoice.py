@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from plutok.backbones import get_backbone_class
-from plutok.backbones.openvoice import OpenVoiceBackbone
-from plutok.backbones.openvoice_modules import ConverterConfig, ToneColorConverter, checkpoint_layout
 from plutok.errors import AudioError, ModelError
+from plutok.legacy.backbones import get_backbone_class
+from plutok.legacy.backbones.openvoice import OpenVoiceBackbone
+from plutok.legacy.backbones.openvoice_modules import ConverterConfig, ToneColorConverter, checkpoint_layout
 
 REFERENCE = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "openvoice"
 TINY = ("tiny_v1", "tiny_v2")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from plutok import registry
-from plutok.backbones import backbone_from_config, get_backbone_class
 from plutok.errors import ModelError
+from plutok.legacy.backbones import backbone_from_config, get_backbone_class
 
 
 def test_builtin_backbones_come_from_the_registry() -> None:

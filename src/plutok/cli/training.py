@@ -184,7 +184,7 @@ def run_extract(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from plutok import distributed
-    from plutok.features import (
+    from plutok.legacy.features import (
         ExtractSummary,
         extract_corpus,
         list_inputs,
@@ -229,7 +229,7 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 def _backbone_from_args(args: argparse.Namespace):
-    from plutok.backbones import get_backbone_class
+    from plutok.legacy.backbones import get_backbone_class
 
     if args.backbone == "openvoice":
         if not args.checkpoint:
@@ -247,10 +247,10 @@ def run_train_vq(args: argparse.Namespace) -> int:
 
     from plutok import distributed
     from plutok.errors import PlutokError
-    from plutok.features import FeatureStore
     from plutok.files import atomic_write_text
+    from plutok.legacy.features import FeatureStore
+    from plutok.legacy.training import TrainConfig, train_vqvae
     from plutok.settings import VQVAEConfig
-    from plutok.training import TrainConfig, train_vqvae
 
     overrides = {
         name: getattr(args, name)
@@ -319,10 +319,10 @@ def run_train_bpe(args: argparse.Namespace) -> int:
 
     from plutok import distributed
     from plutok.bpe import CodeBPE
-    from plutok.features import FeatureStore
+    from plutok.legacy.features import FeatureStore
+    from plutok.legacy.vqvae import VQVAE
     from plutok.tokenizer import Plutok
     from plutok.training.assemble import check_vocab_size, vocab_shortfall
-    from plutok.vqvae import VQVAE
 
     if not distributed.env_context().is_writer:
         return 0  # single-process stage: under torchrun only rank 0 trains the BPE

@@ -9,7 +9,7 @@ online; no codebook gradient). Either way, a code unused for
 ``dead_code_steps`` steps is moved onto a recent latent.
 
 This is the one vector quantizer of the package: the v1 VQ-VAE's quantizer
-(:class:`plutok.vqvae.AffineVectorQuantizer`) is this class with the original
+(:class:`plutok.legacy.vqvae.AffineVectorQuantizer`) is this class with the original
 release's codebook storage, so both models share search, losses and upkeep.
 """
 

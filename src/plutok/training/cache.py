@@ -196,7 +196,7 @@ def fill_cache(
 
     Args:
         utterances: objects with ``id``, ``path`` and optionally ``language``,
-            ``split``, ``text``, ``kind`` (:class:`plutok.features.Utterance` or manifest rows).
+            ``split``, ``text``, ``kind`` (:class:`plutok.legacy.features.Utterance` or manifest rows).
         frontend: the analysis frontend; ``speaker``: the speaker encoder (its log-mel
             is also the cached synthesis target).
     Returns:

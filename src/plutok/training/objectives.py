@@ -334,7 +334,7 @@ class ContentCodecObjective(Objective):
 
 
 class VQVAECodecObjective(Objective):
-    """The v1 codec (:class:`~plutok.codec.vqvae.VQVAECodec`): L1 + L2 reconstruction, codebook, 0.25 x commitment."""
+    """The v1 codec (:class:`~plutok.legacy.codec.VQVAECodec`): L1 + L2 reconstruction, codebook, 0.25 x commitment."""
 
     def __call__(self, codec: Any, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         output = codec.model(batch.analysis)

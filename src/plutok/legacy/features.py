@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from plutok.audio import find_files, load_audio
-from plutok.backbones import Backbone, backbone_from_config
 from plutok.errors import ModelError, PlutokError
 from plutok.files import atomic_path, atomic_write_text
+from plutok.legacy.backbones import Backbone, backbone_from_config
 
 __all__ = [
     "Utterance",

@@ -24,15 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from plutok.backbones.base import Backbone
-from plutok.backbones.openvoice_modules import (
+from plutok.errors import AudioError, ModelError
+from plutok.legacy.backbones.base import Backbone
+from plutok.legacy.backbones.openvoice_modules import (
     ConverterConfig,
     ToneColorConverter,
     checkpoint_layout,
     fold_weight_norm,
     linear_spectrogram,
 )
-from plutok.errors import AudioError, ModelError
 from plutok.weights import describe_mismatch, load_module_weights, weights_in_directory
 
 __all__ = ["OpenVoiceBackbone", "WEIGHTS_FILE"]

@@ -3,7 +3,7 @@
 The loop is the shared :class:`~plutok.training.trainer.Trainer`: this module adds the
 v1 model's loss (:class:`VQVAETraining`), its crops (:class:`SegmentSampler`) and its
 dev loss over whole utterances (:func:`evaluate`). The codebook upkeep is the v1
-quantizer's own, which is the v2 one (:class:`plutok.vqvae.AffineVectorQuantizer`, a
+quantizer's own, which is the v2 one (:class:`plutok.legacy.vqvae.AffineVectorQuantizer`, a
 :class:`plutok.quantizers.vq.VectorQuantizer`), behind the trainer's quantizer hooks. Under ``torchrun`` every rank
 runs on its own part of the data as the trainer describes (gradients averaged over
 ranks, ``batch_size`` per rank, each rank crops with seed ``seed + rank``, codebook
@@ -51,10 +51,10 @@ from torch import nn
 from plutok import distributed
 from plutok.codec.base import CodecBatch
 from plutok.errors import AudioError, ModelError
+from plutok.legacy.vqvae import VQVAE, AffineVectorQuantizer, VQVAEConfig, encoded_length
 from plutok.quantizers.vq import kmeans
 from plutok.settings import PRECISIONS, TrainerConfig, warmup_cosine
 from plutok.training.trainer import Callback, Trainer, training_device
-from plutok.vqvae import VQVAE, AffineVectorQuantizer, VQVAEConfig, encoded_length
 
 __all__ = ["SegmentSampler", "TrainConfig", "kmeans", "train_vqvae"]
 
@@ -163,7 +163,7 @@ class TrainConfig:
         return warmup_cosine(step, self.steps, self.warmup_steps, self.learning_rate, self.min_lr_ratio)
 
     def codebook_training(self) -> dict[str, Any]:
-        """The quantizer's training settings (:class:`~plutok.vqvae.AffineVectorQuantizer`) of this run.
+        """The quantizer's training settings (:class:`~plutok.legacy.vqvae.AffineVectorQuantizer`) of this run.
 
         Its generator is seeded ``seed + 1`` (weights and crops use ``seed``), the same on every rank.
         """

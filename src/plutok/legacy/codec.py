@@ -1,4 +1,4 @@
-"""The v1 codec: the original Plutok VQ-VAE (:mod:`plutok.vqvae`) behind the :class:`Codec` contract.
+"""The v1 codec: the original Plutok VQ-VAE (:mod:`plutok.legacy.vqvae`) behind the :class:`Codec` contract.
 
 Input and output are the same features (the speaker-normalised log-mel of the v1
 default model, or OpenVoice ``z_p`` for the original release); the decoder does
@@ -17,8 +17,8 @@ import torch
 from plutok.codec.base import Codec
 from plutok.digests import state_dict_sha256
 from plutok.layers import receptive_field
+from plutok.legacy.vqvae import VQVAE, WEIGHTS_NAME, VQVAEConfig
 from plutok.settings import SamplingSettings
-from plutok.vqvae import VQVAE, WEIGHTS_NAME, VQVAEConfig
 
 __all__ = ["VQVAECodec"]
 

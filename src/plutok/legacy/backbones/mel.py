@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from plutok.backbones.base import Backbone
 from plutok.errors import ModelError
 from plutok.frontends.mel import ANALYSIS_BLOCK_FRAMES, LogMelFrontend, MelSettings, slaney_mel_filterbank
+from plutok.legacy.backbones.base import Backbone
 from plutok.speaker.mel_statistics import MelStatisticsSpeaker, dct_matrix
 from plutok.vocoders.hifigan import (
     VOCODER_CHUNK_FRAMES,

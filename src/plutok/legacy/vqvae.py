@@ -27,7 +27,7 @@ readable by the original code.
 The quantizer is the package's one :class:`~plutok.quantizers.vq.VectorQuantizer`
 with the original codebook layout (:class:`AffineVectorQuantizer`), so its
 codebook training (k-means initialisation, dead-code replacement, EMA k-means) is
-the v2 quantizer's; the training loop is :mod:`plutok.training.vqvae`.
+the v2 quantizer's; the training loop is :mod:`plutok.legacy.training`.
 """
 
 from __future__ import annotations

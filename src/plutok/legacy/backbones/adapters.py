@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from plutok.backbones.base import Backbone
 from plutok.frontends.base import Frontend
+from plutok.legacy.backbones.base import Backbone
 from plutok.speaker.base import SpeakerEncoder
 from plutok.vocoders.base import Vocoder
 
@@ -87,7 +87,7 @@ class _BackboneVocoder(Vocoder):
 
 def split_backbone(backbone: Backbone) -> tuple[Frontend, SpeakerEncoder, Vocoder]:
     """``(frontend, speaker encoder, vocoder)`` computing exactly what ``backbone`` computes."""
-    from plutok.backbones.mel import MelBackbone
+    from plutok.legacy.backbones.mel import MelBackbone
 
     if isinstance(backbone, MelBackbone):
         return backbone.frontend, backbone.speaker, backbone.vocoder

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from plutok import registry
-from plutok.backbones.base import Backbone
+from plutok.legacy.backbones.base import Backbone
 
 __all__ = ["Backbone", "MelBackbone", "OpenVoiceBackbone", "backbone_from_config", "get_backbone_class"]
 
