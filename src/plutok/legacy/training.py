@@ -45,7 +45,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from plutok import distributed
@@ -54,6 +53,7 @@ from plutok.errors import AudioError, ModelError
 from plutok.legacy.vqvae import VQVAE, AffineVectorQuantizer, VQVAEConfig, encoded_length
 from plutok.quantizers.vq import kmeans
 from plutok.settings import PRECISIONS, TrainerConfig, warmup_cosine
+from plutok.training.objectives import VQVAECodecObjective, reconstruction_loss
 from plutok.training.trainer import Callback, Trainer, training_device
 
 __all__ = ["SegmentSampler", "TrainConfig", "kmeans", "train_vqvae"]
@@ -238,11 +238,6 @@ def _check_features(utterances: Sequence[np.ndarray], feature_dim: int, what: st
 # ----- loop ---------------------------------------------------------------------------------------
 
 
-def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L1 + L2 (mean squared) error between features of the same shape."""
-    return F.l1_loss(reconstruction, target) + F.mse_loss(reconstruction, target)
-
-
 @torch.no_grad()
 def evaluate(model: VQVAE, utterances: Sequence[np.ndarray], device: torch.device) -> dict[str, float]:
     """Frame-weighted reconstruction loss and code statistics over whole utterances.
@@ -309,8 +304,9 @@ class SampledCrops:
 class VQVAETraining(nn.Module):
     """A :class:`VQVAE` with its training loss, for :class:`~plutok.training.trainer.Trainer`.
 
-    Loss: L1 + L2 reconstruction + ``commitment_weight`` × commitment, plus the codebook
-    loss unless the codebook is EMA k-means (``TrainConfig.kmeans``).
+    Loss: the v1 codec's objective (:class:`~plutok.training.objectives.VQVAECodecObjective`)
+    with ``commitment_weight``, without the codebook loss when the codebook is EMA k-means
+    (``TrainConfig.kmeans``).
     """
 
     #: The codebook and its affine transform are never weight-decayed.
@@ -320,6 +316,7 @@ class VQVAETraining(nn.Module):
         super().__init__()
         self.vqvae = vqvae
         self.train_config = config
+        self.objective = VQVAECodecObjective(config.commitment_weight, codebook_gradient=not config.kmeans)
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -332,16 +329,8 @@ class VQVAETraining(nn.Module):
 
     def loss(self, batch: CodecBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         output = self.vqvae(batch.analysis)
-        reconstruction = reconstruction_loss(output.reconstruction, batch.target)
-        loss = reconstruction + self.train_config.commitment_weight * output.commitment_loss
-        if not self.train_config.kmeans:
-            loss = loss + output.codebook_loss
         self._last = (output.encoded.detach(), output.codes)
-        return loss, {
-            "reconstruction": reconstruction,
-            "perplexity": output.perplexity,
-            "usage": output.usage,
-        }
+        return self.objective.score(output, batch.target)
 
     def quantizer_parts(self):
         if self._last is None:

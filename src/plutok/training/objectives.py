@@ -51,6 +51,7 @@ __all__ = [
     "log_mel_loss",
     "masked_mean",
     "multi_resolution_stft_loss",
+    "reconstruction_loss",
     "third_octave_bands",
 ]
 
@@ -333,15 +334,32 @@ class ContentCodecObjective(Objective):
         return self._last
 
 
+def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 + L2 (mean squared) error between features of the same shape (the v1 VQ-VAE's)."""
+    return F.l1_loss(reconstruction, target) + F.mse_loss(reconstruction, target)
+
+
 class VQVAECodecObjective(Objective):
-    """The v1 codec (:class:`~plutok.legacy.codec.VQVAECodec`): L1 + L2 reconstruction, codebook, 0.25 x commitment."""
+    """The v1 VQ-VAE (the ``vqvae`` codec, :class:`~plutok.legacy.codec.VQVAECodec`, and ``train-vq``).
+
+    :func:`reconstruction_loss` + ``commitment_weight`` x commitment, plus the codebook
+    loss unless the codebook learns without gradients (``codebook_gradient=False``: the
+    EMA k-means codebook of ``train-vq --kmeans``).
+    """
+
+    def __init__(self, commitment_weight: float = 0.25, codebook_gradient: bool = True) -> None:
+        self.commitment_weight = commitment_weight
+        self.codebook_gradient = codebook_gradient
 
     def __call__(self, codec: Any, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        output = codec.model(batch.analysis)
-        reconstruction = F.mse_loss(output.reconstruction, batch.target) + F.l1_loss(
-            output.reconstruction, batch.target
-        )
-        total = reconstruction + output.codebook_loss + 0.25 * output.commitment_loss
+        return self.score(codec.model(batch.analysis), batch.target)
+
+    def score(self, output: Any, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss and metrics of a :class:`~plutok.legacy.vqvae.VQVAEOutput` against features ``(B, C, T)``."""
+        reconstruction = reconstruction_loss(output.reconstruction, target)
+        total = reconstruction + self.commitment_weight * output.commitment_loss
+        if self.codebook_gradient:
+            total = total + output.codebook_loss
         return total, {
             "reconstruction": reconstruction,
             "perplexity": output.perplexity,
