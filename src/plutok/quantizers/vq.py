@@ -65,7 +65,7 @@ class CodeReplay(torch.nn.Module):
         self.capacity = replay_size
         self.register_buffer("unused_steps", torch.zeros(codebook_size, dtype=torch.long), persistent=False)
         # Allocated by the first push: a model that only encodes and decodes never needs it
-        # (the v1 model's codes are 768 wide: 48 MB of buffer for nothing).
+        # (16,384 codes of the original release's width 768 would be 48 MiB for nothing).
         self.register_buffer("replay", torch.zeros(0, dim), persistent=False)
         self.filled = 0
         self.position = 0
