@@ -178,3 +178,8 @@ def test_spooling_without_room_is_one_clear_error(tmp_path, monkeypatch):
     sf.write(path, np.zeros(32000, dtype=np.float32), 16000)
     with pytest.raises(AudioError, match="TMPDIR.*No space left"):
         load_audio_stream(path, 16000, spool_samples=100)
+    # A temporary folder that does not exist: the same one line.
+    monkeypatch.undo()
+    monkeypatch.setattr(audio.tempfile, "tempdir", str(tmp_path / "missing"))
+    with pytest.raises(AudioError, match="TMPDIR"):
+        load_audio_stream(path, 16000, spool_samples=100)

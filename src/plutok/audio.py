@@ -262,19 +262,25 @@ class _Spool:
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._handle = tempfile.TemporaryFile(prefix="plutok-spool-")
+        try:
+            self._handle = tempfile.TemporaryFile(prefix="plutok-spool-")
+        except OSError as error:
+            raise self._error(error) from None
         self._count = 0
+
+    def _error(self, error: OSError) -> AudioError:
+        return AudioError(
+            f"{self._path}: cannot spool the waveform to a temporary file in "
+            f"{tempfile.gettempdir()} (set TMPDIR to a writable folder with room, ~230 MB per "
+            f"hour of audio): {error.strerror or error}"
+        )
 
     def write(self, samples: np.ndarray) -> None:
         try:
             self._handle.write(np.ascontiguousarray(samples, dtype="<f4").tobytes())
         except OSError as error:
             self._handle.close()
-            raise AudioError(
-                f"{self._path}: cannot spool the waveform to a temporary file in "
-                f"{tempfile.gettempdir()} (set TMPDIR to a folder with room, ~230 MB per hour "
-                f"of audio): {error.strerror or error}"
-            ) from None
+            raise self._error(error) from None
         self._count += samples.shape[0]
 
     def result(self) -> SpooledWaveform:
