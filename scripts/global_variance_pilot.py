@@ -7,8 +7,10 @@ real *train* clips (deviations from each clip's band mean, pooled over clips). I
 pointwise in time, so chunked and streaming decoding would still equal one pass, and it
 leaves the tokens alone. This script only measures it: every clip of ``--split`` is decoded
 once per ``alpha`` (``0`` = the model as it is) and scored with STOI and speaker similarity
-(the evaluation's Resemblyzer, aligned as ``plutok eval`` aligns); paired differences per
-source come at the end. Rows are appended to ``OUT`` (JSONL), so a rerun resumes.
+(the evaluation's Resemblyzer, aligned as ``plutok eval`` aligns) and, with ``--asr``, WER
+(Whisper-base as in ``plutok eval``; against the clip's transcript, or the ASR transcript of
+the original where it has none, as ``--untranscribed asr``; errors capped at the reference's
+word count); paired differences per source come at the end. Rows are appended to ``OUT`` (JSONL), so a rerun resumes.
 
     python scripts/global_variance_pilot.py data/corpus/manifest.jsonl -o data/gv/fast.jsonl \\
         --model fast --alphas 0 1 2
@@ -72,6 +74,7 @@ def main() -> None:
     parser.add_argument("--train-clips", type=int, default=150, help="real train clips for the gains")
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.0, 1.0], help="gain exponents tried")
     parser.add_argument("--limit", type=int, default=None, help="first N clips of the split only")
+    parser.add_argument("--asr", action="store_true", help="also WER (needs plutok[eval]'s faster-whisper)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -84,18 +87,30 @@ def main() -> None:
     gains = np.load(gain_path)[:, None]
     print("gains per band:", " ".join(f"{g:.3f}" for g in gains[:, 0]))
 
+    transcriber = None
+    if args.asr:
+        from plutok.evaluation.asr import Transcriber
+
+        transcriber = Transcriber()
     done = {json.loads(line)["id"] for line in args.out.read_text().splitlines()} if args.out.exists() else set()
     scored = [row for row in rows if row.get("split") == args.split][: args.limit]
     with args.out.open("a") as sink:
         for row in tqdm([row for row in scored if row["id"] not in done], desc="decode", unit="clip"):
             wav, speaker, decoded, _ = _normalised_log_mels(tok, _clip_path(args.manifest, row))
             result = {"id": row["id"], "source": row.get("source")}
+            language = row.get("language")
+            if transcriber is not None:
+                text = (row.get("text") or "").strip() or transcriber.transcribe(wav, language)
             for alpha in args.alphas:
                 features = tok.parts.speaker.denormalize(decoded * gains**alpha, speaker)
                 audio = tok.parts.vocoder.synthesize(features, speaker, chunk_frames=None)[: wav.shape[0]]
                 aligned, _ = metrics.align(wav, audio)
                 result[f"stoi@{alpha:g}"] = metrics.stoi(wav, aligned)
                 result[f"speaker_similarity@{alpha:g}"] = metrics.speaker_similarity(wav, aligned)
+                if transcriber is not None and text:
+                    counts = metrics.error_counts(text, transcriber.transcribe(aligned, language), language)
+                    if counts.words:  # None for languages written without spaces
+                        result[f"wer@{alpha:g}"] = 100.0 * min(counts.word_errors, counts.words) / counts.words
             sink.write(json.dumps(result) + "\n")
             sink.flush()
 
@@ -104,14 +119,18 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|")
     for source in sorted({str(r["source"]) for r in results}):
         group = [r for r in results if str(r["source"]) == source]
-        for metric in ("stoi", "speaker_similarity"):
-            base = np.array([r[f"{metric}@0"] for r in group])
+        for metric in ("stoi", "speaker_similarity", "wer"):
+            scored_rows = [r for r in group if f"{metric}@0" in r]
             for alpha in args.alphas:
-                if alpha == 0 or f"{metric}@{alpha:g}" not in group[0]:
+                if alpha == 0 or not scored_rows or f"{metric}@{alpha:g}" not in scored_rows[0]:
                     continue
-                delta = np.array([r[f"{metric}@{alpha:g}"] for r in group]) - base
+                base = np.array([r[f"{metric}@0"] for r in scored_rows])
+                delta = np.array([r[f"{metric}@{alpha:g}"] for r in scored_rows]) - base
                 error = delta.std(ddof=1) / np.sqrt(len(delta)) if len(delta) > 1 else float("nan")
-                print(f"| {source} | {metric} | {alpha:g} | {len(group)} | {base.mean():.3f} | {delta.mean():+.4f} | {error:.4f} |")
+                print(
+                    f"| {source} | {metric} | {alpha:g} | {len(scored_rows)} | {base.mean():.3f} "
+                    f"| {delta.mean():+.4f} | {error:.4f} |"
+                )
 
 
 if __name__ == "__main__":
