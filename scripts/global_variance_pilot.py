@@ -14,6 +14,10 @@ word count); paired differences per source come at the end. Rows are appended to
 
     python scripts/global_variance_pilot.py data/corpus/manifest.jsonl -o data/gv/fast.jsonl \\
         --model fast --alphas 0 1 2
+
+``--save-model DIR`` writes a copy of the model with the post-filter built in (the
+registered ``global-variance`` part, gains ``g ** --save-alpha``) and stops: that model's
+tokens and token space are the original's, only its decoded sound changes.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +80,8 @@ def main() -> None:
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.0, 1.0], help="gain exponents tried")
     parser.add_argument("--limit", type=int, default=None, help="first N clips of the split only")
     parser.add_argument("--asr", action="store_true", help="also WER (needs plutok[eval]'s faster-whisper)")
+    parser.add_argument("--save-model", type=Path, default=None, metavar="DIR", help="write the model with the post-filter")
+    parser.add_argument("--save-alpha", type=float, default=1.0, help="gain exponent of --save-model (default 1)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -86,6 +93,22 @@ def main() -> None:
         np.save(gain_path, band_gains(tok, args.manifest, rows, args.train_clips))
     gains = np.load(gain_path)[:, None]
     print("gains per band:", " ".join(f"{g:.3f}" for g in gains[:, 0]))
+    if args.save_model is not None:
+        from plutok.postfilters.global_variance import GlobalVariancePostfilter
+
+        tok.parts.postfilter = GlobalVariancePostfilter(gains[:, 0] ** args.save_alpha)
+        tok.parts.metadata = {
+            **tok.parts.metadata,
+            "postfilter_trained": {
+                "command": "python scripts/global_variance_pilot.py " + " ".join(sys.argv[1:]),
+                "train_clips": args.train_clips,
+                "alpha": args.save_alpha,
+            },
+        }
+        model = Plutok(tok.parts)  # its fingerprint now covers the post-filter
+        model.save(args.save_model)
+        print(f"saved {args.save_model} (fingerprint {model.fingerprint[:16]}, token space {model.token_space[:16]})")
+        return
 
     transcriber = None
     if args.asr:

@@ -163,6 +163,7 @@ class Plutok:
             "frontend": self.frontend.name,
             "speaker_encoder": self.speaker_encoder.name,
             "codec": self.codec.name,
+            "postfilter": self.parts.postfilter.name if self.parts.postfilter is not None else "none",
             "vocoder": self.vocoder.name,
             "sample_rate": self.sample_rate,
             "analysis_frames_per_second": self.frontend.frames_per_second,

@@ -4,6 +4,7 @@
 
     codes (1, N) int64, speaker (1, S) float32
       -> code vectors (table lookup) -> codec decoder (speaker-conditioned) -> normalised log-mel
+      -> the model's global-variance post-filter, if it has one (a gain per band)
       -> speaker de-normalisation (mean and std rebuilt from the speaker vector's DCT coefficients)
       -> fast vocoder (ConvNeXt -> log-magnitude and phase -> inverse STFT) -> waveform (1, N * samples_per_code)
 
@@ -57,6 +58,11 @@ def decode_graph(parts: Any) -> Any:
     if not hasattr(speaker_part, "statistics") or not hasattr(speaker_part, "coefficients"):
         raise ModelError(f"ONNX export needs the mel-statistics speaker part, not {speaker_part.name!r}")
     assert isinstance(vocoder, ISTFTVocoder)
+    postfilter = getattr(parts, "postfilter", None)
+    if postfilter is not None and not hasattr(postfilter, "gain"):
+        raise ModelError(f"ONNX export knows the global-variance post-filter, not {postfilter.name!r}")
+    # The post-filter as a per-channel gain (ones without one): the same product as in synthesis.py.
+    gain = torch.ones(codec.output_dim) if postfilter is None else torch.from_numpy(postfilter.gain)
     with torch.no_grad():
         table = codec.quantizer.dequantize(torch.arange(codec.codebook_size)[None])[0].T.float()  # (K, D)
     net = vocoder.net
@@ -83,13 +89,14 @@ def decode_graph(parts: Any) -> Any:
             self.register_buffer("cos_basis", cos_basis.T.contiguous())  # (n_fft, bins)
             self.register_buffer("sin_basis", sin_basis.T.contiguous())
             self.register_buffer("speaker_basis", basis)
+            self.register_buffer("gain", gain.float()[None, :, None])
             self.register_buffer("identity", torch.eye(n_fft)[:, None, :])  # overlap-add kernel
             self.register_buffer("window_square", net.window.float().square()[None, None, :])
             self.coefficients = basis.shape[0]
 
         def forward(self, codes: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
             vectors = nn.functional.embedding(codes, self.table).transpose(1, 2)  # (1, D, N)
-            normalised = self.codec.synthesize_from_vectors(vectors, speaker)  # (1, n_mels, 4 N)
+            normalised = self.codec.synthesize_from_vectors(vectors, speaker) * self.gain  # (1, n_mels, 4 N)
             mean = (speaker[:, : self.coefficients] @ self.speaker_basis)[:, :, None]
             std = torch.exp(speaker[:, self.coefficients :] @ self.speaker_basis).clamp(min=min_std)[
                 :, :, None

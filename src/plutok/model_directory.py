@@ -86,6 +86,8 @@ class ModelParts:
     bpe: Any
     metadata: dict[str, Any]
     default_speaker: list[float] | None = None
+    #: An optional :class:`~plutok.postfilters.Postfilter` between codec decoder and vocoder.
+    postfilter: Any = None
     #: v1 models: the ``backbone`` section they were built from (kept for their fingerprint and saving).
     legacy_backbone: Any = None
 
@@ -96,6 +98,9 @@ def _parts_config(parts: ModelParts) -> dict[str, Any]:
     for kind in PART_KINDS:
         part = getattr(parts, kind)
         config[kind] = {**part.config(), "weights_sha256": part.weights_digest()}
+    if parts.postfilter is not None:
+        # Only when present, so that models without one keep their fingerprints.
+        config["postfilter"] = {**parts.postfilter.config(), "weights_sha256": parts.postfilter.weights_digest()}
     config["bpe"] = {"codebook_size": parts.bpe.codebook_size, "vocab_size": parts.bpe.vocab_size}
     if parts.default_speaker is not None:
         config["default_speaker"] = [float(v) for v in parts.default_speaker]
@@ -128,7 +133,8 @@ def fingerprint(parts: ModelParts) -> str:
 
 
 def token_space(parts: ModelParts) -> str:
-    """SHA-256 (hex) of what gives the model's token ids their meaning: all but the vocoder.
+    """SHA-256 (hex) of what gives the model's token ids their meaning: all but the vocoder
+    (and the post-filter before it).
 
     A v1 model (one computation, from before vocoders were parts) has its fingerprint as token space.
     """
@@ -136,6 +142,7 @@ def token_space(parts: ModelParts) -> str:
         return fingerprint(parts)
     config = _parts_config(parts)
     del config["vocoder"]
+    config.pop("postfilter", None)  # like the vocoder: how ids sound, not what they mean
     config.pop("default_speaker", None)  # a decode-time voice, not part of what ids mean
     digest = hashlib.sha256(b"plutok token space\n")
     digest.update(json.dumps(config, sort_keys=True).encode())
@@ -154,6 +161,7 @@ def accepted_fingerprints(parts: ModelParts) -> frozenset[bytes]:
     if parts.legacy_backbone is not None:
         return frozenset(accepted)
     config = _parts_config(parts)
+    config.pop("postfilter", None)  # files of before token spaces were made without one
     vocabulary = parts.bpe.tokenizer.to_str().encode()
     for section in _bundled_vocoder_sections():
         digest = hashlib.sha256(json.dumps({**config, "vocoder": section}, sort_keys=True).encode())
@@ -287,7 +295,11 @@ def load_model_parts(path: str | os.PathLike | None = None) -> ModelParts:
         raise ModelError(f"{config_path}: missing section {error}") from None
     parts = ModelParts(**built, bpe=bpe, metadata=dict(config.get("metadata") or {}))
     parts.default_speaker = config.get("default_speaker")
-    for kind in PART_KINDS:
+    checked = list(PART_KINDS)
+    if config.get("postfilter") is not None:
+        parts.postfilter = _build_postfilter(parts, config["postfilter"], directory, config_path)
+        checked.append("postfilter")
+    for kind in checked:
         stored = config[kind].get("weights_sha256")
         actual = getattr(parts, kind).weights_digest()
         if stored is not None and stored != actual:
@@ -296,6 +308,19 @@ def load_model_parts(path: str | os.PathLike | None = None) -> ModelParts:
                 f"(sha256 {actual[:12]}..., expected {stored[:12]}...); reinstall the package that provides them"
             )
     return parts
+
+
+def _build_postfilter(parts: ModelParts, section: Any, directory: Path, config_path: Path) -> Any:
+    """The ``postfilter`` section as a part; its channels must be the codec decoder's output channels."""
+    if not isinstance(section, dict):
+        raise ModelError(f"{config_path}: the postfilter section must be an object")
+    postfilter = registry.build("postfilter", section, directory)
+    if postfilter.feature_dim != parts.codec.output_dim:
+        raise ModelError(
+            f"{config_path}: the postfilter reads {postfilter.feature_dim} channels, "
+            f"the codec decoder writes {parts.codec.output_dim}"
+        )
+    return postfilter
 
 
 def save_model_parts(parts: ModelParts, directory: str | os.PathLike) -> Path:
@@ -311,6 +336,8 @@ def save_model_parts(parts: ModelParts, directory: str | os.PathLike) -> Path:
     try:
         parts.bpe.save(staging / TOKENIZER_FILE)
         if parts.legacy_backbone is not None:
+            if parts.postfilter is not None:
+                raise ModelError("a v1 model cannot carry a post-filter (its format has no place for one)")
             parts.codec.model.save(staging, write_config=False)
             parts.legacy_backbone.save_weights(staging)
             config = _legacy_config(parts)

@@ -24,7 +24,7 @@ __all__ = ["KINDS", "build", "get", "names", "option_settings", "register", "set
 
 #: ``backbone``: the v1 analysis/synthesis pairs of format-v1 models (``plutok.legacy.backbones``),
 #: each split into a frontend, speaker encoder and vocoder when such a model loads.
-KINDS = ("frontend", "speaker", "codec", "encoder", "quantizer", "decoder", "vocoder", "backbone")
+KINDS = ("frontend", "speaker", "codec", "encoder", "quantizer", "decoder", "postfilter", "vocoder", "backbone")
 
 _BUILTIN: dict[str, dict[str, str]] = {
     "frontend": {
@@ -48,6 +48,9 @@ _BUILTIN: dict[str, dict[str, str]] = {
     "quantizer": {
         "vq": "plutok.quantizers.vq:VectorQuantizer",
         "fsq": "plutok.quantizers.fsq:FiniteScalarQuantizer",
+    },
+    "postfilter": {
+        "global-variance": "plutok.postfilters.global_variance:GlobalVariancePostfilter",
     },
     "vocoder": {
         "hifigan-16k": "plutok.vocoders.hifigan:PackagedHiFiGAN",

@@ -41,9 +41,15 @@ def covered_samples(parts: ModelParts, num_codes: int) -> int:
 def synthesis_features(
     parts: ModelParts, codes: np.ndarray, speaker: np.ndarray, chunk_codes: int | None
 ) -> np.ndarray:
-    """What the vocoder reads ``(C_out, frames)`` for codes ``(N,)`` and a speaker vector."""
+    """What the vocoder reads ``(C_out, frames)`` for codes ``(N,)`` and a speaker vector.
+
+    Codec decoder, the model's post-filter if it has one (pointwise in time, so applying it
+    to the whole output equals applying it chunk by chunk), speaker de-normalisation.
+    """
     with torch.inference_mode():
         features = parts.codec.decode_long(codes, speaker, chunk_codes)
+    if parts.postfilter is not None:
+        features = parts.postfilter.apply(features)
     return parts.speaker.denormalize(features, speaker)
 
 

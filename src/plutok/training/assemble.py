@@ -210,7 +210,8 @@ def replace_decoder(
     :func:`~plutok.training.codec.code_state_dict`, rounded
     to float16 values as shipped, equal to the model's), so the model's BPE, and every token
     id a language model learned, keep their meaning; otherwise :class:`ModelError` (run
-    :func:`assemble_model` for a new BPE). The fingerprint changes with the decoder.
+    :func:`assemble_model` for a new BPE). The fingerprint changes with the decoder; a
+    post-filter the model had is dropped (its gains belong to the old decoder).
     """
     import torch
 
@@ -229,6 +230,9 @@ def replace_decoder(
             "train it with --init-from the model's codec and --freeze-codes, or assemble a new BPE"
         )
     parts.codec = codec
+    # A post-filter's gains were measured on the old decoder's output; measure them again
+    # for this one (scripts/global_variance_pilot.py --save-model).
+    parts.postfilter = None
     parts.metadata = {**parts.metadata, **(metadata or {})}
     model = Plutok(parts)
     model.save(output)
