@@ -161,12 +161,15 @@ def accepted_fingerprints(parts: ModelParts) -> frozenset[bytes]:
     if parts.legacy_backbone is not None:
         return frozenset(accepted)
     config = _parts_config(parts)
-    config.pop("postfilter", None)  # files of before token spaces were made without one
+    # With the post-filter (a sibling's file, vocoder swapped) and without (files of models
+    # before the post-filter existed, e.g. the same codec before v2.7).
+    variants = [config, {key: value for key, value in config.items() if key != "postfilter"}]
     vocabulary = parts.bpe.tokenizer.to_str().encode()
-    for section in _bundled_vocoder_sections():
-        digest = hashlib.sha256(json.dumps({**config, "vocoder": section}, sort_keys=True).encode())
-        digest.update(vocabulary)
-        accepted.add(digest.digest()[:8])
+    for variant in variants[: 2 if "postfilter" in config else 1]:
+        for section in _bundled_vocoder_sections():
+            digest = hashlib.sha256(json.dumps({**variant, "vocoder": section}, sort_keys=True).encode())
+            digest.update(vocabulary)
+            accepted.add(digest.digest()[:8])
     return frozenset(accepted)
 
 
