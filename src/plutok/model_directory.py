@@ -5,7 +5,8 @@ Format v2 (written by this version)::
     config.json     {"format": "plutok-model", "format_version": 2,
                      "frontend": {...}, "speaker": {...}, "codec": {...}, "vocoder": {...},
                      "bpe": {"codebook_size", "vocab_size"}, "default_speaker": [...], "metadata": {...}}
-                    each part section: registered name, settings, "weights_sha256"
+                    each part section: registered name, settings, "weights_sha256";
+                    optionally "postfilter": {...} (between codec decoder and vocoder)
     codec.safetensors (or the codec's own files), tokenizer.json
 
 Format v1 (the 0.1 models: ``backbone`` + ``vqvae`` sections, ``vqvae.safetensors``)
@@ -15,7 +16,7 @@ keeps loading, and a v1 model keeps its v1 fingerprint and is saved as v1, so
 The fingerprint is a SHA-256 over the canonical JSON of the parts' configs --
 weight digests included, also of packaged weights (vocoder file, Whisper) --
 and the BPE vocabulary. The *token space* is the same hash without the vocoder
-(and the default voice): what gives token ids their meaning (frontend, speaker
+(nor the post-filter, nor the default voice): what gives token ids their meaning (frontend, speaker
 encoder, codec, BPE). Models that differ only in their vocoder (the default and
 ``fast``) share it, so each decodes the other's files, rows and encodings.
 ``.plt`` files and token rows store the first 8 bytes of the token space (files
@@ -69,7 +70,7 @@ def default_model_path() -> Path:
 
 
 def bundled_model_path(name: str) -> Path:
-    """Directory of a bundled model: ``"default"`` (v2.6) or ``"v1"`` (the 0.1 default, kept so that
+    """Directory of a bundled model: ``"default"`` (v2.7) or ``"v1"`` (the 0.1 default, kept so that
     its ``.plt`` files keep decoding). The v2.0-v2.4 defaults left the package after 0.6.0
     (:data:`plutok.catalog.RETIRED_MODELS` says where they are)."""
     return Path(str(resources.files("plutok") / "assets" / BUNDLED_MODELS[name]))
