@@ -118,4 +118,12 @@ plutok train-codec "$work/cache/whisper25-f32" -o "$run-v26" --threads "$THREADS
 plutok assemble "$work/cache/whisper25-f32" "$run-v26/codec" -o "$run/model" --bpe-from "$run/model-v25" \
     --description "Plutok default v2.6: v2.5 trained on 1,000 steps on float32 Whisper features and the real speech of the new sources"
 
+# 8. v2.7: v2.6 with the global-variance post-filter (docs/default-model.md, "v2.7"): one gain
+#    per log-mel band, the real over the decoded standard deviation on 150 real train clips
+#    (lowest sha256("gv:" + id)); the tokens and token space stay v2.6's.
+model_v26="$run/model-v26"
+rm -rf "$model_v26" && mv "$run/model" "$model_v26"
+python scripts/global_variance_pilot.py "$work/corpus/manifest.jsonl" -o "$work/gv/rows.jsonl" \
+    --model "$model_v26" --train-clips 150 --save-model "$run/model"
+
 echo "model: $run/model  (bundle with: rm -rf src/plutok/assets/default && cp -r $run/model src/plutok/assets/default)"
