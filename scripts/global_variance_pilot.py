@@ -35,11 +35,7 @@ from tqdm import tqdm
 from plutok.api import Plutok
 from plutok.audio import load_audio
 from plutok.evaluation import metrics
-
-
-def _clip_path(manifest: Path, row: dict) -> Path:
-    path = Path(row["path"])
-    return path if path.is_absolute() else manifest.parent / path
+from plutok.evaluation.runner import load_manifest
 
 
 def _normalised_log_mels(tok: Plutok, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -55,15 +51,15 @@ def _normalised_log_mels(tok: Plutok, path: Path) -> tuple[np.ndarray, np.ndarra
     return wav, encoding.speaker, decoded, true[:, :frames]
 
 
-def band_gains(tok: Plutok, manifest: Path, rows: list[dict], clips: int) -> np.ndarray:
+def band_gains(tok: Plutok, manifest: Path, clips: int) -> np.ndarray:
     """Per-band ``std(true) / std(decoded)`` ``(n_mels,)`` over ``clips`` real train clips (chosen by hash)."""
     train = sorted(
-        (row for row in rows if row.get("kind") == "real" and row.get("split") == "train"),
-        key=lambda row: hashlib.sha256(("gv:" + row["id"]).encode()).hexdigest(),
+        load_manifest(manifest, split="train", kind="real"),
+        key=lambda utterance: hashlib.sha256(("gv:" + utterance.id).encode()).hexdigest(),
     )[:clips]
     true_energy = decoded_energy = 0.0
-    for row in tqdm(train, desc="gains", unit="clip"):
-        _, _, decoded, true = _normalised_log_mels(tok, _clip_path(manifest, row))
+    for utterance in tqdm(train, desc="gains", unit="clip"):
+        _, _, decoded, true = _normalised_log_mels(tok, utterance.path)
         decoded = decoded[:, : true.shape[1]]
         true_energy = true_energy + np.square(true - true.mean(axis=1, keepdims=True)).sum(axis=1)
         decoded_energy = decoded_energy + np.square(decoded - decoded.mean(axis=1, keepdims=True)).sum(axis=1)
@@ -85,12 +81,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    rows = [json.loads(line) for line in args.manifest.read_text().splitlines() if line.strip()]
     tok = Plutok.from_pretrained(args.model, chunk_seconds=None)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     gain_path = args.out.with_suffix(".gains.npy")
     if not gain_path.exists():
-        np.save(gain_path, band_gains(tok, args.manifest, rows, args.train_clips))
+        np.save(gain_path, band_gains(tok, args.manifest, args.train_clips))
     gains = np.load(gain_path)[:, None]
     print("gains per band:", " ".join(f"{g:.3f}" for g in gains[:, 0]))
     if args.save_model is not None:
@@ -116,14 +111,14 @@ def main() -> None:
 
         transcriber = Transcriber()
     done = {json.loads(line)["id"] for line in args.out.read_text().splitlines()} if args.out.exists() else set()
-    scored = [row for row in rows if row.get("split") == args.split][: args.limit]
+    scored = load_manifest(args.manifest, split=args.split, limit=args.limit)
     with args.out.open("a") as sink:
-        for row in tqdm([row for row in scored if row["id"] not in done], desc="decode", unit="clip"):
-            wav, speaker, decoded, _ = _normalised_log_mels(tok, _clip_path(args.manifest, row))
-            result = {"id": row["id"], "source": row.get("source")}
-            language = row.get("language")
+        for utterance in tqdm([u for u in scored if u.id not in done], desc="decode", unit="clip"):
+            wav, speaker, decoded, _ = _normalised_log_mels(tok, utterance.path)
+            result = {"id": utterance.id, "source": utterance.source}
+            language = utterance.language
             if transcriber is not None:
-                text = (row.get("text") or "").strip() or transcriber.transcribe(wav, language)
+                text = utterance.text.strip() or transcriber.transcribe(wav, language)
             for alpha in args.alphas:
                 features = tok.parts.speaker.denormalize(decoded * gains**alpha, speaker)
                 audio = tok.parts.vocoder.synthesize(features, speaker, chunk_frames=None)[: wav.shape[0]]
@@ -131,9 +126,9 @@ def main() -> None:
                 result[f"stoi@{alpha:g}"] = metrics.stoi(wav, aligned)
                 result[f"speaker_similarity@{alpha:g}"] = metrics.speaker_similarity(wav, aligned)
                 if transcriber is not None and text:
-                    counts = metrics.error_counts(text, transcriber.transcribe(aligned, language), language)
-                    if counts.words:  # None for languages written without spaces
-                        result[f"wer@{alpha:g}"] = 100.0 * min(counts.word_errors, counts.words) / counts.words
+                    wer = metrics.error_counts(text, transcriber.transcribe(aligned, language), language).wer
+                    if wer is not None:  # None for languages written without spaces
+                        result[f"wer@{alpha:g}"] = 100.0 * wer
             sink.write(json.dumps(result) + "\n")
             sink.flush()
 
