@@ -137,14 +137,14 @@ def test_a_file_name_that_is_not_utf8_is_read(tmp_path):
 
 
 def test_a_long_file_is_spooled_with_the_same_samples(tmp_path):
-    """Over ``spool_samples`` the waveform goes to a temporary file: the same samples as
+    """Where ``spool_if`` says so the waveform goes to a temporary file: the same samples as
     held in memory (stereo 44.1 kHz, resampled on the way), read back by any slice."""
     rng = np.random.default_rng(5)
     stereo = (rng.standard_normal((44100 * 3 + 17, 2)) * 0.1).astype(np.float32)
     path = tmp_path / "long.flac"
     sf.write(path, stereo, 44100)
     held, rate, samples = load_audio_stream(path, 16000)
-    spooled, spooled_rate, spooled_samples = load_audio_stream(path, 16000, spool_samples=16000)
+    spooled, spooled_rate, spooled_samples = load_audio_stream(path, 16000, spool_if=lambda n: n > 16000)
     assert isinstance(held, np.ndarray) and isinstance(spooled, SpooledWaveform)
     assert (rate, samples) == (spooled_rate, spooled_samples) == (44100, stereo.shape[0])
     assert spooled.shape == held.shape and len(spooled) == held.shape[0] and spooled.ndim == 1
@@ -158,7 +158,7 @@ def test_a_long_file_is_spooled_with_the_same_samples(tmp_path):
     with pytest.raises(TypeError):
         spooled[::2]
     # Under the limit (or with none) the file is held as before.
-    assert isinstance(load_audio_stream(path, 16000, spool_samples=10**6)[0], np.ndarray)
+    assert isinstance(load_audio_stream(path, 16000, spool_if=lambda n: n > 10**6)[0], np.ndarray)
     spooled.close()
 
 
@@ -177,9 +177,9 @@ def test_spooling_without_room_is_one_clear_error(tmp_path, monkeypatch):
     path = tmp_path / "a.wav"
     sf.write(path, np.zeros(32000, dtype=np.float32), 16000)
     with pytest.raises(AudioError, match="TMPDIR.*No space left"):
-        load_audio_stream(path, 16000, spool_samples=100)
+        load_audio_stream(path, 16000, spool_if=lambda n: n > 100)
     # A temporary folder that does not exist: the same one line.
     monkeypatch.undo()
     monkeypatch.setattr(audio.tempfile, "tempdir", str(tmp_path / "missing"))
     with pytest.raises(AudioError, match="TMPDIR"):
-        load_audio_stream(path, 16000, spool_samples=100)
+        load_audio_stream(path, 16000, spool_if=lambda n: n > 100)

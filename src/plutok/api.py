@@ -280,7 +280,7 @@ class Plutok:
     def encode_file(self, path: str | os.PathLike) -> Encoding:
         """Tokenize an audio file (wav, flac, ogg, mp3, ...), read block by block.
 
-        A file longer than one chunk (``chunk_seconds``) is not held in memory: its
+        A file encoded in more than one chunk (``chunk_seconds``) is not held in memory: its
         waveform is spooled to an unnamed temporary file in ``TMPDIR`` (230 MB per hour of
         audio) and read back a window at a time, with the tokens of one pass.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -187,7 +188,7 @@ def load_audio(path: str | os.PathLike, target_rate: int | None = None) -> tuple
 class SpooledWaveform:
     """A mono float32 waveform kept in an unnamed temporary file instead of in memory.
 
-    What :func:`load_audio_stream` returns for a file longer than its ``spool_samples``:
+    What :func:`load_audio_stream` returns for a file its ``spool_if`` picks:
     the encode path reads it back a window at a time (``waveform[begin:end]``), so memory
     holds a few windows of it, never the whole (230 MB per hour at 16 kHz). The file is
     created already deleted (:func:`tempfile.TemporaryFile`, in ``TMPDIR``), so nothing is
@@ -289,14 +290,14 @@ class _Spool:
 
 
 def load_audio_stream(
-    path: str | os.PathLike, target_rate: int | None = None, spool_samples: int | None = None
+    path: str | os.PathLike, target_rate: int | None = None, spool_if: Callable[[int], bool] | None = None
 ) -> tuple[np.ndarray | SpooledWaveform, int, int]:
     """Read an audio file block by block: mix each block to mono and resample it on the fly.
 
     Only the mono result at ``target_rate`` is ever held in full, never the file's
     channels or its rate (a 1 h 48 kHz stereo file would be 1.4 GB as float32); the
     samples equal :func:`load_audio` on the whole file (soxr streams exactly). A file
-    whose header promises more than ``spool_samples`` samples at ``target_rate`` is not
+    for whose length at ``target_rate`` (from its header) ``spool_if`` is true is not
     held at all: its samples go to a temporary file and come back as a
     :class:`SpooledWaveform` (same values), so that encoding it needs memory for a chunk,
     not for the recording.
@@ -335,7 +336,7 @@ def load_audio_stream(
             expected = (
                 int(np.ceil(max(0, handle.frames) * rate / source_rate)) if handle.frames < 2**62 else 0
             )
-            spool = spool_samples is not None and expected > spool_samples
+            spool = spool_if is not None and spool_if(expected)
             sink = _Spool(path) if spool else _InMemory(expected)
             source_samples = bad = 0
             while True:

@@ -162,20 +162,22 @@ def encode_waveform(
 def _load(parts: ModelParts, path: Path, chunk_codes: int | None) -> tuple[Path, np.ndarray, int, int]:
     """``(path, waveform, source_rate, source_samples)`` of a file, checked.
 
-    A file longer than one chunk is spooled to a temporary file
-    (:class:`~plutok.audio.SpooledWaveform`) instead of held: its encoding reads it a window
-    at a time, so memory does not grow with the recording (230 MB per hour otherwise).
+    A file that will be encoded in more than one chunk (:func:`streams`) is spooled to a
+    temporary file (:class:`~plutok.audio.SpooledWaveform`) instead of held: its encoding
+    reads it a window at a time, so memory does not grow with the recording (230 MB per
+    hour otherwise).
     """
-    spool_samples = None if chunk_codes is None else chunk_codes * samples_per_code(parts)
     waveform, source_rate, num_samples = load_audio_stream(
-        path, target_rate=parts.vocoder.sample_rate, spool_samples=spool_samples
+        path,
+        target_rate=parts.vocoder.sample_rate,
+        spool_if=lambda samples: streams(parts, samples, chunk_codes),
     )
     try:
         check_length(parts, waveform)
     except AudioError as error:
         raise AudioError(f"{path}: {error}") from None
     if isinstance(waveform, SpooledWaveform) and not streams(parts, waveform.shape[0], chunk_codes):
-        # Just over one chunk, but within one codec window: encoded in one pass with a batch.
+        # The header promised more samples than the file held: encoded in one pass, in a batch.
         waveform = waveform[:]
     return path, waveform, source_rate, num_samples
 

@@ -164,9 +164,11 @@ def accepted_fingerprints(parts: ModelParts) -> frozenset[bytes]:
     config = _parts_config(parts)
     # With the post-filter (a sibling's file, vocoder swapped) and without (files of models
     # before the post-filter existed, e.g. the same codec before v2.7).
-    variants = [config, {key: value for key, value in config.items() if key != "postfilter"}]
+    variants = [config]
+    if "postfilter" in config:
+        variants.append({key: value for key, value in config.items() if key != "postfilter"})
     vocabulary = parts.bpe.tokenizer.to_str().encode()
-    for variant in variants[: 2 if "postfilter" in config else 1]:
+    for variant in variants:
         for section in _bundled_vocoder_sections():
             digest = hashlib.sha256(json.dumps({**variant, "vocoder": section}, sort_keys=True).encode())
             digest.update(vocabulary)
@@ -316,9 +318,7 @@ def load_model_parts(path: str | os.PathLike | None = None) -> ModelParts:
 
 def _build_postfilter(parts: ModelParts, section: Any, directory: Path, config_path: Path) -> Any:
     """The ``postfilter`` section as a part; its channels must be the codec decoder's output channels."""
-    if not isinstance(section, dict):
-        raise ModelError(f"{config_path}: the postfilter section must be an object")
-    postfilter = registry.build("postfilter", section, directory)
+    postfilter = registry.build("postfilter", section, directory)  # refuses a section that is no object
     if postfilter.feature_dim != parts.codec.output_dim:
         raise ModelError(
             f"{config_path}: the postfilter reads {postfilter.feature_dim} channels, "
