@@ -24,6 +24,7 @@ KERNEL_SENSITIVE_MODULES = {
     "test_chunking.py",
     "test_robustness.py",
     "test_long_audio.py",
+    "test_postfilters.py",
     "test_stack.py",
     "test_whisper.py",
     "test_istft.py",

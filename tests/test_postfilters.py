@@ -77,8 +77,12 @@ def test_chunks_and_streams_equal_one_pass_with_a_postfilter(base_and_filtered):
     one_pass, _ = Plutok(filtered.parts, chunk_seconds=None).decode_ids(ids)
     chunked, _ = Plutok(filtered.parts, chunk_seconds=1.0).decode_ids(ids)
     streamed = np.concatenate(list(filtered.decode_stream(iter(ids), chunk_codes=17)))
-    np.testing.assert_allclose(chunked, one_pass, rtol=0, atol=1e-4)
-    np.testing.assert_allclose(streamed[: one_pass.shape[0]], one_pass, rtol=0, atol=1e-4)
+    # The post-filter is pointwise; what differs is the decoder's and vocoder's float32
+    # summation over other window lengths: 5.9e-5 native and AVX2, 1.7e-4 under generic
+    # kernels (peak 0.84), within the 5e-4 the fast model's streaming is held to
+    # (tests/test_default_model.py).
+    np.testing.assert_allclose(chunked, one_pass, rtol=0, atol=5e-4)
+    np.testing.assert_allclose(streamed[: one_pass.shape[0]], one_pass, rtol=0, atol=5e-4)
 
 
 def test_the_onnx_decode_graph_applies_the_postfilter(base_and_filtered):
