@@ -25,6 +25,7 @@ __all__ = [
     "all_gather_cat",
     "all_gather_objects",
     "all_reduce_sum",
+    "average_gradients",
     "barrier",
     "broadcast_",
     "context",
@@ -175,6 +176,20 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if is_initialized() and torch.distributed.get_world_size() > 1:
         torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
     return tensor
+
+
+def average_gradients(parameters: list[torch.nn.Parameter]) -> None:
+    """Replace every rank's gradients of ``parameters`` by their mean over ranks (one
+    all-reduce of the flattened gradients), so every rank takes the same optimiser step."""
+    world_size = context().world_size
+    if world_size == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+    flat = all_reduce_sum(torch.cat([g.reshape(-1) for g in grads])) / world_size
+    offset = 0
+    for parameter, grad in zip(parameters, grads, strict=True):
+        parameter.grad = flat[offset : offset + grad.numel()].view_as(grad).clone()
+        offset += grad.numel()
 
 
 def broadcast_(tensor: torch.Tensor, source: int = 0) -> torch.Tensor:

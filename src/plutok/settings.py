@@ -15,6 +15,7 @@ from typing import Any
 from plutok.errors import ModelError
 
 __all__ = [
+    "AdversarialSettings",
     "MAX_BLOCKS",
     "MAX_CODEBOOK_VALUES",
     "MAX_FFT_SIZE",
@@ -430,6 +431,42 @@ class ContentCodecSettings:
             ctc_weight=objective.ctc_weight,
             phoneme_symbols=heads.phoneme_symbols,
         )
+
+
+@dataclass(frozen=True)
+class AdversarialSettings:
+    """The adversarial term of ``train-codec`` (:mod:`plutok.training.adversarial`): a patch
+    discriminator on the decoder's speaker-normalised log-mel, trained beside the codec.
+
+    Training-only, like the schedule: the discriminator never ships and these settings are
+    not in the codec's config (a model trained with the term has the same architecture,
+    config keys and fingerprint rules as one trained without). ``weight`` 0 turns it off.
+    """
+
+    #: Weight of the least-squares generator term (the decoder's log-mel judged real); 0: off.
+    weight: float = 0.0
+    #: Weight of feature matching: L1 between the discriminator's hidden activations on
+    #: the decoded and on the true log-mel, a steadier gradient than the verdict alone.
+    feature_matching_weight: float = 1.0
+    #: Channels of the discriminator's first layer (doubled twice in the layers after).
+    channels: int = 16
+    learning_rate: float = 2e-4
+    #: Steps in which only the discriminator learns: the decoder feels the term from this
+    #: step on, not while the verdicts are still those of random weights.
+    warmup_steps: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("weight", "feature_matching_weight", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ModelError(f"adversarial {name} must be >= 0, got {getattr(self, name)}")
+        check_size("adversarial discriminator", "channels", self.channels, 1, 512)
+        if not self.learning_rate > 0:
+            raise ModelError(f"adversarial learning_rate must be positive, got {self.learning_rate}")
+
+    @property
+    def enabled(self) -> bool:
+        """On when ``weight`` > 0 (feature matching comes with it, never alone)."""
+        return self.weight > 0
 
 
 #: Training precisions (:attr:`TrainerConfig.precision`).

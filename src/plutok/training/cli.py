@@ -206,6 +206,7 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
     from plutok import registry
     from plutok.settings import (
         DERIVED_FIELDS,
+        AdversarialSettings,
         ContentCodecSettings,
         ContentHeadSettings,
         ContentObjectiveSettings,
@@ -283,6 +284,18 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
     add_dataclass_options(group, ContentHeadSettings, skip=("kernel_size", "expansion", "phoneme_symbols"))
     group = parser.add_argument_group("loss weights (recorded in the codec's config)")
     add_dataclass_options(group, ContentObjectiveSettings)
+    group = parser.add_argument_group(
+        "adversarial term (training only: a log-mel patch discriminator beside the codec; "
+        "on when --adversarial-weight > 0)"
+    )
+    add_dataclass_options(group, AdversarialSettings, prefix="adversarial-", skip=("weight",))
+    group.add_argument(
+        "--adversarial-weight",
+        dest="adversarial_weight",
+        type=float,
+        default=None,
+        help=f"weight of the generator term; 0 turns the term off (default: {AdversarialSettings().weight})",
+    )
     group = parser.add_argument_group("schedule")
     add_dataclass_options(group, TrainerConfig)
 
@@ -365,10 +378,11 @@ def _setting_fields(kind: str, name: str) -> set[str]:
 
 def run_train(args: argparse.Namespace) -> int:
     from plutok import distributed
-    from plutok.settings import TrainerConfig
+    from plutok.settings import AdversarialSettings, TrainerConfig
     from plutok.training.codec import train_codec
 
     trainer = TrainerConfig(**dataclass_values(TrainerConfig, args))
+    adversarial = AdversarialSettings(**dataclass_values(AdversarialSettings, args, prefix="adversarial-"))
     codec_config = codec_config_from_args(args, defaults=not args.init_from)
     frontend = args.frontend
     if args.init_from:
@@ -394,6 +408,7 @@ def run_train(args: argparse.Namespace) -> int:
             frontend_config=frontend,
             init_from=args.init_from,
             freeze_codes=args.freeze_codes,
+            adversarial=adversarial,
         )
     if ctx.is_writer:
         print(json.dumps({"final": metrics, "codec": str(Path(args.output) / "codec")}))

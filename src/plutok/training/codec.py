@@ -18,6 +18,8 @@ from plutok.codec.base import Codec
 from plutok.codec.encoders.base import CodecEncoder
 from plutok.errors import ModelError
 from plutok.files import atomic_write_text
+from plutok.settings import AdversarialSettings
+from plutok.training.adversarial import AdversarialObjective
 from plutok.training.cache import AnalysisReader, CachedUtterance, FeatureCache
 from plutok.training.data import SegmentBatcher
 from plutok.training.objectives import ContentCodecObjective, Objective, VQVAECodecObjective
@@ -324,6 +326,7 @@ def train_codec(
     frontend_config: dict[str, Any] | None = None,
     init_from: str | os.PathLike | None = None,
     freeze_codes: bool = False,
+    adversarial: AdversarialSettings | None = None,
 ) -> tuple[Codec, dict[str, float]]:
     """Train the codec ``codec_config`` describes on a cache; writes ``out_dir/codec/`` when done.
 
@@ -339,6 +342,8 @@ def train_codec(
     size, which k-means over the loaded encoder's latents starts. ``freeze_codes``: train only what
     decodes (:func:`freeze_code_weights`), so an ``init_from``
     model's codes, and the token ids its BPE makes of them, keep their meaning.
+    ``adversarial``: the adversarial term's settings (:mod:`plutok.training.adversarial`;
+    off unless its ``weight`` > 0); recorded in the checkpoints, not in the codec's config.
     Under ``torchrun`` (a process group joined first) every rank trains on its own crops
     and rank 0 writes (see :mod:`plutok.training.trainer`).
     Returns:
@@ -435,7 +440,7 @@ def train_codec(
         trainer_config,
         out,
         callback=callback,
-        objective=codec_objective(codec, update_codebook=not freeze_codes),
+        objective=codec_objective(codec, update_codebook=not freeze_codes, adversarial=adversarial),
     )
     trainer.setup(resume=resume)
     metrics = trainer.run()
@@ -493,11 +498,21 @@ def _setting_names(kind: str, name: str | None) -> set[str]:
     return {field.name for field in dataclasses.fields(settings)} if settings is not None else set()
 
 
-def codec_objective(codec: Codec, update_codebook: bool = True) -> Objective:
-    """The training objective of ``codec`` (:mod:`plutok.training.objectives`)."""
+def codec_objective(
+    codec: Codec, update_codebook: bool = True, adversarial: AdversarialSettings | None = None
+) -> Objective:
+    """The training objective of ``codec`` (:mod:`plutok.training.objectives`), with the
+    adversarial term (:mod:`plutok.training.adversarial`) when ``adversarial`` is enabled."""
     if codec.name == "vqvae":
+        if adversarial is not None and adversarial.enabled:
+            raise ModelError(
+                "the adversarial term needs a content codec (the v1 VQ-VAE has no log-mel decoder)"
+            )
         return VQVAECodecObjective()
-    return ContentCodecObjective(codec.objective, update_codebook=update_codebook)
+    objective = ContentCodecObjective(codec.objective, update_codebook=update_codebook)
+    if adversarial is not None and adversarial.enabled:
+        return AdversarialObjective(objective, adversarial)
+    return objective
 
 
 def _code_modules(codec: Codec) -> dict[str, torch.nn.Module]:

@@ -70,10 +70,35 @@ SPEECH_LEVEL = -2.0
 
 
 class Objective:
-    """``objective(model, batch) -> (loss, metrics)``: a scalar to minimise and named scalars to log."""
+    """``objective(model, batch) -> (loss, metrics)``: a scalar to minimise and named scalars to log.
+
+    An objective that trains something of its own beside the model (the adversarial
+    term's discriminator, :mod:`plutok.training.adversarial`) overrides the hooks below:
+    the trainer moves it to the device, calls :meth:`after_step` after each optimiser
+    step of the model, and keeps :meth:`state_tensors` in its checkpoints.
+    """
 
     def __call__(self, model: Any, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
+
+    def to(self, device: torch.device) -> Objective:
+        """Move what the objective trains to ``device``."""
+        return self
+
+    def after_step(self, model: Any) -> dict[str, float]:
+        """Train what the objective owns, after the model's step; metrics to log."""
+        return {}
+
+    def config(self) -> dict[str, Any]:
+        """Settings a checkpoint records (a resumed run must have the same)."""
+        return {}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors a resumed run needs (written into the trainer's checkpoints)."""
+        return {}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Continue from :meth:`state_tensors`."""
 
     def quantizer_parts(
         self, model: Any
@@ -273,6 +298,9 @@ class ContentCodecObjective(Objective):
         self.update_codebook = update_codebook
         self._bands: dict[int, torch.Tensor] = {}
         self._last: tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        #: ``(decoded, target, frame_mask)`` of the last call: the decoded speaker-normalised
+        #: log-mel ``(B, C, T)`` still in the graph, its target and the real frames ``(B, T)``.
+        self.last_synthesis: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def _stoi_bands(self, output_dim: int) -> torch.Tensor:
         if output_dim not in self._bands:
@@ -289,6 +317,7 @@ class ContentCodecObjective(Objective):
         frames = min(prediction.shape[-1], batch.target.shape[-1])
         prediction, target = prediction[..., :frames], batch.target[..., :frames]
         frame_mask = codes_mask.repeat_interleave(codec.synthesis_frames_per_code, dim=1)[:, :frames]
+        self.last_synthesis = (prediction, target, frame_mask)
         mel_l1, gradient = log_mel_loss(prediction, target, frame_mask)
         content_target = codec.content_target(batch.analysis)[..., : latent.shape[-1]]
         content = content_loss(codec.predict_content(quantized.quantized), content_target, codes_mask)

@@ -167,8 +167,8 @@ class Trainer:
         progress: bool = False,
         objective: Objective | None = None,
     ) -> None:
-        self.objective = objective if objective is not None else ModelLoss()
         self.device = training_device(config.device)
+        self.objective = (objective if objective is not None else ModelLoss()).to(self.device)
         self.model = model.to(self.device)
         self.train_data = train
         self.dev_batches = dev.fixed_batches(config.batch_size, limit=256) if dev is not None else []
@@ -207,7 +207,7 @@ class Trainer:
         """
         if self.context.distributed:
             with torch.no_grad():
-                for tensor in self.model.state_dict().values():
+                for tensor in [*self.model.state_dict().values(), *self.objective.state_tensors().values()]:
                     distributed.broadcast_(tensor)
         latest = self._latest_checkpoint() if resume else None
         if latest is not None:
@@ -234,16 +234,6 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _average_gradients(self) -> None:
-        if self.context.world_size == 1:
-            return
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.parameters]
-        flat = distributed.all_reduce_sum(torch.cat([g.reshape(-1) for g in grads])) / self.context.world_size
-        offset = 0
-        for parameter, grad in zip(self.parameters, grads, strict=True):
-            parameter.grad = flat[offset : offset + grad.numel()].view_as(grad).clone()
-            offset += grad.numel()
-
     def train_step(self) -> dict[str, float]:
         """One optimiser step (and quantizer upkeep); returns the step's metrics (this rank's)."""
         config = self.config
@@ -256,11 +246,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
-            self._average_gradients()
+            distributed.average_gradients(self.parameters)
             self.scaler.unscale_(self.optimizer)
         else:
             loss.backward()
-            self._average_gradients()
+            distributed.average_gradients(self.parameters)
         norm = (
             torch.nn.utils.clip_grad_norm_(self.parameters, config.grad_clip)
             if config.grad_clip > 0
@@ -283,6 +273,7 @@ class Trainer:
                 mask = None if mask is None else distributed.all_gather_cat(mask)
             result.update(quantizer.upkeep(latent, codes, mask))
             quantizer.synchronize()
+        result.update(self.objective.after_step(self.model))
         self.step_number += 1
         return result
 
@@ -329,6 +320,7 @@ class Trainer:
         """:func:`state_digest` of every rank's model and upkeep state (all equal unless they diverged)."""
         quantizer = getattr(self.model, "quantizer", None)
         extra = {} if quantizer is None else {f"upkeep.{k}": v for k, v in quantizer.upkeep_state().items()}
+        extra.update({f"objective.{k}": v for k, v in self.objective.state_tensors().items()})
         return distributed.all_gather_objects(state_digest(self.model, extra))
 
     def run(self) -> dict[str, float]:
@@ -427,6 +419,8 @@ class Trainer:
         for index, state in optimizer_state["state"].items():
             for name, value in state.items():
                 tensors[f"optimizer/{index}/{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        for key, value in self.objective.state_tensors().items():
+            tensors[f"objective/{key}"] = value.detach().cpu().contiguous()
         with atomic_path(stem.with_suffix(".safetensors")) as temporary:
             save_file(tensors, str(temporary))
         meta = {
@@ -436,6 +430,8 @@ class Trainer:
             "model": self.model.config(),
             "history": self.history,
         }
+        if self.objective.config():
+            meta["objective"] = self.objective.config()
         if self.scaler is not None:
             meta["scaler"] = self.scaler.state_dict()  # a few numbers: JSON
         # The .json is written last: its presence marks the checkpoint complete.
@@ -457,6 +453,11 @@ class Trainer:
             raise ModelError(
                 f"checkpoint {stem} is for another model: {meta.get('model')} (this run: {self.model.config()})"
             )
+        if meta.get("objective", {}) != self.objective.config():
+            raise ModelError(
+                f"checkpoint {stem} was written with other training terms: {meta.get('objective', {})} "
+                f"(this run: {self.objective.config()})"
+            )
         try:
             self.model.load_state_dict(
                 {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
@@ -469,6 +470,10 @@ class Trainer:
                     restored.setdefault(int(index), {})[name] = value
             state["state"] = restored
             self.optimizer.load_state_dict(state)
+            prefix = "objective/"
+            objective_state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            if objective_state or self.objective.state_tensors():
+                self.objective.load_state_tensors(objective_state)
         except (KeyError, ValueError, RuntimeError) as error:
             raise ModelError(
                 f"cannot resume from {stem}: written with other training settings ({error})"

@@ -1,0 +1,168 @@
+"""The adversarial term of ``train-codec --adversarial-weight W``: a decoder that does not over-smooth.
+
+A codec decoder trained on L1-type losses predicts the average of what could follow the
+codes: a log-mel whose bands vary less than real speech does (3-14 % for the v2.6
+decoder, docs/default-model.md). A discriminator that sees patches of log-mel, true and
+decoded, and a decoder trained to make its patches pass, attack that at its cause; the
+L1 terms stay, so the decoder still follows the target, and feature matching (L1 between
+the discriminator's hidden activations on the two) gives it a steadier signal than the
+verdict alone.
+
+* :class:`MelPatchDiscriminator`: a 2-D convolutional net over ``(mel bins, frames)`` of the
+  speaker-normalised log-mel (the decoder's output space), one least-squares verdict per
+  patch (about 25 bins by 20 frames).
+* :class:`AdversarialObjective`: wraps the codec's objective. Its loss adds
+  ``weight * mean((D(decoded) - 1)^2) + feature_matching_weight * FM``; after each optimiser
+  step of the codec, :meth:`AdversarialObjective.after_step` trains the discriminator on
+  that step's true and decoded log-mels (``mean((D(true) - 1)^2) + mean(D(decoded)^2)``)
+  with its own AdamW. For its first ``warmup_steps`` only the discriminator learns.
+
+The discriminator is training-only: its weights and optimiser state live in the run's
+checkpoints (a resumed run continues exactly), never in a model. Frames past the end of
+a clip in a padded crop are given the target's values, so they tell the discriminator
+nothing. Under ``torchrun`` its gradients are averaged over ranks like the codec's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from plutok import distributed
+from plutok.settings import AdversarialSettings
+from plutok.training.objectives import Objective
+
+__all__ = ["AdversarialObjective", "AdversarialSettings", "MelPatchDiscriminator"]
+
+#: ``(out channels as a multiple of AdversarialSettings.channels, kernel, stride)`` of the
+#: hidden layers over (bins, frames); the verdict layer follows. Strides of 2 on both axes
+#: twice, then on the bins once: each verdict sees ~25 bins x ~20 frames (200 ms).
+_LAYERS = ((1, (3, 5), (1, 1)), (2, (3, 5), (2, 2)), (4, (3, 5), (2, 2)), (4, (3, 3), (2, 1)))
+
+
+class MelPatchDiscriminator(nn.Module):
+    """Least-squares verdicts on patches of speaker-normalised log-mel ``(B, bins, frames)``."""
+
+    def __init__(self, channels: int = 16) -> None:
+        super().__init__()
+        layers = []
+        width = 1
+        for multiple, kernel, stride in _LAYERS:
+            padding = (kernel[0] // 2, kernel[1] // 2)
+            layers.append(nn.Conv2d(width, multiple * channels, kernel, stride, padding))
+            width = multiple * channels
+        self.layers = nn.ModuleList(layers)
+        self.verdict = nn.Conv2d(width, 1, (3, 3), padding=(1, 1))
+
+    def forward(self, log_mel: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(verdicts (B, 1, bins', frames'), hidden activations of every layer)``."""
+        hidden = log_mel.float().unsqueeze(1)
+        features = []
+        for layer in self.layers:
+            hidden = F.leaky_relu(layer(hidden), 0.2)
+            features.append(hidden)
+        return self.verdict(hidden), features
+
+
+def _feature_matching(decoded: list[torch.Tensor], true: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over layers of the L1 between activations (the true ones as constants)."""
+    return sum(F.l1_loss(d, t.detach()) for d, t in zip(decoded, true, strict=True)) / len(decoded)
+
+
+class AdversarialObjective(Objective):
+    """``base``'s loss plus the adversarial and feature-matching terms (module docstring).
+
+    ``base`` must expose ``last_synthesis`` after each call: ``(decoded, target, frame_mask)``,
+    the decoded log-mel ``(B, C, T)`` still in the graph, the target and the real frames
+    ``(B, T)`` (:class:`~plutok.training.objectives.ContentCodecObjective` does).
+    """
+
+    def __init__(self, base: Objective, settings: AdversarialSettings) -> None:
+        self.base = base
+        self.settings = settings
+        self.discriminator = MelPatchDiscriminator(settings.channels)
+        self.optimizer = torch.optim.AdamW(
+            self.discriminator.parameters(), lr=settings.learning_rate, betas=(0.8, 0.99)
+        )
+        self.step_number = 0
+        self._pair: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def to(self, device: torch.device) -> AdversarialObjective:
+        self.discriminator.to(device)
+        return self
+
+    def __call__(self, model: Any, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        total, metrics = self.base(model, batch)
+        decoded, target, frame_mask = self.base.last_synthesis
+        # Padding frames carry the target's values in both: nothing to tell apart there.
+        real = frame_mask[:, None, :].bool()
+        decoded = torch.where(real, decoded, target)
+        if not model.training:
+            return total, metrics
+        self._pair = (decoded.detach(), target.detach())
+        if self.step_number < self.settings.warmup_steps:
+            return total, metrics
+        self.discriminator.requires_grad_(False)  # the decoder's step moves only the decoder
+        verdict, decoded_features = self.discriminator(decoded)
+        with torch.no_grad():
+            _, true_features = self.discriminator(target)
+        self.discriminator.requires_grad_(True)
+        generator = torch.mean((verdict - 1) ** 2)
+        matching = _feature_matching(decoded_features, true_features)
+        total = total + self.settings.weight * generator + self.settings.feature_matching_weight * matching
+        return total, {**metrics, "adversarial": generator, "feature_matching": matching}
+
+    def after_step(self, model: Any) -> dict[str, float]:
+        """One discriminator step on the last training call's true and decoded log-mels."""
+        self.step_number += 1
+        if self._pair is None:
+            return {}
+        decoded, target = self._pair
+        self._pair = None
+        true_verdict, _ = self.discriminator(target)
+        decoded_verdict, _ = self.discriminator(decoded)
+        on_true = torch.mean((true_verdict - 1) ** 2)
+        on_decoded = torch.mean(decoded_verdict**2)
+        self.optimizer.zero_grad(set_to_none=True)
+        (on_true + on_decoded).backward()
+        distributed.average_gradients(list(self.discriminator.parameters()))
+        self.optimizer.step()
+        return {
+            "discriminator_true": float(on_true.detach()),
+            "discriminator_decoded": float(on_decoded.detach()),
+        }
+
+    def quantizer_parts(self, model: Any):
+        return self.base.quantizer_parts(model)
+
+    def config(self) -> dict[str, Any]:
+        return {"adversarial": asdict(self.settings)}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Discriminator weights, its optimiser's state and the step count: what a resumed run needs."""
+        tensors = {f"discriminator/{k}": v for k, v in self.discriminator.state_dict().items()}
+        for index, state in self.optimizer.state_dict()["state"].items():
+            for name, value in state.items():
+                tensors[f"optimizer/{index}/{name}"] = torch.as_tensor(value)
+        tensors["step"] = torch.tensor(self.step_number)
+        return tensors
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Inverse of :meth:`state_tensors` (``KeyError``/``RuntimeError`` when they do not fit)."""
+        prefix = "discriminator/"
+        self.discriminator.load_state_dict(
+            {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        )
+        state = self.optimizer.state_dict()
+        restored: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer/"):
+                _, index, name = key.split("/", 2)
+                restored.setdefault(int(index), {})[name] = value
+        state["state"] = restored
+        self.optimizer.load_state_dict(state)
+        self.step_number = int(tensors["step"])
