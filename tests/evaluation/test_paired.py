@@ -58,3 +58,14 @@ def test_cli_prints_a_table_and_refuses_unknown_systems(tmp_path, capsys):
     assert "| all | stoi | 4 |" in capsys.readouterr().out
     assert paired.main([str(path), "old", "codec2-1200"]) == 2
     assert "no system 'codec2-1200'" in capsys.readouterr().err
+
+
+def test_a_system_scored_without_the_asr_is_compared_on_what_it_has():
+    # Copy-synthesis scored with --metrics stoi,speaker against a run with the ASR: no WER row.
+    results = _results()
+    results["rows"]["stoi-only"] = [
+        {"id": row["id"], "stoi": row["stoi"] + 0.1, "speaker_similarity": 0.5}
+        for row in results["rows"]["old"]
+    ]
+    rows = {r.metric: r for r in paired.paired_differences(results, "old", results, "stoi-only")}
+    assert set(rows) == {"stoi", "speaker_similarity"} and rows["stoi"].difference == pytest.approx(0.1)

@@ -62,7 +62,12 @@ def _mean_and_se(values: list[float]) -> tuple[float, float]:
 
 def _difference(metric: str, group: str, rows_a: list[dict], rows_b: list[dict]) -> PairedDifference | None:
     if metric == "wer":
-        pairs = [(a, b) for a, b in zip(rows_a, rows_b, strict=True) if a.get("words")]
+        # A system scored without the ASR (``--metrics stoi,...``) has no word errors.
+        pairs = [
+            (a, b)
+            for a, b in zip(rows_a, rows_b, strict=True)
+            if a.get("words") and a.get("word_errors") is not None and b.get("word_errors") is not None
+        ]
         words = sum(a["words"] for a, _ in pairs)
         if not words:
             return None
@@ -77,7 +82,7 @@ def _difference(metric: str, group: str, rows_a: list[dict], rows_b: list[dict])
             100.0 * sum(deltas) / words,
             100.0 * se * len(pairs) / words,
         )
-    pairs = [(a[metric], b[metric]) for a, b in zip(rows_a, rows_b, strict=True)]
+    pairs = [(a.get(metric), b.get(metric)) for a, b in zip(rows_a, rows_b, strict=True)]
     pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
     if not pairs:
         return None
