@@ -107,6 +107,21 @@ def small_cache_fixture():
     return small_cache
 
 
+@pytest.fixture(scope="module")
+def mel_cache(tmp_path_factory):
+    """A cache of five short clips (four train, one dev) of speaker-normalised log-mel, for training tests."""
+    clips = [
+        {"seconds": 1.0 + 0.3 * index, "seed": 10 + index, "split": "train" if index < 4 else "dev"}
+        for index in range(5)
+    ]
+    return small_cache(
+        tmp_path_factory.mktemp("mel-cache"),
+        clips,
+        {"name": "log-mel", "normalize_by_speaker": True},
+        {"name": "mel-statistics", "coefficients": 4},
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A complete saved model: mel backbone, tiny random VQ-VAE (32 codes), BPE trained on its codes."""

@@ -14,18 +14,6 @@ def codec_config_fixture(tiny_content_codec):
     return tiny_content_codec(analysis_frames_per_code=4)
 
 
-@pytest.fixture(scope="module")
-def mel_cache(tmp_path_factory, small_cache):
-    clips = [
-        {"seconds": 1.0 + 0.3 * index, "seed": 20 + index, "split": "train" if index < 4 else "dev"}
-        for index in range(5)
-    ]
-    frontend = {"name": "log-mel", "normalize_by_speaker": True}
-    return small_cache(
-        tmp_path_factory.mktemp("adversarial"), clips, frontend, {"name": "mel-statistics", "coefficients": 4}
-    )
-
-
 def _schedule(**changes):
     from plutok.settings import TrainerConfig
 

@@ -78,20 +78,6 @@ TOY_CODEC = {
 }
 
 
-@pytest.fixture(scope="module")
-def mel_cache(tmp_path_factory, small_cache):
-    clips = [
-        {"seconds": 1.0 + 0.3 * index, "seed": 60 + index, "split": "train" if index < 4 else "dev"}
-        for index in range(5)
-    ]
-    return small_cache(
-        tmp_path_factory.mktemp("parts"),
-        clips,
-        {"name": "log-mel", "normalize_by_speaker": True},
-        {"name": "mel-statistics", "coefficients": 4},
-    )
-
-
 def _schedule(**changes):
     from plutok.training.trainer import TrainerConfig
 

@@ -17,18 +17,6 @@ def codec_config_fixture(tiny_content_codec):
     )
 
 
-@pytest.fixture(scope="module")
-def mel_cache(tmp_path_factory, small_cache):
-    clips = [
-        {"seconds": 1.0 + 0.3 * index, "seed": 10 + index, "split": "train" if index < 4 else "dev"}
-        for index in range(5)
-    ]
-    frontend = {"name": "log-mel", "normalize_by_speaker": True}
-    return small_cache(
-        tmp_path_factory.mktemp("trainer"), clips, frontend, {"name": "mel-statistics", "coefficients": 4}
-    )
-
-
 def _schedule(**changes):
     from plutok.training.trainer import TrainerConfig
 

@@ -10,7 +10,7 @@ verdict alone.
 
 * :class:`MelPatchDiscriminator`: a 2-D convolutional net over ``(mel bins, frames)`` of the
   speaker-normalised log-mel (the decoder's output space), one least-squares verdict per
-  patch (about 25 bins by 20 frames).
+  patch (each verdict sees 33 bins by 33 frames, 330 ms).
 * :class:`AdversarialObjective`: wraps the codec's objective. Its loss adds
   ``weight * mean((D(decoded) - 1)^2) + feature_matching_weight * FM``; after each optimiser
   step of the codec, :meth:`AdversarialObjective.after_step` trains the discriminator on
@@ -35,12 +35,13 @@ from torch import nn
 from plutok import distributed
 from plutok.settings import AdversarialSettings
 from plutok.training.objectives import Objective
+from plutok.training.trainer import load_optimizer_tensors, optimizer_tensors, tensors_under
 
 __all__ = ["AdversarialObjective", "AdversarialSettings", "MelPatchDiscriminator"]
 
 #: ``(out channels as a multiple of AdversarialSettings.channels, kernel, stride)`` of the
-#: hidden layers over (bins, frames); the verdict layer follows. Strides of 2 on both axes
-#: twice, then on the bins once: each verdict sees ~25 bins x ~20 frames (200 ms).
+#: hidden layers over (bins, frames); the verdict layer (3 x 3) follows. Strides of 2 on both
+#: axes twice, then on the bins once: each verdict sees 33 bins x 33 frames (330 ms).
 _LAYERS = ((1, (3, 5), (1, 1)), (2, (3, 5), (2, 2)), (4, (3, 5), (2, 2)), (4, (3, 3), (2, 1)))
 
 
@@ -145,24 +146,12 @@ class AdversarialObjective(Objective):
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Discriminator weights, its optimiser's state and the step count: what a resumed run needs."""
         tensors = {f"discriminator/{k}": v for k, v in self.discriminator.state_dict().items()}
-        for index, state in self.optimizer.state_dict()["state"].items():
-            for name, value in state.items():
-                tensors[f"optimizer/{index}/{name}"] = torch.as_tensor(value)
+        tensors.update({f"optimizer/{k}": v for k, v in optimizer_tensors(self.optimizer).items()})
         tensors["step"] = torch.tensor(self.step_number)
         return tensors
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Inverse of :meth:`state_tensors` (``KeyError``/``RuntimeError`` when they do not fit)."""
-        prefix = "discriminator/"
-        self.discriminator.load_state_dict(
-            {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-        )
-        state = self.optimizer.state_dict()
-        restored: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optimizer/"):
-                _, index, name = key.split("/", 2)
-                restored.setdefault(int(index), {})[name] = value
-        state["state"] = restored
-        self.optimizer.load_state_dict(state)
+        self.discriminator.load_state_dict(tensors_under(tensors, "discriminator/"))
+        load_optimizer_tensors(self.optimizer, tensors_under(tensors, "optimizer/"))
         self.step_number = int(tensors["step"])

@@ -48,7 +48,16 @@ from plutok.files import atomic_path, atomic_write_text
 from plutok.settings import TrainerConfig
 from plutok.training.objectives import ModelLoss, Objective
 
-__all__ = ["Trainer", "TrainerConfig", "format_duration", "seed_everything", "state_digest"]
+__all__ = [
+    "Trainer",
+    "TrainerConfig",
+    "format_duration",
+    "load_optimizer_tensors",
+    "optimizer_tensors",
+    "seed_everything",
+    "state_digest",
+    "tensors_under",
+]
 
 
 def seed_everything(seed: int) -> None:
@@ -133,6 +142,31 @@ def state_digest(model: nn.Module, extra: dict[str, torch.Tensor] | None = None)
         digest.update(key.encode())
         digest.update(tensors[key].detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """An optimiser's state as flat tensors named ``INDEX/NAME`` (what a safetensors file holds)."""
+    return {
+        f"{index}/{name}": torch.as_tensor(value)
+        for index, state in optimizer.state_dict()["state"].items()
+        for name, value in state.items()
+    }
+
+
+def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    """Continue an optimiser from :func:`optimizer_tensors` (same parameter groups)."""
+    state = optimizer.state_dict()
+    restored: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        index, name = key.split("/", 1)
+        restored.setdefault(int(index), {})[name] = value
+    state["state"] = restored
+    optimizer.load_state_dict(state)
+
+
+def tensors_under(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors whose names start with ``prefix``, named without it."""
+    return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
 
 
 class Trainer:
@@ -415,10 +449,8 @@ class Trainer:
         if quantizer is not None:
             for key, value in quantizer.upkeep_state().items():
                 tensors[f"upkeep/{key}"] = value.detach().cpu().contiguous()
-        optimizer_state = self.optimizer.state_dict()
-        for index, state in optimizer_state["state"].items():
-            for name, value in state.items():
-                tensors[f"optimizer/{index}/{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        for key, value in optimizer_tensors(self.optimizer).items():
+            tensors[f"optimizer/{key}"] = value.detach().cpu().contiguous()
         for key, value in self.objective.state_tensors().items():
             tensors[f"objective/{key}"] = value.detach().cpu().contiguous()
         with atomic_path(stem.with_suffix(".safetensors")) as temporary:
@@ -459,26 +491,16 @@ class Trainer:
                 f"(this run: {self.objective.config()})"
             )
         try:
-            self.model.load_state_dict(
-                {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
-            )
-            state = self.optimizer.state_dict()
-            restored: dict[int, dict[str, torch.Tensor]] = {}
-            for key, value in tensors.items():
-                if key.startswith("optimizer/"):
-                    _, index, name = key.split("/", 2)
-                    restored.setdefault(int(index), {})[name] = value
-            state["state"] = restored
-            self.optimizer.load_state_dict(state)
-            prefix = "objective/"
-            objective_state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            self.model.load_state_dict(tensors_under(tensors, "model/"))
+            load_optimizer_tensors(self.optimizer, tensors_under(tensors, "optimizer/"))
+            objective_state = tensors_under(tensors, "objective/")
             if objective_state or self.objective.state_tensors():
                 self.objective.load_state_tensors(objective_state)
         except (KeyError, ValueError, RuntimeError) as error:
             raise ModelError(
                 f"cannot resume from {stem}: written with other training settings ({error})"
             ) from error
-        upkeep = {k[len("upkeep/") :]: v for k, v in tensors.items() if k.startswith("upkeep/")}
+        upkeep = tensors_under(tensors, "upkeep/")
         if upkeep:
             self.model.quantizer.load_upkeep_state(upkeep)
         if self.scaler is not None and "scaler" in meta:
