@@ -157,8 +157,10 @@ def test_on_frozen_codes_only_the_decoder_changes(mel_cache, codec_config, tmp_p
     assert tuned.config() == base.config()
 
 
-def test_train_codec_cli_has_the_adversarial_options(capsys):
+def test_train_codec_cli_passes_the_adversarial_settings(mel_cache, tmp_path, monkeypatch, capsys):
     from plutok.cli import main
+    from plutok.settings import AdversarialSettings
+    from plutok.training import codec
 
     with pytest.raises(SystemExit):
         main(["train-codec", "--help"])
@@ -169,3 +171,46 @@ def test_train_codec_cli_has_the_adversarial_options(capsys):
         "--adversarial-warmup-steps",
     ):
         assert option in text
+    given = {}
+
+    def train_codec(*args, **kwargs):
+        given.update(kwargs)
+        return None, {}
+
+    monkeypatch.setattr(codec, "train_codec", train_codec)
+    options = [
+        "--adversarial-weight",
+        "0.5",
+        "--adversarial-warmup-steps",
+        "7",
+        "--adversarial-learning-rate",
+        "1e-3",
+    ]
+    assert (
+        main(
+            ["train-codec", str(mel_cache), "-o", str(tmp_path / "run"), "--learning-rate", "5e-4", *options]
+        )
+        == 0
+    )
+    assert given["adversarial"] == AdversarialSettings(weight=0.5, warmup_steps=7, learning_rate=1e-3)
+    main(["train-codec", str(mel_cache), "-o", str(tmp_path / "run")])
+    assert not given["adversarial"].enabled  # off unless asked for
+
+
+def test_a_step_with_overflowed_audio_leaves_the_discriminator_alone():
+    # An fp16 step whose decoded log-mel overflowed (the loss scaler skips the codec's step)
+    # must not put inf/NaN into the discriminator.
+    from plutok.training.adversarial import AdversarialObjective
+    from plutok.training.objectives import Objective
+
+    objective = AdversarialObjective(Objective(), _adversarial())
+    before = {k: v.clone() for k, v in objective.discriminator.state_dict().items()}
+    decoded = torch.randn(2, 80, 40)
+    decoded[0, 3, 5] = float("inf")
+    objective._pair = (decoded, torch.randn(2, 80, 40))
+    assert objective.after_step(None) == {"discriminator_skipped": 1.0}
+    for key, tensor in objective.discriminator.state_dict().items():
+        assert torch.equal(tensor, before[key]), key
+    objective._pair = (torch.randn(2, 80, 40), torch.randn(2, 80, 40))
+    assert "discriminator_true" in objective.after_step(None)
+    assert any(not torch.equal(t, before[k]) for k, t in objective.discriminator.state_dict().items())

@@ -200,7 +200,12 @@ def test_feature_parts_are_disjoint_and_complete(features):
 
 
 @pytest.mark.slow
-def test_two_process_codec_training_keeps_replicas_equal(tmp_path, small_cache):
+@pytest.mark.parametrize(
+    "terms",
+    [(), ("--adversarial-weight", "1", "--adversarial-channels", "4", "--adversarial-warmup-steps", "2")],
+    ids=["plain", "adversarial"],
+)
+def test_two_process_codec_training_keeps_replicas_equal(tmp_path, small_cache, terms):
     clips = [
         {"seconds": 1.0 + 0.2 * i, "seed": 40 + i, "split": "dev" if i == 5 else "train"} for i in range(6)
     ]
@@ -216,12 +221,13 @@ def test_two_process_codec_training_keeps_replicas_equal(tmp_path, small_cache):
         "--upsampled-blocks", "1", "--content-channels", "8",
         "--quantizer", '{"name": "vq", "codebook_size": 16, "dim": 4, "dead_code_steps": 2}',
         "--steps", "6", "--batch-size", "2", "--segment-codes", "12", "--log-every", "2", "--eval-every", "3",
-        "--checkpoint-every", "3", "--warmup-steps", "1", "--init-batches", "1",
+        "--checkpoint-every", "3", "--warmup-steps", "1", "--init-batches", "1", *terms,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     finals = [json.loads(line) for line in run.stdout.splitlines() if line.startswith('{"final"')]
     assert len(finals) == 1  # rank 0 alone reports and writes
-    # Each rank drew its own crops, yet weights, codebook and upkeep state are equal everywhere.
+    # Each rank drew its own crops, yet weights, codebook and upkeep state (and the
+    # discriminator's weights and optimiser state) are equal everywhere.
     assert finals[0]["final"]["replicas_equal"] == 1.0
     assert (tmp_path / "run" / "codec" / "config.json").is_file()
 

@@ -93,8 +93,12 @@ class AdversarialObjective(Objective):
         self._pair: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def to(self, device: torch.device) -> AdversarialObjective:
+        self.base.to(device)
         self.discriminator.to(device)
         return self
+
+    def trained_modules(self) -> list[nn.Module]:
+        return [*self.base.trained_modules(), self.discriminator]
 
     def __call__(self, model: Any, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         total, metrics = self.base(model, batch)
@@ -124,6 +128,10 @@ class AdversarialObjective(Objective):
             return {}
         decoded, target = self._pair
         self._pair = None
+        if not bool(torch.isfinite(decoded).all()):
+            # An overflowing fp16 step (which the codec's loss scaler skips) must not
+            # leave NaN in the discriminator, which would then poison every later step.
+            return {"discriminator_skipped": 1.0}
         true_verdict, _ = self.discriminator(target)
         decoded_verdict, _ = self.discriminator(decoded)
         on_true = torch.mean((true_verdict - 1) ** 2)

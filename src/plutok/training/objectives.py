@@ -74,8 +74,9 @@ class Objective:
 
     An objective that trains something of its own beside the model (the adversarial
     term's discriminator, :mod:`plutok.training.adversarial`) overrides the hooks below:
-    the trainer moves it to the device, calls :meth:`after_step` after each optimiser
-    step of the model, and keeps :meth:`state_tensors` in its checkpoints.
+    the trainer moves it to the device, gives every rank rank 0's :meth:`trained_modules`,
+    calls :meth:`after_step` after each optimiser step of the model, and keeps
+    :meth:`state_tensors` in its checkpoints.
     """
 
     def __call__(self, model: Any, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -84,6 +85,10 @@ class Objective:
     def to(self, device: torch.device) -> Objective:
         """Move what the objective trains to ``device``."""
         return self
+
+    def trained_modules(self) -> list[nn.Module]:
+        """What the objective trains (every rank starts from rank 0's weights of them)."""
+        return []
 
     def after_step(self, model: Any) -> dict[str, float]:
         """Train what the objective owns, after the model's step; metrics to log."""

@@ -241,7 +241,8 @@ class Trainer:
         """
         if self.context.distributed:
             with torch.no_grad():
-                for tensor in [*self.model.state_dict().values(), *self.objective.state_tensors().values()]:
+                modules = [self.model, *self.objective.trained_modules()]
+                for tensor in (t for module in modules for t in module.state_dict().values()):
                     distributed.broadcast_(tensor)
         latest = self._latest_checkpoint() if resume else None
         if latest is not None:
