@@ -102,12 +102,11 @@ class AdversarialObjective(Objective):
 
     def __call__(self, model: Any, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         total, metrics = self.base(model, batch)
-        decoded, target, frame_mask = self.base.last_synthesis
-        # Padding frames carry the target's values in both: nothing to tell apart there.
-        real = frame_mask[:, None, :].bool()
-        decoded = torch.where(real, decoded, target)
         if not model.training:
             return total, metrics
+        decoded, target, frame_mask = self.base.last_synthesis
+        # Padding frames carry the target's values in both: nothing to tell apart there.
+        decoded = torch.where(frame_mask[:, None, :].bool(), decoded, target)
         self._pair = (decoded.detach(), target.detach())
         if self.step_number < self.settings.warmup_steps:
             return total, metrics

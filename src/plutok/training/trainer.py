@@ -494,9 +494,7 @@ class Trainer:
         try:
             self.model.load_state_dict(tensors_under(tensors, "model/"))
             load_optimizer_tensors(self.optimizer, tensors_under(tensors, "optimizer/"))
-            objective_state = tensors_under(tensors, "objective/")
-            if objective_state or self.objective.state_tensors():
-                self.objective.load_state_tensors(objective_state)
+            self.objective.load_state_tensors(tensors_under(tensors, "objective/"))
         except (KeyError, ValueError, RuntimeError) as error:
             raise ModelError(
                 f"cannot resume from {stem}: written with other training settings ({error})"
