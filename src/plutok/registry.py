@@ -34,6 +34,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
     },
     "speaker": {
         "mel-statistics": "plutok.speaker.mel_statistics:MelStatisticsSpeaker",
+        "learned-mel": "plutok.speaker.learned:LearnedMelSpeaker",
     },
     "codec": {
         "vqvae": "plutok.legacy.codec:VQVAECodec",

@@ -43,6 +43,10 @@ class CodecBatch:
         target_scale, target_offset: ``(B, C_out, 1)``: the speaker normalisation undone,
             ``target * target_scale + target_offset`` is the row's log-mel as computed
             (natural log of the mel magnitude); ``None`` when the batch does not carry them.
+        utterance, utterance_active: each row's whole utterance (up to a cap), speaker-normalised
+            log-mel ``(B, C_out, frames)`` zero-padded, and its active frames ``(B, frames)``
+            (1 where the speaker statistics count the frame): what a learned speaker encoder
+            reads (:mod:`plutok.training.speaker`); ``None`` otherwise.
     """
 
     analysis: torch.Tensor
@@ -53,6 +57,8 @@ class CodecBatch:
     phoneme_lengths: torch.Tensor | None = None
     target_scale: torch.Tensor | None = None
     target_offset: torch.Tensor | None = None
+    utterance: torch.Tensor | None = None
+    utterance_active: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> CodecBatch:
         return CodecBatch(

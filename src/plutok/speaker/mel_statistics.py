@@ -6,7 +6,9 @@ the utterance's active (non-silent) frames, each kept as its first
 bits per utterance). Normalised features are the log-mel minus the rebuilt mean,
 divided by the rebuilt std. Timbre and channel colour live in the statistics, so
 the codes only have to carry what changes over time. With ``coefficients == n_mels``
-the statistics are kept exactly.
+the statistics are kept exactly. ``std_coefficients`` (default: ``coefficients``) keeps fewer
+coefficients of the log standard deviation, which leaves room in the vector for other
+values (the learned part of :mod:`plutok.speaker.learned`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from plutok.parts import settings_from_config
 from plutok.settings import check_size
 from plutok.speaker.base import SpeakerEncoder
 
-__all__ = ["MelStatisticsSpeaker", "dct_matrix"]
+__all__ = ["MelStatisticsSpeaker", "active_frames", "dct_matrix"]
 
 # Frames quieter than the loudest frame by more than this (natural-log units, ~43 dB)
 # do not count towards the statistics: otherwise the amount of silence in a clip
@@ -46,6 +48,12 @@ def dct_matrix(size: int) -> np.ndarray:
     return matrix.astype(np.float64)
 
 
+def active_frames(frame_level: np.ndarray) -> np.ndarray:
+    """Boolean ``(frames,)``: the frames whose mean log-mel level ``(frames,)`` is within
+    :data:`_ACTIVE_RANGE` of the loudest frame's (the frames the statistics count)."""
+    return frame_level >= frame_level.max() - _ACTIVE_RANGE
+
+
 def _with_masks(blocks: Iterator[np.ndarray], active: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Each block ``(n_mels, frames_i)`` with its frames' part of the mask ``active``."""
     start = 0
@@ -55,22 +63,26 @@ def _with_masks(blocks: Iterator[np.ndarray], active: np.ndarray) -> Iterator[tu
 
 
 class MelStatisticsSpeaker(SpeakerEncoder):
-    """``(2 * coefficients,)``: DCT of the per-bin log-mel mean, then of the per-bin log std."""
+    """``(coefficients + std_coefficients,)``: DCT of the per-bin log-mel mean, then of the per-bin log std."""
 
     name = "mel-statistics"
 
-    def __init__(self, settings: MelSettings | None = None, coefficients: int | None = None) -> None:
+    def __init__(
+        self,
+        settings: MelSettings | None = None,
+        coefficients: int | None = None,
+        std_coefficients: int | None = None,
+    ) -> None:
         self.settings = settings or MelSettings()
         n_mels = self.settings.n_mels
-        self.coefficients = check_size(
-            "mel-statistics speaker",
-            "coefficients",
-            n_mels if coefficients is None else coefficients,
-            1,
-            n_mels,
+        what = "mel-statistics speaker"
+        self.coefficients = check_size(what, "coefficients", n_mels if coefficients is None else coefficients, 1, n_mels)
+        self.std_coefficients = check_size(
+            what, "std_coefficients", self.coefficients if std_coefficients is None else std_coefficients, 1, n_mels
         )
         # Rows of the DCT kept in the speaker vector: coefficients = basis @ statistic.
         self._basis = dct_matrix(n_mels)[: self.coefficients]
+        self._std_basis = dct_matrix(n_mels)[: self.std_coefficients]
         self.log_mel = LogMel(self.settings)
 
     @property
@@ -79,16 +91,38 @@ class MelStatisticsSpeaker(SpeakerEncoder):
 
     @property
     def speaker_dim(self) -> int:
-        return 2 * self.coefficients
+        return self.coefficients + self.std_coefficients
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, **asdict(self.settings), "coefficients": self.coefficients}
+        config = {"name": self.name, **asdict(self.settings), "coefficients": self.coefficients}
+        if self.std_coefficients != self.coefficients:
+            # Only when it differs, so that the models before it keep their fingerprints.
+            config["std_coefficients"] = self.std_coefficients
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any], directory: Path | None = None) -> MelStatisticsSpeaker:
         values = dict(config)
         coefficients = values.pop("coefficients", None)
-        return cls(settings_from_config(MelSettings, values, "mel-statistics speaker"), coefficients)
+        std_coefficients = values.pop("std_coefficients", None)
+        settings = settings_from_config(MelSettings, values, "mel-statistics speaker")
+        return cls(settings, coefficients, std_coefficients)
+
+    def narrowed(self, vector: np.ndarray, wider: MelStatisticsSpeaker) -> np.ndarray:
+        """This encoder's vector of an utterance, from ``wider``'s vector of it (same log-mel, at
+        least as many coefficients of each statistic): the leading DCT coefficients are the same
+        numbers, so no audio is needed (a feature cache's vectors serve a narrower encoder)."""
+        if (
+            asdict(wider.settings) != asdict(self.settings)
+            or wider.coefficients < self.coefficients
+            or wider.std_coefficients < self.std_coefficients
+        ):
+            raise ModelError(f"speaker vectors of {wider.config()} cannot give those of {self.config()}")
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        std_start = wider.coefficients
+        return np.concatenate(
+            [vector[: self.coefficients], vector[std_start : std_start + self.std_coefficients]]
+        )
 
     def embed(self, wav: np.ndarray) -> np.ndarray:
         """The speaker vector of a waveform, its log-mel computed block by block.
@@ -126,7 +160,7 @@ class MelStatisticsSpeaker(SpeakerEncoder):
     def _from_blocks(self, blocks: Callable[[], Iterator[np.ndarray]], frame_level: np.ndarray) -> np.ndarray:
         """The vector from ``blocks()`` (a fresh iterator over the log-mel's blocks of
         :data:`ANALYSIS_BLOCK_FRAMES` frames, read twice) and the per-frame mean level ``(frames,)``."""
-        active = frame_level >= frame_level.max() - _ACTIVE_RANGE
+        active = active_frames(frame_level)
         # Two passes over blocks of frames (mean, then variance about it) in float64, so a
         # long recording needs no float64 copy of its whole spectrogram.
         count = int(np.count_nonzero(active))
@@ -139,7 +173,7 @@ class MelStatisticsSpeaker(SpeakerEncoder):
         for block, mask in _with_masks(blocks(), active):
             squares += np.square(block[:, mask].astype(np.float64) - mean[:, None]).sum(axis=1)
         log_std = 0.5 * np.log(squares / count + _MIN_STD**2)
-        return np.concatenate([self._basis @ mean, self._basis @ log_std]).astype(np.float32)
+        return np.concatenate([self._basis @ mean, self._std_basis @ log_std]).astype(np.float32)
 
     def statistics(self, speaker: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-bin mean and std ``(n_mels, 1)`` rebuilt from a speaker vector."""
@@ -150,7 +184,7 @@ class MelStatisticsSpeaker(SpeakerEncoder):
             )
         mean = self._basis.T @ speaker[: self.coefficients]
         with np.errstate(over="ignore"):
-            std = np.maximum(np.exp(self._basis.T @ speaker[self.coefficients :]), _MIN_STD)
+            std = np.maximum(np.exp(self._std_basis.T @ speaker[self.coefficients :]), _MIN_STD)
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and std.max() < 1e30):
             raise TokenError("the speaker vector is out of range (NaN, infinite or overflowing statistics)")
         return mean[:, None].astype(np.float32), std[:, None].astype(np.float32)

@@ -123,6 +123,13 @@ def assemble_model(
     run_config = json.loads((Path(codec_dir) / "config.json").read_text(encoding="utf-8"))
     frontend = registry.build("frontend", run_config.get("frontend", cache.config["frontend"]))
     speaker = registry.build("speaker", cache.config["speaker"])
+    if run_config.get("speaker", cache.config["speaker"]) != cache.config["speaker"]:
+        # Its BPE would have to be trained on codes made with the run's speaker normalisation
+        # and its default voice taken from the run; replace_decoder does both for frozen codes.
+        raise ModelError(
+            f"{codec_dir} was trained with its own speaker encoder ({run_config['speaker']['name']}); "
+            "put it into the model it started from with 'plutok assemble --decoder-for MODEL'"
+        )
     reader = AnalysisReader(cache, frontend, speaker)
     if bpe_from is not None:
         from plutok.model_directory import load_model_parts
@@ -212,6 +219,10 @@ def replace_decoder(
     id a language model learned, keep their meaning; otherwise :class:`ModelError` (run
     :func:`assemble_model` for a new BPE). The fingerprint changes with the decoder; a
     post-filter the model had is dropped (its gains belong to the old decoder).
+    A run trained with its own speaker encoder (``train-codec --speaker``) brings it and its
+    default voice along: the token space then changes too, since the encoder reads the
+    log-mel normalised by the new speaker statistics (same code weights, but some frames'
+    codes may differ).
     """
     import torch
 
@@ -230,6 +241,11 @@ def replace_decoder(
             "train it with --init-from the model's codec and --freeze-codes, or assemble a new BPE"
         )
     parts.codec = codec
+    run_config = json.loads((Path(codec_dir) / "config.json").read_text(encoding="utf-8"))
+    run_speaker = run_config.get("speaker")
+    if run_speaker is not None and registry.build("speaker", run_speaker).config() != parts.speaker.config():
+        parts.speaker = registry.build("speaker", run_speaker, Path(codec_dir))
+        parts.default_speaker = run_config.get("default_speaker", parts.default_speaker)
     # A post-filter's gains were measured on the old decoder's output; measure them again
     # for this one (scripts/global_variance_pilot.py --save-model).
     parts.postfilter = None

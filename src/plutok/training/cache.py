@@ -109,15 +109,26 @@ class AnalysisReader:
     :class:`~plutok.frontends.stack.StackedFrontend` whose members are each the
     cache's frontend or a ``log-mel`` frontend with the cached mel settings is
     derived from the cached streams (no frontend runs again): training a codec on
-    Whisper + log-mel needs no second cache.
+    Whisper + log-mel needs no second cache. ``speaker`` may be another encoder than the
+    cache's (``train-codec --speaker``, vectors derived from the cached ones): features the
+    frontend normalises by speaker are then normalised by it, which cached ``analysis``
+    frames normalised at caching time cannot be (refused; a stack of a ``log-mel`` member is
+    derived from the cached log-mel instead).
     """
 
     def __init__(self, cache: FeatureCache, frontend: Frontend, speaker: SpeakerEncoder) -> None:
+        from plutok import registry
         from plutok.frontends.stack import StackedFrontend
 
         self.frontend, self.speaker = frontend, speaker
         cached = cache.config["frontend"]
         if frontend.config() == cached:
+            if frontend.normalize_by_speaker and registry.build("speaker", cache.config["speaker"]).config() != speaker.config():
+                raise ModelError(
+                    f"the cache at {cache.directory} holds {cached['name']} features normalised by its own "
+                    f"speaker vectors, not by {speaker.config()['name']}'s; train on a 'stack' frontend "
+                    "derived from its log-mel, or cache again with --speaker"
+                )
             self.streams = None
             return
         if not isinstance(frontend, StackedFrontend):

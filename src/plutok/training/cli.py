@@ -244,6 +244,17 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
         help="the model's frontend when it is not the cache's: a 'stack' of the cache's frontend and "
         "its log-mel, derived from the cache (default: the cache's frontend)",
     )
+    parser.add_argument(
+        "--speaker",
+        type=json.loads,
+        default=None,
+        metavar="JSON",
+        help="the model's speaker encoder when it is not the cache's, derived from the cached vectors: "
+        "'mel-statistics' with fewer coefficients, or "
+        '\'{"name": "learned-mel", "coefficients": 16, "std_coefficients": 8, "learned_dim": 8}\' '
+        "(statistics plus values a network learns with the decoder; 32 values = 512 bits) "
+        "(default: the cache's encoder)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT")
     parser.add_argument(
         "--init-from",
@@ -409,6 +420,7 @@ def run_train(args: argparse.Namespace) -> int:
             init_from=args.init_from,
             freeze_codes=args.freeze_codes,
             adversarial=adversarial,
+            speaker_config=args.speaker,
         )
     if ctx.is_writer:
         print(json.dumps({"final": metrics, "codec": str(Path(args.output) / "codec")}))

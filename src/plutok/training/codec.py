@@ -19,13 +19,21 @@ from plutok.codec.encoders.base import CodecEncoder
 from plutok.errors import ModelError
 from plutok.files import atomic_write_text
 from plutok.settings import AdversarialSettings
+from plutok.speaker.learned import LearnedMelSpeaker
 from plutok.training.adversarial import AdversarialObjective
 from plutok.training.cache import AnalysisReader, CachedUtterance, FeatureCache
 from plutok.training.data import SegmentBatcher
 from plutok.training.objectives import ContentCodecObjective, Objective, VQVAECodecObjective
 from plutok.training.phonemes import PhonemeInventory, phoneme_labels
+from plutok.training.speaker import (
+    UTTERANCE_FRAMES,
+    LearnedSpeakerObjective,
+    cached_vector_map,
+    learned_vectors,
+    standardize_learned,
+)
 from plutok.training.trainer import Callback, Trainer, TrainerConfig, seed_everything
-from plutok.weights import describe_mismatch, read_weights
+from plutok.weights import describe_mismatch, read_weights, round_to_half
 
 __all__ = [
     "ArchitectureConflict",
@@ -327,6 +335,7 @@ def train_codec(
     init_from: str | os.PathLike | None = None,
     freeze_codes: bool = False,
     adversarial: AdversarialSettings | None = None,
+    speaker_config: dict[str, Any] | None = None,
 ) -> tuple[Codec, dict[str, float]]:
     """Train the codec ``codec_config`` describes on a cache; writes ``out_dir/codec/`` when done.
 
@@ -344,6 +353,10 @@ def train_codec(
     model's codes, and the token ids its BPE makes of them, keep their meaning.
     ``adversarial``: the adversarial term's settings (:mod:`plutok.training.adversarial`;
     off unless its ``weight`` > 0); recorded in the checkpoints, not in the codec's config.
+    ``speaker_config``: the model's speaker encoder when it is not the cache's, derived from
+    the cached vectors (:func:`~plutok.training.speaker.cached_vector_map`); a ``learned-mel``
+    one is trained with the decoder (:mod:`plutok.training.speaker`) and saved beside the
+    codec with the run's default voice (the medoid of the training vectors).
     Under ``torchrun`` (a process group joined first) every rank trains on its own crops
     and rank 0 writes (see :mod:`plutok.training.trainer`).
     Returns:
@@ -352,14 +365,18 @@ def train_codec(
     if freeze_codes and init_from is None:
         raise ModelError("freeze_codes needs init_from: a fresh encoder's codes mean nothing")
     cache = FeatureCache(cache_dir)
-    speaker = registry.build("speaker", cache.config["speaker"])
+    cached_speaker = registry.build("speaker", cache.config["speaker"])
+    speaker = cached_speaker if speaker_config is None else registry.build("speaker", speaker_config)
+    to_model_vector = cached_vector_map(speaker, cached_speaker)
+    learned = speaker if isinstance(speaker, LearnedMelSpeaker) else None
     if init_from is not None:
         folder = resolve_model_folder(init_from)
         _codec_weights(folder)  # a folder without weights: that, before anything else
         has_config = (folder / "config.json").is_file()
         saved_speaker = starting_point(folder, {}).speaker if has_config else None
         if (
-            saved_speaker is not None
+            speaker_config is None
+            and saved_speaker is not None
             and registry.build("speaker", saved_speaker).config() != speaker.config()
         ):
             raise ModelError(
@@ -377,7 +394,7 @@ def train_codec(
             f"{cache.config['frontend']['name']} features cannot give ({error}); cache the audio again "
             "with plutok cache and its default --frontend"
         ) from None
-    train = cache.utterances(train_split)
+    train = [dataclasses.replace(u, speaker=to_model_vector(u.speaker)) for u in cache.utterances(train_split)]
     if not train:
         held = sorted({u.split for u in cache.utterances()})
         raise ModelError(
@@ -385,7 +402,7 @@ def train_codec(
             f"{len(cache)} clip(s){' of split ' + ', '.join(map(repr, held)) if held else ''}); "
             "re-cache a corpus whose rows have a 'split', or a folder of audio"
         )
-    dev = cache.utterances(dev_split)
+    dev = [dataclasses.replace(u, speaker=to_model_vector(u.speaker)) for u in cache.utterances(dev_split)]
     codec_config = with_dimensions(
         codec_config, reader.frontend.feature_dim, cache.config["mel_dim"], speaker.speaker_dim
     )
@@ -394,6 +411,8 @@ def train_codec(
         labels = _phoneme_ids(cache, train, dev, codec_config)
     seed_everything(trainer_config.seed)  # the codec's initialisation is the seed's alone
     codec = registry.build("codec", codec_config)
+    if learned is not None:
+        learned.initialize()  # after the codec: its start is that of a run without it
     if init_from is not None:
         weights = _codec_weights(folder)
         added = start_from(codec, weights, _saved_decoder(weights))
@@ -414,8 +433,11 @@ def train_codec(
         frames = np.concatenate([reader(train[int(i)]) for i in sample], axis=1)
         speakers = np.stack([u.speaker for u in train])
         codec.set_statistics(torch.from_numpy(frames), torch.from_numpy(speakers))
+    if learned is not None:
+        standardize_learned(codec.decoder, learned)
     a, s = codec.analysis_frames_per_code, codec.synthesis_frames_per_code
     segment = trainer_config.segment_codes
+    utterance_frames = UTTERANCE_FRAMES if learned is not None else None
     # Under torchrun each rank draws its own crops (the dev set is the same everywhere).
     rank = distributed.context().rank
     batches = SegmentBatcher(
@@ -428,8 +450,16 @@ def train_codec(
         reader=reader,
         phonemes=labels,
         kind_weights={"real": trainer_config.real_weight},
+        utterance_frames=utterance_frames,
     )
-    dev_batches = SegmentBatcher(dev, speaker, segment, a, s, reader=reader, phonemes=labels) if dev else None
+    dev_batches = (
+        SegmentBatcher(dev, speaker, segment, a, s, reader=reader, phonemes=labels, utterance_frames=utterance_frames)
+        if dev
+        else None
+    )
+    objective = codec_objective(codec, update_codebook=not freeze_codes, adversarial=adversarial)
+    if learned is not None:
+        objective = LearnedSpeakerObjective(objective, learned)
     if freeze_codes:
         freeze_code_weights(codec)
     out = Path(out_dir)
@@ -440,7 +470,7 @@ def train_codec(
         trainer_config,
         out,
         callback=callback,
-        objective=codec_objective(codec, update_codebook=not freeze_codes, adversarial=adversarial),
+        objective=objective,
     )
     trainer.setup(resume=resume)
     metrics = trainer.run()
@@ -451,11 +481,15 @@ def train_codec(
         target = out / CODEC_DIR
         target.mkdir(parents=True, exist_ok=True)
         codec.save_weights(target)
-        config = {
-            "codec": codec.config(),
-            "speaker": cache.config["speaker"],
-            "frontend": frontend_config,
-        }
+        config = {"codec": codec.config(), "speaker": speaker.config(), "frontend": frontend_config}
+        if learned is not None:
+            round_to_half(learned.network)
+            learned.save_weights(target)
+            learned.trained = True
+            from plutok.training.assemble import medoid_speaker
+
+            vectors = learned_vectors(learned, train, UTTERANCE_FRAMES)
+            config["default_speaker"] = [float(v) for v in medoid_speaker(vectors).astype(np.float16)]
         atomic_write_text(target / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
         atomic_write_text(out / "history.json", json.dumps(trainer.history, indent=1) + "\n")
     return codec, metrics

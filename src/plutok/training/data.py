@@ -10,6 +10,7 @@ import torch
 
 from plutok.codec.base import CodecBatch
 from plutok.speaker.base import SpeakerEncoder
+from plutok.speaker.mel_statistics import active_frames
 from plutok.training.cache import AnalysisReader, CachedUtterance
 
 __all__ = ["SeededDraws", "SegmentBatcher"]
@@ -55,6 +56,9 @@ class SegmentBatcher(SeededDraws):
     (a stacked frontend derived from the cache). ``phonemes`` (utterance id → class ids)
     adds CTC labels to the rows whose segment holds the whole utterance: a crop of a
     longer one has no known alignment with its transcript, so it gets none.
+    ``utterance_frames`` (a learned speaker encoder's input): each row also carries its
+    whole utterance's speaker-normalised log-mel, its first ``utterance_frames`` frames,
+    with the frames the speaker statistics count (``CodecBatch.utterance``).
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class SegmentBatcher(SeededDraws):
         reader: AnalysisReader | None = None,
         phonemes: Mapping[str, Sequence[int]] | None = None,
         kind_weights: Mapping[str, float] | None = None,
+        utterance_frames: int | None = None,
     ) -> None:
         if not utterances:
             raise ValueError("no utterances to train on")
@@ -80,6 +85,7 @@ class SegmentBatcher(SeededDraws):
         self.reader = reader
         self.batches_drawn = 0
         self.phonemes = phonemes
+        self.utterance_frames = utterance_frames
         self._frames = [self._analysis_frames(u) for u in self.utterances]
         self._codes = {
             u.id: -(-frames // self.a) for u, frames in zip(self.utterances, self._frames, strict=True)
@@ -123,6 +129,7 @@ class SegmentBatcher(SeededDraws):
             scales.append((one - offset)[:, None])
             mask[row, :count] = 1
         phonemes, phoneme_lengths = self._labels(items)
+        utterance, utterance_active = self._utterances(items) if self.utterance_frames else (None, None)
         return CodecBatch(
             torch.from_numpy(np.stack(analyses)),
             torch.from_numpy(np.stack(targets)),
@@ -132,7 +139,20 @@ class SegmentBatcher(SeededDraws):
             phoneme_lengths,
             target_scale=torch.from_numpy(np.stack(scales).astype(np.float32)),
             target_offset=torch.from_numpy(np.stack(offsets).astype(np.float32)),
+            utterance=utterance,
+            utterance_active=utterance_active,
         )
+
+    def _utterances(self, items: list[tuple[CachedUtterance, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, n_mels, frames)`` speaker-normalised whole-utterance log-mels and ``(B, frames)`` active frames."""
+        mels = [np.asarray(u.mel[:, : self.utterance_frames], dtype=np.float32) for u, _ in items]
+        frames = max(mel.shape[1] for mel in mels)
+        normalized = np.zeros((len(items), mels[0].shape[0], frames), dtype=np.float32)
+        active = np.zeros((len(items), frames), dtype=np.float32)
+        for row, ((utterance, _), mel) in enumerate(zip(items, mels, strict=True)):
+            normalized[row, :, : mel.shape[1]] = self.speaker.normalize(mel, utterance.speaker)
+            active[row, : mel.shape[1]] = active_frames(mel.mean(axis=0))
+        return torch.from_numpy(normalized), torch.from_numpy(active)
 
     def _labels(self, items: list[tuple[CachedUtterance, int]]) -> tuple[torch.Tensor | None, ...]:
         if self.phonemes is None:

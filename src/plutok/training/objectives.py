@@ -76,7 +76,9 @@ class Objective:
     term's discriminator, :mod:`plutok.training.adversarial`) overrides the hooks below:
     the trainer moves it to the device, gives every rank rank 0's :meth:`trained_modules`,
     calls :meth:`after_step` after each optimiser step of the model, and keeps
-    :meth:`state_tensors` in its checkpoints.
+    :meth:`state_tensors` in its checkpoints. What the objective trains *with* the model
+    (a learned speaker encoder, :mod:`plutok.training.speaker`) is named by
+    :meth:`joint_modules`: their parameters join the model's optimiser.
     """
 
     def __call__(self, model: Any, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -88,6 +90,10 @@ class Objective:
 
     def trained_modules(self) -> list[nn.Module]:
         """What the objective trains (every rank starts from rank 0's weights of them)."""
+        return []
+
+    def joint_modules(self) -> list[nn.Module]:
+        """Modules the model's optimiser trains with the model (also in :meth:`trained_modules`)."""
         return []
 
     def after_step(self, model: Any) -> dict[str, float]:

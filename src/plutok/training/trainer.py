@@ -220,6 +220,9 @@ class Trainer:
         for name, parameter in model.named_parameters():
             if parameter.requires_grad:
                 (no_decay if parameter.ndim < 2 or name.startswith(prefixes) else decay).append(parameter)
+        for module in self.objective.joint_modules():
+            for parameter in module.parameters():
+                (no_decay if parameter.ndim < 2 else decay).append(parameter)
         self.parameters = decay + no_decay
         self.optimizer = torch.optim.AdamW(
             [
