@@ -25,6 +25,7 @@ KERNEL_SENSITIVE_MODULES = {
     "test_robustness.py",
     "test_long_audio.py",
     "test_postfilters.py",
+    "test_speaker_learned.py",
     "test_stack.py",
     "test_whisper.py",
     "test_istft.py",

@@ -202,8 +202,12 @@ def test_feature_parts_are_disjoint_and_complete(features):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "terms",
-    [(), ("--adversarial-weight", "1", "--adversarial-channels", "4", "--adversarial-warmup-steps", "2")],
-    ids=["plain", "adversarial"],
+    [
+        (),
+        ("--adversarial-weight", "1", "--adversarial-channels", "4", "--adversarial-warmup-steps", "2"),
+        ("--speaker", '{"name": "learned-mel", "coefficients": 4, "std_coefficients": 2, "learned_dim": 2}'),
+    ],
+    ids=["plain", "adversarial", "learned-speaker"],
 )
 def test_two_process_codec_training_keeps_replicas_equal(tmp_path, small_cache, terms):
     clips = [
@@ -212,7 +216,8 @@ def test_two_process_codec_training_keeps_replicas_equal(tmp_path, small_cache, 
     cache = small_cache(
         tmp_path,
         clips,
-        {"name": "log-mel", "normalize_by_speaker": True},
+        # A learned speaker's statistics normalise what the codec reads: plain log-mel there.
+        {"name": "log-mel", "normalize_by_speaker": "--speaker" not in terms},
         {"name": "mel-statistics", "coefficients": 4},
     )
     run = torchrun(
@@ -227,7 +232,7 @@ def test_two_process_codec_training_keeps_replicas_equal(tmp_path, small_cache, 
     finals = [json.loads(line) for line in run.stdout.splitlines() if line.startswith('{"final"')]
     assert len(finals) == 1  # rank 0 alone reports and writes
     # Each rank drew its own crops, yet weights, codebook and upkeep state (and the
-    # discriminator's weights and optimiser state) are equal everywhere.
+    # discriminator's weights and optimiser state, the speaker network's weights) are equal everywhere.
     assert finals[0]["final"]["replicas_equal"] == 1.0
     assert (tmp_path / "run" / "codec" / "config.json").is_file()
 

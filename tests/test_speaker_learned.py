@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -94,7 +95,9 @@ def test_the_learned_part_follows_the_statistics(speech_like):
     other = vector.copy()
     other[6:] = -other[6:]
     np.testing.assert_array_equal(speaker.normalize(mel, vector), speaker.normalize(mel, other))
-    np.testing.assert_array_equal(speaker.normalize(mel, vector), speaker.statistics.normalize(mel, statistics))
+    np.testing.assert_array_equal(
+        speaker.normalize(mel, vector), speaker.statistics.normalize(mel, statistics)
+    )
     assert not np.allclose(speaker.embed(speech_like(1.5, seed=6))[6:], learned)
 
 
@@ -108,9 +111,10 @@ def test_the_network_reads_long_audio_in_blocks_as_in_one_pass():
     active = rng.random(frames) > 0.3
     blocked = speaker.learned_values(normalized, active)
     with torch.no_grad():
-        network = speaker.network.double()
-        whole = network(torch.from_numpy(normalized)[None], torch.from_numpy(active.astype(np.float64))[None])[0]
-        speaker.network.float()
+        network = copy.deepcopy(speaker.network).double()
+        whole = network(
+            torch.from_numpy(normalized)[None], torch.from_numpy(active.astype(np.float64))[None]
+        )[0]
     np.testing.assert_allclose(blocked, whole.numpy(), rtol=0, atol=1e-12)
     assert speaker.network.project.weight.dtype == torch.float32  # left as it was
 
@@ -125,7 +129,11 @@ def test_weights_round_trip_and_untrained_encoders_refuse(tmp_path, speech_like)
     speaker = _trained_speaker()
     speaker.save_weights(tmp_path)
     loaded = registry.build("speaker", speaker.config(), tmp_path)
-    assert loaded.weights_digest() == speaker.weights_digest() != registry.build("speaker", LEARNED).weights_digest()
+    assert (
+        loaded.weights_digest()
+        == speaker.weights_digest()
+        != registry.build("speaker", LEARNED).weights_digest()
+    )
     np.testing.assert_array_equal(loaded.embed(wav), speaker.embed(wav))
     with pytest.raises(ModelError, match="weights not found"):
         registry.build("speaker", speaker.config(), tmp_path / "elsewhere")
@@ -134,14 +142,16 @@ def test_weights_round_trip_and_untrained_encoders_refuse(tmp_path, speech_like)
 def test_training_moves_the_network_and_resumes_exactly(raw_mel_cache, codec_config, tmp_path):
     from plutok.training.codec import train_codec
 
-    straight, metrics = train_codec(raw_mel_cache, tmp_path / "straight", codec_config, _schedule(), speaker_config=LEARNED)
+    straight, metrics = train_codec(
+        raw_mel_cache, tmp_path / "straight", codec_config, _schedule(), speaker_config=LEARNED
+    )
     assert np.isfinite(metrics["dev_mel_l1"])
     saved = json.loads((tmp_path / "straight" / "codec" / "config.json").read_text())
     assert saved["speaker"]["name"] == "learned-mel" and len(saved["default_speaker"]) == 8
     from plutok import registry
 
     trained = registry.build("speaker", saved["speaker"], tmp_path / "straight" / "codec")
-    assert float(trained.network.project.weight.abs().max()) > 0  # zero at the start
+    assert float(trained.network.project.weight.detach().abs().max()) > 0  # zero at the start
     killed_codec, _ = train_codec(
         raw_mel_cache, tmp_path / "killed", codec_config, _schedule(), speaker_config=LEARNED,
         callback=lambda step, m: step < 3,
@@ -159,14 +169,18 @@ def test_training_moves_the_network_and_resumes_exactly(raw_mel_cache, codec_con
     assert json.loads(checkpoint.read_text())["objective"]["speaker"]["learned_dim"] == 2
 
 
-def test_a_learned_speaker_on_frozen_codes_goes_into_the_model(raw_mel_cache, codec_config, tmp_path, speech_like):
+def test_a_learned_speaker_on_frozen_codes_goes_into_the_model(
+    raw_mel_cache, codec_config, tmp_path, speech_like
+):
     from plutok.api import Plutok
     from plutok.errors import ModelError
     from plutok.training.assemble import assemble_model, replace_decoder
     from plutok.training.codec import train_codec
 
     train_codec(raw_mel_cache, tmp_path / "base", codec_config, _schedule(steps=3))
-    base = assemble_model(raw_mel_cache, tmp_path / "base" / "codec", tmp_path / "base-model", 24, progress=False)
+    base = assemble_model(
+        raw_mel_cache, tmp_path / "base" / "codec", tmp_path / "base-model", 24, progress=False
+    )
     train_codec(
         raw_mel_cache, tmp_path / "tuned", codec_config, _schedule(steps=3, init_batches=0),
         init_from=tmp_path / "base" / "codec", freeze_codes=True, speaker_config=LEARNED,
@@ -186,6 +200,22 @@ def test_a_learned_speaker_on_frozen_codes_goes_into_the_model(raw_mel_cache, co
     assert rate == 16000 and np.all(np.isfinite(audio)) and abs(len(audio) - len(wav)) <= 320
     in_default_voice, _ = tuned.decode_ids(encoding.ids)
     assert np.all(np.isfinite(in_default_voice)) and abs(len(in_default_voice) - len(audio)) <= 640
+    _export_decodes_as_the_library(tuned, encoding)
+
+
+def _export_decodes_as_the_library(model, encoding):
+    """The ONNX decode graph de-normalises with the statistics part and conditions on the whole vector."""
+    from plutok.api import Plutok
+    from plutok.export import decode_graph
+    from plutok.model_directory import load_model_parts
+
+    parts = model.parts
+    parts.vocoder = load_model_parts("fast").vocoder  # the graph's vocoder
+    library, _ = Plutok(parts, chunk_seconds=None).decode_ids(encoding.ids, encoding.speaker)
+    codes = torch.from_numpy(np.asarray(model.ids_to_codes(encoding.ids), dtype=np.int64))[None]
+    with torch.no_grad():
+        graph = decode_graph(parts)(codes, torch.from_numpy(encoding.speaker)[None])[0].numpy()
+    np.testing.assert_allclose(graph[: len(library)], library, rtol=0, atol=1e-4)
 
 
 def test_cached_features_normalised_by_another_speaker_are_refused(mel_cache, codec_config, tmp_path):
@@ -210,7 +240,12 @@ def test_train_codec_cli_passes_the_speaker(raw_mel_cache, tmp_path, monkeypatch
         return None, {}
 
     monkeypatch.setattr(codec, "train_codec", train_codec)
-    assert main(["train-codec", str(raw_mel_cache), "-o", str(tmp_path / "run"), "--speaker", json.dumps(LEARNED)]) == 0
+    assert (
+        main(
+            ["train-codec", str(raw_mel_cache), "-o", str(tmp_path / "run"), "--speaker", json.dumps(LEARNED)]
+        )
+        == 0
+    )
     assert given["speaker_config"] == LEARNED
     main(["train-codec", str(raw_mel_cache), "-o", str(tmp_path / "run")])
     assert given["speaker_config"] is None

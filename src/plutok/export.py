@@ -55,8 +55,15 @@ def decode_graph(parts: Any) -> Any:
     codec, speaker_part, vocoder = parts.codec, parts.speaker, _fast_vocoder(parts)
     if not hasattr(codec, "synthesize_from_vectors") or not getattr(codec, "speaker_conditioned", False):
         raise ModelError(f"ONNX export needs a v2 speaker-conditioned codec, not {codec.name!r}")
-    if not hasattr(speaker_part, "statistics") or not hasattr(speaker_part, "coefficients"):
-        raise ModelError(f"ONNX export needs the mel-statistics speaker part, not {speaker_part.name!r}")
+    from plutok.speaker.learned import LearnedMelSpeaker
+    from plutok.speaker.mel_statistics import MelStatisticsSpeaker
+
+    # De-normalisation reads the statistics; a learned-mel vector's learned values only condition the decoder.
+    statistics = speaker_part.statistics if isinstance(speaker_part, LearnedMelSpeaker) else speaker_part
+    if not isinstance(statistics, MelStatisticsSpeaker):
+        raise ModelError(
+            f"ONNX export needs a mel-statistics or learned-mel speaker part, not {speaker_part.name!r}"
+        )
     assert isinstance(vocoder, ISTFTVocoder)
     postfilter = getattr(parts, "postfilter", None)
     if postfilter is not None and not hasattr(postfilter, "gain"):
@@ -77,7 +84,8 @@ def decode_graph(parts: Any) -> Any:
     window = net.window.double().cpu().numpy()
     cos_basis = torch.tensor(weight * np.cos(2 * np.pi * k * n / n_fft) * window, dtype=torch.float32)
     sin_basis = torch.tensor(weight * np.sin(2 * np.pi * k * n / n_fft) * window, dtype=torch.float32)
-    basis = torch.tensor(speaker_part._basis, dtype=torch.float32)  # (coefficients, n_mels)
+    basis = torch.tensor(statistics._basis, dtype=torch.float32)  # (coefficients, n_mels)
+    std_basis = torch.tensor(statistics._std_basis, dtype=torch.float32)  # (std_coefficients, n_mels)
     from plutok.speaker.mel_statistics import _MIN_STD as min_std
 
     class DecodeGraph(nn.Module):
@@ -89,18 +97,18 @@ def decode_graph(parts: Any) -> Any:
             self.register_buffer("cos_basis", cos_basis.T.contiguous())  # (n_fft, bins)
             self.register_buffer("sin_basis", sin_basis.T.contiguous())
             self.register_buffer("speaker_basis", basis)
+            self.register_buffer("speaker_std_basis", std_basis)
             self.register_buffer("gain", gain.float()[None, :, None])
             self.register_buffer("identity", torch.eye(n_fft)[:, None, :])  # overlap-add kernel
             self.register_buffer("window_square", net.window.float().square()[None, None, :])
-            self.coefficients = basis.shape[0]
+            self.coefficients, self.std_end = basis.shape[0], basis.shape[0] + std_basis.shape[0]
 
         def forward(self, codes: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
             vectors = nn.functional.embedding(codes, self.table).transpose(1, 2)  # (1, D, N)
             normalised = self.codec.synthesize_from_vectors(vectors, speaker) * self.gain  # (1, n_mels, 4 N)
             mean = (speaker[:, : self.coefficients] @ self.speaker_basis)[:, :, None]
-            std = torch.exp(speaker[:, self.coefficients :] @ self.speaker_basis).clamp(min=min_std)[
-                :, :, None
-            ]
+            std = torch.exp(speaker[:, self.coefficients : self.std_end] @ self.speaker_std_basis)
+            std = std.clamp(min=min_std)[:, :, None]
             log_mel = normalised * std + mean
             output = self._network(log_mel)
             log_magnitude, phase = output[:, :bins], output[:, bins:]
@@ -180,7 +188,7 @@ def export_onnx(model: str | os.PathLike | None, output: str | os.PathLike) -> d
         raise PlutokError(f"{tokens}: exists and is not a token table of plutok export-onnx; not overwriting")
     parts = load_model_parts(model)
     graph = decode_graph(parts)
-    speaker_dim = graph.speaker_basis.shape[0] * 2
+    speaker_dim = parts.speaker.speaker_dim
     codes = torch.zeros(1, 8, dtype=torch.int64)
     speaker = torch.tensor([parts.default_speaker or [0.0] * speaker_dim], dtype=torch.float32)
     with atomic_path(output) as temporary, torch.no_grad(), warnings.catch_warnings():

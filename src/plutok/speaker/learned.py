@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from plutok.digests import state_dict_sha256
 from plutok.errors import ModelError
@@ -77,8 +78,13 @@ class SpeakerNetwork(nn.Module):
 
     def pooled(self, mean: torch.Tensor, mean_square: torch.Tensor) -> torch.Tensor:
         """The learned values from the hidden channels' mean and mean square over active frames ``(B, channels)``."""
-        std = (mean_square - mean.square()).clamp(min=0).add(1e-5).sqrt()
-        return torch.tanh(self.project(torch.cat([mean, std], dim=-1)))
+        return torch.tanh(self.project(pooled_features(mean, mean_square)))
+
+
+def pooled_features(mean: torch.Tensor, mean_square: torch.Tensor) -> torch.Tensor:
+    """``(B, 2 channels)``: the channels' mean and standard deviation over the active frames."""
+    std = (mean_square - mean.square()).clamp(min=0).add(1e-5).sqrt()
+    return torch.cat([mean, std], dim=-1)
 
 
 class LearnedMelSpeaker(SpeakerEncoder):
@@ -96,6 +102,8 @@ class LearnedMelSpeaker(SpeakerEncoder):
     ) -> None:
         self.statistics = MelStatisticsSpeaker(settings, coefficients, std_coefficients)
         self.settings = self.statistics.settings
+        #: The log-mel it reads (what copy-synthesis and the cache use of a mel speaker encoder).
+        self.log_mel = self.statistics.log_mel
         self.learned_dim = check_size("learned-mel speaker", "learned_dim", learned_dim, 1, MAX_WIDTH)
         self.channels = check_size("learned-mel speaker", "channels", channels, 1, MAX_WIDTH)
         self.initialize()
@@ -132,7 +140,11 @@ class LearnedMelSpeaker(SpeakerEncoder):
     @classmethod
     def from_config(cls, config: dict[str, Any], directory: Path | None = None) -> LearnedMelSpeaker:
         values = dict(config)
-        sizes = {key: values.pop(key) for key in ("coefficients", "std_coefficients", "learned_dim", "channels") if key in values}
+        sizes = {
+            key: values.pop(key)
+            for key in ("coefficients", "std_coefficients", "learned_dim", "channels")
+            if key in values
+        }
         speaker = cls(settings_from_config(MelSettings, values, "learned-mel speaker"), **sizes)
         if directory is not None:
             load_module_weights(speaker.network, Path(directory) / WEIGHTS_FILE, "learned-mel speaker")
@@ -157,7 +169,7 @@ class LearnedMelSpeaker(SpeakerEncoder):
                 "this learned-mel speaker encoder has no trained weights: train it with "
                 "'plutok train-codec --speaker' and load it from the model folder"
             )
-        log_mel = self.statistics.log_mel(np.asarray(wav, dtype=np.float32))
+        log_mel = self.log_mel(np.asarray(wav, dtype=np.float32))
         statistics = self.statistics.from_log_mel(log_mel)
         normalized = self.statistics.normalize(log_mel, statistics).astype(np.float64)
         active = active_frames(log_mel.mean(axis=0))
@@ -167,25 +179,28 @@ class LearnedMelSpeaker(SpeakerEncoder):
     def learned_values(self, normalized: np.ndarray, active: np.ndarray) -> np.ndarray:
         """The learned part ``(learned_dim,)`` float64 of a speaker-normalised log-mel ``(n_mels, T)``
         and its active frames ``(T,)``."""
-        network = self.network.double()
-        try:
-            context = SpeakerNetwork.context
-            frames = normalized.shape[1]
-            first_moment = torch.zeros(self.channels, dtype=torch.float64)
-            second_moment = torch.zeros(self.channels, dtype=torch.float64)
-            for start in range(0, frames, ANALYSIS_BLOCK_FRAMES):
-                stop = min(frames, start + ANALYSIS_BLOCK_FRAMES)
-                begin, end = max(0, start - context), min(frames, stop + context)
-                block = torch.from_numpy(np.ascontiguousarray(normalized[:, begin:end]))[None]
-                hidden = network.convolutions(block)[0, :, start - begin : stop - begin]
-                weights = torch.from_numpy(active[start:stop].astype(np.float64))
-                first_moment += (hidden * weights).sum(dim=-1)
-                second_moment += (hidden.square() * weights).sum(dim=-1)
-            count = max(1.0, float(np.count_nonzero(active)))
-            learned = network.pooled(first_moment[None] / count, second_moment[None] / count)[0]
-        finally:
-            self.network.float()
-        return learned.numpy()
+        # float64 copies of the weights for this call: the module itself stays float32 and
+        # untouched, so encodes in several threads can share it.
+        convolutions, project = (
+            {key: value.double() for key, value in module.state_dict().items()}
+            for module in (self.network.convolutions, self.network.project)
+        )
+        context = SpeakerNetwork.context
+        frames = normalized.shape[1]
+        first_moment = torch.zeros(self.channels, dtype=torch.float64)
+        second_moment = torch.zeros(self.channels, dtype=torch.float64)
+        for start in range(0, frames, ANALYSIS_BLOCK_FRAMES):
+            stop = min(frames, start + ANALYSIS_BLOCK_FRAMES)
+            begin, end = max(0, start - context), min(frames, stop + context)
+            block = torch.from_numpy(np.ascontiguousarray(normalized[:, begin:end], dtype=np.float64))[None]
+            hidden = functional_call(self.network.convolutions, convolutions, (block,), strict=True)
+            hidden = hidden[0, :, start - begin : stop - begin]
+            mask = torch.from_numpy(active[start:stop].astype(np.float64))
+            first_moment += (hidden * mask).sum(dim=-1)
+            second_moment += (hidden.square() * mask).sum(dim=-1)
+        count = max(1.0, float(np.count_nonzero(active)))
+        features = pooled_features(first_moment[None] / count, second_moment[None] / count)
+        return torch.tanh(functional_call(self.network.project, project, (features,), strict=True))[0].numpy()
 
     def normalize(self, features: np.ndarray, speaker: np.ndarray) -> np.ndarray:
         return self.statistics.normalize(features, np.asarray(speaker).reshape(-1)[: self.statistics_dim])

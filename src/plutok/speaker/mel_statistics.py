@@ -76,9 +76,15 @@ class MelStatisticsSpeaker(SpeakerEncoder):
         self.settings = settings or MelSettings()
         n_mels = self.settings.n_mels
         what = "mel-statistics speaker"
-        self.coefficients = check_size(what, "coefficients", n_mels if coefficients is None else coefficients, 1, n_mels)
+        self.coefficients = check_size(
+            what, "coefficients", n_mels if coefficients is None else coefficients, 1, n_mels
+        )
         self.std_coefficients = check_size(
-            what, "std_coefficients", self.coefficients if std_coefficients is None else std_coefficients, 1, n_mels
+            what,
+            "std_coefficients",
+            self.coefficients if std_coefficients is None else std_coefficients,
+            1,
+            n_mels,
         )
         # Rows of the DCT kept in the speaker vector: coefficients = basis @ statistic.
         self._basis = dct_matrix(n_mels)[: self.coefficients]

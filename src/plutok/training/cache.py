@@ -123,7 +123,10 @@ class AnalysisReader:
         self.frontend, self.speaker = frontend, speaker
         cached = cache.config["frontend"]
         if frontend.config() == cached:
-            if frontend.normalize_by_speaker and registry.build("speaker", cache.config["speaker"]).config() != speaker.config():
+            if (
+                frontend.normalize_by_speaker
+                and registry.build("speaker", cache.config["speaker"]).config() != speaker.config()
+            ):
                 raise ModelError(
                     f"the cache at {cache.directory} holds {cached['name']} features normalised by its own "
                     f"speaker vectors, not by {speaker.config()['name']}'s; train on a 'stack' frontend "

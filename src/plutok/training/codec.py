@@ -394,7 +394,9 @@ def train_codec(
             f"{cache.config['frontend']['name']} features cannot give ({error}); cache the audio again "
             "with plutok cache and its default --frontend"
         ) from None
-    train = [dataclasses.replace(u, speaker=to_model_vector(u.speaker)) for u in cache.utterances(train_split)]
+    train = [
+        dataclasses.replace(u, speaker=to_model_vector(u.speaker)) for u in cache.utterances(train_split)
+    ]
     if not train:
         held = sorted({u.split for u in cache.utterances()})
         raise ModelError(
@@ -453,7 +455,9 @@ def train_codec(
         utterance_frames=utterance_frames,
     )
     dev_batches = (
-        SegmentBatcher(dev, speaker, segment, a, s, reader=reader, phonemes=labels, utterance_frames=utterance_frames)
+        SegmentBatcher(
+            dev, speaker, segment, a, s, reader=reader, phonemes=labels, utterance_frames=utterance_frames
+        )
         if dev
         else None
     )

@@ -43,10 +43,14 @@ class LearnedSpeakerObjective(Objective):
     def with_learned(self, batch: Any) -> Any:
         """``batch`` with the learned part of its speaker vectors filled in by the network."""
         if batch.utterance is None or batch.utterance_active is None:
-            raise ValueError("a learned speaker encoder needs batches with whole utterances (utterance_frames)")
+            raise ValueError(
+                "a learned speaker encoder needs batches with whole utterances (utterance_frames)"
+            )
         learned = self.network(batch.utterance, batch.utterance_active)
         statistics = batch.speaker[:, : self.speaker.statistics_dim]
-        return dataclasses.replace(batch, speaker=torch.cat([statistics, learned.to(statistics.dtype)], dim=1))
+        return dataclasses.replace(
+            batch, speaker=torch.cat([statistics, learned.to(statistics.dtype)], dim=1)
+        )
 
     def __call__(self, model: Any, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         self.network.train(model.training)
@@ -108,7 +112,9 @@ def standardize_learned(decoder: Any, speaker: LearnedMelSpeaker) -> None:
     """Give the decoder's conditioning the learned values as they are (mean 0, std 1: they
     lie in (-1, 1)); its statistics of the other values stay as trained or set."""
     if not hasattr(decoder, "speaker_mean") or not hasattr(decoder, "speaker_std"):
-        raise ModelError(f"the {decoder.name} decoder keeps no speaker statistics to condition a learned speaker on")
+        raise ModelError(
+            f"the {decoder.name} decoder keeps no speaker statistics to condition a learned speaker on"
+        )
     with torch.no_grad():
         decoder.speaker_mean[speaker.statistics_dim :] = 0
         decoder.speaker_std[speaker.statistics_dim :] = 1
