@@ -46,7 +46,8 @@ def main() -> None:
         wav, rate = load_audio(manifest.parent / row["path"])
         codes = [np.asarray(model.ids_to_codes(model.encode(wav, rate).ids)) for model in models]
         length = min(len(c) for c in codes)
-        count = int(np.count_nonzero(codes[0][:length] != codes[1][:length])) + abs(len(codes[0]) - len(codes[1]))
+        extra = abs(len(codes[0]) - len(codes[1]))
+        count = int(np.count_nonzero(codes[0][:length] != codes[1][:length])) + extra
         source = row.get("source", "?")
         differing[source] += count
         positions[source] += max(len(c) for c in codes)
