@@ -96,6 +96,31 @@ def tiny_content_codec(**changes) -> dict:
     return config
 
 
+def short_schedule(**changes):
+    """A :class:`~plutok.settings.TrainerConfig` of a few tiny steps (every log, dev pass and
+    checkpoint within them), with ``changes``."""
+    from plutok.settings import TrainerConfig
+
+    values = dict(
+        steps=6,
+        batch_size=3,
+        segment_codes=12,
+        log_every=1,
+        eval_every=3,
+        checkpoint_every=3,
+        warmup_steps=1,
+        init_batches=2,
+    )
+    values.update(changes)
+    return TrainerConfig(**values)
+
+
+@pytest.fixture(name="short_schedule", scope="session")
+def short_schedule_fixture():
+    """The :func:`short_schedule` builder, for test modules."""
+    return short_schedule
+
+
 @pytest.fixture(name="tiny_content_codec", scope="session")
 def tiny_content_codec_fixture():
     """The :func:`tiny_content_codec` builder, for test modules."""

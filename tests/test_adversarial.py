@@ -14,23 +14,6 @@ def codec_config_fixture(tiny_content_codec):
     return tiny_content_codec(analysis_frames_per_code=4)
 
 
-def _schedule(**changes):
-    from plutok.settings import TrainerConfig
-
-    values = dict(
-        steps=6,
-        batch_size=3,
-        segment_codes=12,
-        log_every=1,
-        eval_every=3,
-        checkpoint_every=3,
-        warmup_steps=1,
-        init_batches=2,
-    )
-    values.update(changes)
-    return TrainerConfig(**values)
-
-
 def _adversarial(**changes):
     from plutok.settings import AdversarialSettings
 
@@ -94,12 +77,12 @@ def test_padding_frames_do_not_reach_the_discriminator(codec_config):
     assert losses[0] == losses[1]
 
 
-def test_resume_after_a_kill_equals_one_run(mel_cache, codec_config, tmp_path):
+def test_resume_after_a_kill_equals_one_run(mel_cache, codec_config, tmp_path, short_schedule):
     from plutok.training.codec import train_codec
 
     adversarial = _adversarial()
     straight, metrics = train_codec(
-        mel_cache, tmp_path / "straight", codec_config, _schedule(), adversarial=adversarial
+        mel_cache, tmp_path / "straight", codec_config, short_schedule(), adversarial=adversarial
     )
     # Only the discriminator learns in the warm-up steps; the decoder feels the term after.
     history = json.loads((tmp_path / "straight" / "history.json").read_text())
@@ -110,13 +93,13 @@ def test_resume_after_a_kill_equals_one_run(mel_cache, codec_config, tmp_path):
         mel_cache,
         tmp_path / "killed",
         codec_config,
-        _schedule(),
+        short_schedule(),
         adversarial=adversarial,
         callback=lambda step, m: step < 3,
     )
     torch.manual_seed(123)
     resumed, _ = train_codec(
-        mel_cache, tmp_path / "killed", codec_config, _schedule(), resume=True, adversarial=adversarial
+        mel_cache, tmp_path / "killed", codec_config, short_schedule(), resume=True, adversarial=adversarial
     )
     for key, tensor in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], tensor, rtol=0, atol=1e-6, msg=key)
@@ -124,26 +107,33 @@ def test_resume_after_a_kill_equals_one_run(mel_cache, codec_config, tmp_path):
     assert json.loads(checkpoint.read_text())["objective"]["adversarial"]["weight"] == 1.0
 
 
-def test_a_checkpoint_of_other_training_terms_is_refused(mel_cache, codec_config, tmp_path):
+def test_a_checkpoint_of_other_training_terms_is_refused(mel_cache, codec_config, tmp_path, short_schedule):
     from plutok.errors import ModelError
     from plutok.training.codec import train_codec
 
-    train_codec(mel_cache, tmp_path / "run", codec_config, _schedule(), callback=lambda step, m: step < 3)
+    train_codec(
+        mel_cache, tmp_path / "run", codec_config, short_schedule(), callback=lambda step, m: step < 3
+    )
     with pytest.raises(ModelError, match="other training terms"):
         train_codec(
-            mel_cache, tmp_path / "run", codec_config, _schedule(), resume=True, adversarial=_adversarial()
+            mel_cache,
+            tmp_path / "run",
+            codec_config,
+            short_schedule(),
+            resume=True,
+            adversarial=_adversarial(),
         )
 
 
-def test_on_frozen_codes_only_the_decoder_changes(mel_cache, codec_config, tmp_path):
+def test_on_frozen_codes_only_the_decoder_changes(mel_cache, codec_config, tmp_path, short_schedule):
     from plutok.training.codec import train_codec
 
-    base, _ = train_codec(mel_cache, tmp_path / "base", codec_config, _schedule(steps=2))
+    base, _ = train_codec(mel_cache, tmp_path / "base", codec_config, short_schedule(steps=2))
     tuned, metrics = train_codec(
         mel_cache,
         tmp_path / "tuned",
         codec_config,
-        _schedule(steps=4, init_batches=0),
+        short_schedule(steps=4, init_batches=0),
         init_from=tmp_path / "base" / "codec",
         freeze_codes=True,
         adversarial=_adversarial(warmup_steps=1),

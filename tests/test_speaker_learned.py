@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 
 import numpy as np
@@ -32,22 +33,10 @@ def codec_config_fixture(tiny_content_codec):
     return tiny_content_codec(analysis_frames_per_code=4)
 
 
-def _schedule(**changes):
-    from plutok.settings import TrainerConfig
-
-    values = dict(
-        steps=6,
-        batch_size=3,
-        segment_codes=12,
-        log_every=1,
-        eval_every=3,
-        checkpoint_every=3,
-        warmup_steps=1,
-        init_batches=2,
-        learning_rate=1e-2,
-    )
-    values.update(changes)
-    return TrainerConfig(**values)
+@pytest.fixture(name="schedule")
+def schedule_fixture(short_schedule):
+    """Few tiny steps at a learning rate that moves the small network visibly."""
+    return functools.partial(short_schedule, learning_rate=1e-2)
 
 
 def _trained_speaker(seed: int = 0):
@@ -139,11 +128,11 @@ def test_weights_round_trip_and_untrained_encoders_refuse(tmp_path, speech_like)
         registry.build("speaker", speaker.config(), tmp_path / "elsewhere")
 
 
-def test_training_moves_the_network_and_resumes_exactly(raw_mel_cache, codec_config, tmp_path):
+def test_training_moves_the_network_and_resumes_exactly(raw_mel_cache, codec_config, tmp_path, schedule):
     from plutok.training.codec import train_codec
 
     straight, metrics = train_codec(
-        raw_mel_cache, tmp_path / "straight", codec_config, _schedule(), speaker_config=LEARNED
+        raw_mel_cache, tmp_path / "straight", codec_config, schedule(), speaker_config=LEARNED
     )
     assert np.isfinite(metrics["dev_mel_l1"])
     saved = json.loads((tmp_path / "straight" / "codec" / "config.json").read_text())
@@ -153,12 +142,12 @@ def test_training_moves_the_network_and_resumes_exactly(raw_mel_cache, codec_con
     trained = registry.build("speaker", saved["speaker"], tmp_path / "straight" / "codec")
     assert float(trained.network.project.weight.detach().abs().max()) > 0  # zero at the start
     killed_codec, _ = train_codec(
-        raw_mel_cache, tmp_path / "killed", codec_config, _schedule(), speaker_config=LEARNED,
+        raw_mel_cache, tmp_path / "killed", codec_config, schedule(), speaker_config=LEARNED,
         callback=lambda step, m: step < 3,
     )  # fmt: skip
     torch.manual_seed(99)
     resumed, _ = train_codec(
-        raw_mel_cache, tmp_path / "killed", codec_config, _schedule(), resume=True, speaker_config=LEARNED
+        raw_mel_cache, tmp_path / "killed", codec_config, schedule(), resume=True, speaker_config=LEARNED
     )
     for key, tensor in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], tensor, rtol=0, atol=1e-6, msg=key)
@@ -170,19 +159,19 @@ def test_training_moves_the_network_and_resumes_exactly(raw_mel_cache, codec_con
 
 
 def test_a_learned_speaker_on_frozen_codes_goes_into_the_model(
-    raw_mel_cache, codec_config, tmp_path, speech_like
+    raw_mel_cache, codec_config, tmp_path, speech_like, schedule
 ):
     from plutok.api import Plutok
     from plutok.errors import ModelError
     from plutok.training.assemble import assemble_model, replace_decoder
     from plutok.training.codec import train_codec
 
-    train_codec(raw_mel_cache, tmp_path / "base", codec_config, _schedule(steps=3))
+    train_codec(raw_mel_cache, tmp_path / "base", codec_config, schedule(steps=3))
     base = assemble_model(
         raw_mel_cache, tmp_path / "base" / "codec", tmp_path / "base-model", 24, progress=False
     )
     train_codec(
-        raw_mel_cache, tmp_path / "tuned", codec_config, _schedule(steps=3, init_batches=0),
+        raw_mel_cache, tmp_path / "tuned", codec_config, schedule(steps=3, init_batches=0),
         init_from=tmp_path / "base" / "codec", freeze_codes=True, speaker_config=LEARNED,
     )  # fmt: skip
     with pytest.raises(ModelError, match="its own speaker encoder"):
@@ -218,15 +207,17 @@ def _export_decodes_as_the_library(model, encoding):
     np.testing.assert_allclose(graph[: len(library)], library, rtol=0, atol=1e-4)
 
 
-def test_cached_features_normalised_by_another_speaker_are_refused(mel_cache, codec_config, tmp_path):
+def test_cached_features_normalised_by_another_speaker_are_refused(
+    mel_cache, codec_config, tmp_path, schedule
+):
     from plutok.errors import ModelError
     from plutok.training.codec import train_codec
 
     with pytest.raises(ModelError, match="normalised by its own"):
-        train_codec(mel_cache, tmp_path / "run", codec_config, _schedule(steps=1), speaker_config=LEARNED)
+        train_codec(mel_cache, tmp_path / "run", codec_config, schedule(steps=1), speaker_config=LEARNED)
     wider = {**LEARNED, "coefficients": 6}
     with pytest.raises(ModelError, match="cannot give"):
-        train_codec(mel_cache, tmp_path / "run", codec_config, _schedule(steps=1), speaker_config=wider)
+        train_codec(mel_cache, tmp_path / "run", codec_config, schedule(steps=1), speaker_config=wider)
 
 
 def test_train_codec_cli_passes_the_speaker(raw_mel_cache, tmp_path, monkeypatch):
