@@ -487,7 +487,7 @@ def train_codec(
         codec.save_weights(target)
         config = {"codec": codec.config(), "speaker": speaker.config(), "frontend": frontend_config}
         if learned is not None:
-            round_to_half(learned.network)
+            round_to_half(learned.network.cpu())
             learned.save_weights(target)
             learned.trained = True
             from plutok.training.assemble import medoid_speaker
