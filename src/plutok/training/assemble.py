@@ -123,7 +123,10 @@ def assemble_model(
     run_config = json.loads((Path(codec_dir) / "config.json").read_text(encoding="utf-8"))
     frontend = registry.build("frontend", run_config.get("frontend", cache.config["frontend"]))
     speaker = registry.build("speaker", cache.config["speaker"])
-    if run_config.get("speaker", cache.config["speaker"]) != cache.config["speaker"]:
+    if (
+        registry.build("speaker", run_config.get("speaker", cache.config["speaker"])).config()
+        != speaker.config()
+    ):
         # Its BPE would have to be trained on codes made with the run's speaker normalisation
         # and its default voice taken from the run; replace_decoder does both for frozen codes.
         raise ModelError(
@@ -221,8 +224,8 @@ def replace_decoder(
     post-filter the model had is dropped (its gains belong to the old decoder).
     A run trained with its own speaker encoder (``train-codec --speaker``) brings it and its
     default voice along: the token space then changes too, since the encoder reads the
-    log-mel normalised by the new speaker statistics (same code weights, but some frames'
-    codes may differ).
+    log-mel normalised by the new speaker statistics (same code weights, yet some codes
+    differ: 11.6 % of them for the bundled model with ``learned-mel``'s defaults).
     """
     import torch
 
