@@ -176,12 +176,20 @@ def test_a_learned_speaker_on_frozen_codes_goes_into_the_model(
     )  # fmt: skip
     with pytest.raises(ModelError, match="its own speaker encoder"):
         assemble_model(raw_mel_cache, tmp_path / "tuned" / "codec", tmp_path / "x", 24, progress=False)
+    # With a kept BPE the run assembles on its own: its speaker encoder and its default voice.
+    kept = assemble_model(
+        raw_mel_cache, tmp_path / "tuned" / "codec", tmp_path / "kept", 24, progress=False,
+        bpe_from=tmp_path / "base-model",
+    )  # fmt: skip
+    run = json.loads((tmp_path / "tuned" / "codec" / "config.json").read_text())
+    assert kept.parts.speaker.name == "learned-mel" and kept.parts.default_speaker == run["default_speaker"]
     replace_decoder(tmp_path / "base-model", tmp_path / "tuned" / "codec", tmp_path / "tuned-model")
     tuned = Plutok.from_pretrained(tmp_path / "tuned-model")
     wav = speech_like(1.5, seed=8)
     encoding = tuned.encode(wav, 16000)
     # This codec reads the plain log-mel: the codes, and so the ids, are the base model's.
-    assert encoding.ids == base.encode(wav, 16000).ids
+    assert encoding.ids == base.encode(wav, 16000).ids == kept.encode(wav, 16000).ids
+    np.testing.assert_array_equal(kept.encode(wav, 16000).speaker, encoding.speaker)
     assert tuned.parts.speaker.name == "learned-mel" and encoding.speaker.shape == (8,)
     assert len(tuned.parts.default_speaker) == 8
     assert tuned.token_space != base.token_space

@@ -109,7 +109,9 @@ def assemble_model(
     """Train the BPE on the codes of ``split`` and save the full model to ``output``.
 
     ``bpe_from``: a model (bundled name or folder) whose BPE and default voice are kept
-    instead (no BPE training); its codebook size must be the codec's.
+    instead (no BPE training); its codebook size must be the codec's. A run trained with
+    its own speaker encoder (``train-codec --speaker``) needs it, and brings that encoder
+    and its own default voice.
 
     The BPE stops early when no pair of tokens occurs twice any more: the model's
     ``vocab_size`` may be below ``vocab_size`` (:func:`vocab_shortfall` words it). A size
@@ -123,16 +125,20 @@ def assemble_model(
     run_config = json.loads((Path(codec_dir) / "config.json").read_text(encoding="utf-8"))
     frontend = registry.build("frontend", run_config.get("frontend", cache.config["frontend"]))
     speaker = registry.build("speaker", cache.config["speaker"])
-    if (
+    own_speaker = (
         registry.build("speaker", run_config.get("speaker", cache.config["speaker"])).config()
         != speaker.config()
-    ):
-        # Its BPE would have to be trained on codes made with the run's speaker normalisation
-        # and its default voice taken from the run; replace_decoder does both for frozen codes.
-        raise ModelError(
-            f"{codec_dir} was trained with its own speaker encoder ({run_config['speaker']['name']}); "
-            "put it into the model it started from with 'plutok assemble --decoder-for MODEL'"
-        )
+    )
+    if own_speaker:
+        if bpe_from is None:
+            # A BPE trained here would need the codes of the run's speaker normalisation, which
+            # the cached vectors do not give; a kept BPE needs none.
+            raise ModelError(
+                f"{codec_dir} was trained with its own speaker encoder ({run_config['speaker']['name']}): "
+                "keep a BPE with --bpe-from MODEL, or swap the decoder into the model it started "
+                "from with --decoder-for MODEL"
+            )
+        speaker = registry.build("speaker", run_config["speaker"], Path(codec_dir))
     reader = AnalysisReader(cache, frontend, speaker)
     if bpe_from is not None:
         from plutok.model_directory import load_model_parts
@@ -143,6 +149,8 @@ def assemble_model(
                 f"{bpe_from}: its BPE reads {source.bpe.codebook_size} codes, the codec makes {codec.codebook_size}"
             )
         bpe, default_speaker = source.bpe, source.default_speaker
+        if own_speaker:  # the kept model's voice is a vector of another encoder
+            default_speaker = run_config.get("default_speaker")
     else:
         bpe, default_speaker = _train_bpe(cache, codec, reader, cache_dir, split, vocab_size, progress)
     parts = ModelParts(

@@ -455,7 +455,8 @@ def configure_assemble(parser: argparse.ArgumentParser) -> None:
         "--bpe-from",
         metavar="MODEL",
         help="keep this model's BPE and default voice instead of training a BPE on CACHE "
-        "(a codec of train-codec --init-from MODEL whose codes moved; same codebook size)",
+        "(a codec of train-codec --init-from MODEL whose codes moved; same codebook size); a run "
+        "trained with its own --speaker keeps its speaker encoder and default voice",
     )
     parser.add_argument("-q", "--quiet", action="store_true")
 
