@@ -43,8 +43,8 @@ def _trained_speaker(seed: int = 0):
     """A learned-mel encoder with random (not zero) weights, marked trained."""
     from plutok import registry
 
-    speaker = registry.build("speaker", LEARNED)
     torch.manual_seed(seed)
+    speaker = registry.build("speaker", LEARNED)
     torch.nn.init.normal_(speaker.network.project.weight, std=0.5)
     speaker.trained = True
     return speaker
