@@ -133,19 +133,30 @@ def small_cache_fixture():
     return small_cache
 
 
-@pytest.fixture(scope="module")
-def mel_cache(tmp_path_factory):
-    """A cache of five short clips (four train, one dev) of speaker-normalised log-mel, for training tests."""
+def _five_clip_cache(root: Path, first_seed: int, normalize_by_speaker: bool) -> Path:
+    """Five short clips (four train, one dev) of log-mel, 4 + 4 speaker coefficients."""
     clips = [
-        {"seconds": 1.0 + 0.3 * index, "seed": 10 + index, "split": "train" if index < 4 else "dev"}
+        {"seconds": 1.0 + 0.3 * index, "seed": first_seed + index, "split": "train" if index < 4 else "dev"}
         for index in range(5)
     ]
     return small_cache(
-        tmp_path_factory.mktemp("mel-cache"),
+        root,
         clips,
-        {"name": "log-mel", "normalize_by_speaker": True},
+        {"name": "log-mel", "normalize_by_speaker": normalize_by_speaker},
         {"name": "mel-statistics", "coefficients": 4},
     )
+
+
+@pytest.fixture(scope="module")
+def mel_cache(tmp_path_factory):
+    """A cache of five short clips (four train, one dev) of speaker-normalised log-mel, for training tests."""
+    return _five_clip_cache(tmp_path_factory.mktemp("mel-cache"), 10, normalize_by_speaker=True)
+
+
+@pytest.fixture(scope="module")
+def raw_mel_cache(tmp_path_factory):
+    """The same of plain log-mel: the codec's input does not depend on the speaker vector."""
+    return _five_clip_cache(tmp_path_factory.mktemp("raw-mel-cache"), 20, normalize_by_speaker=False)
 
 
 @pytest.fixture(scope="session")

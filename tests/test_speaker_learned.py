@@ -13,21 +13,6 @@ import torch
 LEARNED = {"name": "learned-mel", "coefficients": 4, "std_coefficients": 2, "learned_dim": 2, "channels": 8}
 
 
-@pytest.fixture(name="raw_mel_cache", scope="module")
-def raw_mel_cache_fixture(tmp_path_factory, small_cache):
-    """Five clips (four train, one dev) of plain log-mel: the codec's input does not depend on the speaker."""
-    clips = [
-        {"seconds": 1.0 + 0.3 * index, "seed": 20 + index, "split": "train" if index < 4 else "dev"}
-        for index in range(5)
-    ]
-    return small_cache(
-        tmp_path_factory.mktemp("raw-mel-cache"),
-        clips,
-        {"name": "log-mel", "normalize_by_speaker": False},
-        {"name": "mel-statistics", "coefficients": 4},
-    )
-
-
 @pytest.fixture(name="codec_config", scope="module")
 def codec_config_fixture(tiny_content_codec):
     return tiny_content_codec(analysis_frames_per_code=4)

@@ -34,8 +34,8 @@ from torch import nn
 
 from plutok import distributed
 from plutok.settings import AdversarialSettings
-from plutok.training.objectives import Objective
-from plutok.training.trainer import load_optimizer_tensors, optimizer_tensors, tensors_under
+from plutok.training.objectives import Objective, ObjectiveWrapper, tensors_under
+from plutok.training.trainer import load_optimizer_tensors, optimizer_tensors
 
 __all__ = ["AdversarialObjective", "AdversarialSettings", "MelPatchDiscriminator"]
 
@@ -74,7 +74,7 @@ def _feature_matching(decoded: list[torch.Tensor], true: list[torch.Tensor]) -> 
     return sum(F.l1_loss(d, t.detach()) for d, t in zip(decoded, true, strict=True)) / len(decoded)
 
 
-class AdversarialObjective(Objective):
+class AdversarialObjective(ObjectiveWrapper):
     """``base``'s loss plus the adversarial and feature-matching terms (module docstring).
 
     ``base`` must expose ``last_synthesis`` after each call: ``(decoded, target, frame_mask)``,
@@ -83,7 +83,7 @@ class AdversarialObjective(Objective):
     """
 
     def __init__(self, base: Objective, settings: AdversarialSettings) -> None:
-        self.base = base
+        super().__init__(base)
         self.settings = settings
         self.discriminator = MelPatchDiscriminator(settings.channels)
         self.optimizer = torch.optim.AdamW(
@@ -93,12 +93,12 @@ class AdversarialObjective(Objective):
         self._pair: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def to(self, device: torch.device) -> AdversarialObjective:
-        self.base.to(device)
+        super().to(device)
         self.discriminator.to(device)
         return self
 
     def trained_modules(self) -> list[nn.Module]:
-        return [*self.base.trained_modules(), self.discriminator]
+        return [*super().trained_modules(), self.discriminator]
 
     def __call__(self, model: Any, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         total, metrics = self.base(model, batch)
@@ -122,15 +122,16 @@ class AdversarialObjective(Objective):
 
     def after_step(self, model: Any) -> dict[str, float]:
         """One discriminator step on the last training call's true and decoded log-mels."""
+        metrics = super().after_step(model)
         self.step_number += 1
         if self._pair is None:
-            return {}
+            return metrics
         decoded, target = self._pair
         self._pair = None
         if not bool(torch.isfinite(decoded).all()):
             # An overflowing fp16 step (which the codec's loss scaler skips) must not
             # leave NaN in the discriminator, which would then poison every later step.
-            return {"discriminator_skipped": 1.0}
+            return {**metrics, "discriminator_skipped": 1.0}
         true_verdict, _ = self.discriminator(target)
         decoded_verdict, _ = self.discriminator(decoded)
         on_true = torch.mean((true_verdict - 1) ** 2)
@@ -140,25 +141,25 @@ class AdversarialObjective(Objective):
         distributed.average_gradients(list(self.discriminator.parameters()))
         self.optimizer.step()
         return {
+            **metrics,
             "discriminator_true": float(on_true.detach()),
             "discriminator_decoded": float(on_decoded.detach()),
         }
 
-    def quantizer_parts(self, model: Any):
-        return self.base.quantizer_parts(model)
-
     def config(self) -> dict[str, Any]:
-        return {"adversarial": asdict(self.settings)}
+        return {**super().config(), "adversarial": asdict(self.settings)}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Discriminator weights, its optimiser's state and the step count: what a resumed run needs."""
-        tensors = {f"discriminator/{k}": v for k, v in self.discriminator.state_dict().items()}
+        tensors = super().state_tensors()
+        tensors.update({f"discriminator/{k}": v for k, v in self.discriminator.state_dict().items()})
         tensors.update({f"optimizer/{k}": v for k, v in optimizer_tensors(self.optimizer).items()})
         tensors["step"] = torch.tensor(self.step_number)
         return tensors
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Inverse of :meth:`state_tensors` (``KeyError``/``RuntimeError`` when they do not fit)."""
+        super().load_state_tensors(tensors)
         self.discriminator.load_state_dict(tensors_under(tensors, "discriminator/"))
         load_optimizer_tensors(self.optimizer, tensors_under(tensors, "optimizer/"))
         self.step_number = int(tensors["step"])

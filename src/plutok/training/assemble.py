@@ -125,11 +125,8 @@ def assemble_model(
     run_config = json.loads((Path(codec_dir) / "config.json").read_text(encoding="utf-8"))
     frontend = registry.build("frontend", run_config.get("frontend", cache.config["frontend"]))
     speaker = registry.build("speaker", cache.config["speaker"])
-    own_speaker = (
-        registry.build("speaker", run_config.get("speaker", cache.config["speaker"])).config()
-        != speaker.config()
-    )
-    if own_speaker:
+    own_speaker = _own_speaker(codec_dir, run_config, speaker)
+    if own_speaker is not None:
         if bpe_from is None:
             # A BPE trained here would need the codes of the run's speaker normalisation, which
             # the cached vectors do not give; a kept BPE needs none.
@@ -138,7 +135,7 @@ def assemble_model(
                 "keep a BPE with --bpe-from MODEL, or swap the decoder into the model it started "
                 "from with --decoder-for MODEL"
             )
-        speaker = registry.build("speaker", run_config["speaker"], Path(codec_dir))
+        speaker = own_speaker
     reader = AnalysisReader(cache, frontend, speaker)
     if bpe_from is not None:
         from plutok.model_directory import load_model_parts
@@ -149,7 +146,7 @@ def assemble_model(
                 f"{bpe_from}: its BPE reads {source.bpe.codebook_size} codes, the codec makes {codec.codebook_size}"
             )
         bpe, default_speaker = source.bpe, source.default_speaker
-        if own_speaker:  # the kept model's voice is a vector of another encoder
+        if own_speaker is not None:  # the kept model's voice is a vector of another encoder
             default_speaker = run_config.get("default_speaker")
     else:
         bpe, default_speaker = _train_bpe(cache, codec, reader, cache_dir, split, vocab_size, progress)
@@ -253,9 +250,9 @@ def replace_decoder(
         )
     parts.codec = codec
     run_config = json.loads((Path(codec_dir) / "config.json").read_text(encoding="utf-8"))
-    run_speaker = run_config.get("speaker")
-    if run_speaker is not None and registry.build("speaker", run_speaker).config() != parts.speaker.config():
-        parts.speaker = registry.build("speaker", run_speaker, Path(codec_dir))
+    own_speaker = _own_speaker(codec_dir, run_config, parts.speaker)
+    if own_speaker is not None:
+        parts.speaker = own_speaker
         parts.default_speaker = run_config.get("default_speaker", parts.default_speaker)
     # A post-filter's gains were measured on the old decoder's output; measure them again
     # for this one (scripts/global_variance_pilot.py --save-model).
@@ -264,6 +261,15 @@ def replace_decoder(
     model = Plutok(parts)
     model.save(output)
     return model
+
+
+def _own_speaker(codec_dir: str | os.PathLike, run_config: dict[str, Any], speaker: Any) -> Any:
+    """The speaker encoder a ``train-codec --speaker`` run was trained with, built with its
+    weights from ``codec_dir``, when it is not ``speaker``; ``None`` otherwise."""
+    section = run_config.get("speaker")
+    if section is None or registry.build("speaker", section).config() == speaker.config():
+        return None
+    return registry.build("speaker", section, Path(codec_dir))
 
 
 def _main() -> None:  # pragma: no cover - the old entry point, now ``plutok assemble``

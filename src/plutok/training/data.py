@@ -13,7 +13,16 @@ from plutok.speaker.base import SpeakerEncoder
 from plutok.speaker.mel_statistics import active_frames
 from plutok.training.cache import AnalysisReader, CachedUtterance
 
-__all__ = ["SeededDraws", "SegmentBatcher"]
+__all__ = ["SeededDraws", "SegmentBatcher", "whole_utterance"]
+
+
+def whole_utterance(
+    speaker: SpeakerEncoder, utterance: CachedUtterance, frames: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """What a learned speaker encoder reads of a cached utterance: its first ``frames`` frames of
+    log-mel normalised by its speaker vector ``(n_mels, T)`` float32, and its active frames ``(T,)``."""
+    mel = np.asarray(utterance.mel[:, :frames], dtype=np.float32)
+    return speaker.normalize(mel, utterance.speaker), active_frames(mel.mean(axis=0))
 
 
 class SeededDraws:
@@ -145,13 +154,13 @@ class SegmentBatcher(SeededDraws):
 
     def _utterances(self, items: list[tuple[CachedUtterance, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, n_mels, frames)`` speaker-normalised whole-utterance log-mels and ``(B, frames)`` active frames."""
-        mels = [np.asarray(u.mel[:, : self.utterance_frames], dtype=np.float32) for u, _ in items]
-        frames = max(mel.shape[1] for mel in mels)
-        normalized = np.zeros((len(items), mels[0].shape[0], frames), dtype=np.float32)
+        rows = [whole_utterance(self.speaker, u, self.utterance_frames) for u, _ in items]
+        frames = max(mel.shape[1] for mel, _ in rows)
+        normalized = np.zeros((len(items), rows[0][0].shape[0], frames), dtype=np.float32)
         active = np.zeros((len(items), frames), dtype=np.float32)
-        for row, ((utterance, _), mel) in enumerate(zip(items, mels, strict=True)):
-            normalized[row, :, : mel.shape[1]] = self.speaker.normalize(mel, utterance.speaker)
-            active[row, : mel.shape[1]] = active_frames(mel.mean(axis=0))
+        for row, (mel, mask) in enumerate(rows):
+            normalized[row, :, : mel.shape[1]] = mel
+            active[row, : mel.shape[1]] = mask
         return torch.from_numpy(normalized), torch.from_numpy(active)
 
     def _labels(self, items: list[tuple[CachedUtterance, int]]) -> tuple[torch.Tensor | None, ...]:

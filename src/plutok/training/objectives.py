@@ -43,6 +43,7 @@ __all__ = [
     "ISTFTDistillationObjective",
     "ModelLoss",
     "Objective",
+    "ObjectiveWrapper",
     "VQVAECodecObjective",
     "band_envelope_loss",
     "content_loss",
@@ -51,6 +52,7 @@ __all__ = [
     "log_mel_loss",
     "masked_mean",
     "multi_resolution_stft_loss",
+    "tensors_under",
     "reconstruction_loss",
     "third_octave_bands",
 ]
@@ -116,6 +118,45 @@ class Objective:
     ) -> tuple[Any | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """``(quantizer, latent, codes, code_mask)`` of the last call, for the trainer's upkeep."""
         return None, None, None, None
+
+
+class ObjectiveWrapper(Objective):
+    """An objective around ``base`` (a term added to the codec's loss, a speaker network trained
+    with it): every hook is ``base``'s, and a subclass extends the ones it needs. ``base``'s
+    state tensors are kept under ``base/``."""
+
+    def __init__(self, base: Objective) -> None:
+        self.base = base
+
+    def to(self, device: torch.device) -> ObjectiveWrapper:
+        self.base.to(device)
+        return self
+
+    def trained_modules(self) -> list[nn.Module]:
+        return self.base.trained_modules()
+
+    def joint_modules(self) -> list[nn.Module]:
+        return self.base.joint_modules()
+
+    def after_step(self, model: Any) -> dict[str, float]:
+        return self.base.after_step(model)
+
+    def config(self) -> dict[str, Any]:
+        return self.base.config()
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {f"base/{key}": value for key, value in self.base.state_tensors().items()}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.base.load_state_tensors(tensors_under(tensors, "base/"))
+
+    def quantizer_parts(self, model: Any):
+        return self.base.quantizer_parts(model)
+
+
+def tensors_under(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors whose names start with ``prefix``, named without it."""
+    return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
 
 
 class ModelLoss(Objective):

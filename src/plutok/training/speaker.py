@@ -21,9 +21,9 @@ from torch import nn
 
 from plutok.errors import ModelError
 from plutok.speaker.learned import LearnedMelSpeaker
-from plutok.speaker.mel_statistics import MelStatisticsSpeaker, active_frames
-from plutok.training.objectives import Objective
-from plutok.training.trainer import tensors_under
+from plutok.speaker.mel_statistics import MelStatisticsSpeaker
+from plutok.training.data import whole_utterance
+from plutok.training.objectives import Objective, ObjectiveWrapper, tensors_under
 
 __all__ = ["LearnedSpeakerObjective", "cached_vector_map", "learned_vectors", "standardize_learned"]
 
@@ -32,11 +32,11 @@ __all__ = ["LearnedSpeakerObjective", "cached_vector_map", "learned_vectors", "s
 UTTERANCE_FRAMES = 3000
 
 
-class LearnedSpeakerObjective(Objective):
+class LearnedSpeakerObjective(ObjectiveWrapper):
     """``base``'s loss with each row's learned speaker values computed by ``speaker.network``."""
 
     def __init__(self, base: Objective, speaker: LearnedMelSpeaker) -> None:
-        self.base = base
+        super().__init__(base)
         self.speaker = speaker
         self.network = speaker.network.float().train()
 
@@ -57,33 +57,27 @@ class LearnedSpeakerObjective(Objective):
         return self.base(model, self.with_learned(batch))
 
     def to(self, device: torch.device) -> LearnedSpeakerObjective:
-        self.base.to(device)
+        super().to(device)
         self.network.to(device)
         return self
 
     def trained_modules(self) -> list[nn.Module]:
-        return [*self.base.trained_modules(), self.network]
+        return [*super().trained_modules(), self.network]
 
     def joint_modules(self) -> list[nn.Module]:
-        return [*self.base.joint_modules(), self.network]
-
-    def after_step(self, model: Any) -> dict[str, float]:
-        return self.base.after_step(model)
-
-    def quantizer_parts(self, model: Any):
-        return self.base.quantizer_parts(model)
+        return [*super().joint_modules(), self.network]
 
     def config(self) -> dict[str, Any]:
-        return {**self.base.config(), "speaker": self.speaker.config()}
+        return {**super().config(), "speaker": self.speaker.config()}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        tensors = {f"speaker_network/{k}": v for k, v in self.network.state_dict().items()}
-        tensors.update({f"base/{k}": v for k, v in self.base.state_tensors().items()})
+        tensors = super().state_tensors()
+        tensors.update({f"speaker_network/{k}": v for k, v in self.network.state_dict().items()})
         return tensors
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        super().load_state_tensors(tensors)
         self.network.load_state_dict(tensors_under(tensors, "speaker_network/"))
-        self.base.load_state_tensors(tensors_under(tensors, "base/"))
 
 
 def cached_vector_map(speaker: Any, cached: Any) -> Callable[[np.ndarray], np.ndarray]:
@@ -127,9 +121,10 @@ def learned_vectors(speaker: LearnedMelSpeaker, utterances: Sequence[Any], frame
     network = speaker.network.eval()
     rows = []
     for utterance in utterances:
-        mel = np.asarray(utterance.mel[:, :frames], dtype=np.float32)
-        normalized = torch.from_numpy(speaker.normalize(mel, utterance.speaker))[None]
-        active = torch.from_numpy(active_frames(mel.mean(axis=0)).astype(np.float32))[None]
-        learned = network(normalized, active)[0].numpy()
+        normalized, active = whole_utterance(speaker, utterance, frames)
+        learned = network(
+            torch.from_numpy(normalized)[None], torch.from_numpy(active.astype(np.float32))[None]
+        )
+        learned = learned[0].numpy()
         rows.append(np.concatenate([utterance.speaker[: speaker.statistics_dim], learned]))
     return np.stack(rows).astype(np.float32)

@@ -46,7 +46,7 @@ from plutok import distributed
 from plutok.errors import ModelError, PlutokError
 from plutok.files import atomic_path, atomic_write_text
 from plutok.settings import TrainerConfig
-from plutok.training.objectives import ModelLoss, Objective
+from plutok.training.objectives import ModelLoss, Objective, tensors_under
 
 __all__ = [
     "Trainer",
@@ -56,7 +56,6 @@ __all__ = [
     "optimizer_tensors",
     "seed_everything",
     "state_digest",
-    "tensors_under",
 ]
 
 
@@ -162,11 +161,6 @@ def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, 
         restored.setdefault(int(index), {})[name] = value
     state["state"] = restored
     optimizer.load_state_dict(state)
-
-
-def tensors_under(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The tensors whose names start with ``prefix``, named without it."""
-    return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
 
 
 class Trainer:
