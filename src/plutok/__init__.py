@@ -6,7 +6,7 @@ from typing import Any
 
 __version__ = "0.6.0"
 
-__all__ = ["Encoding", "Plutok", "__version__"]
+__all__ = ["CodeSearch", "Encoding", "Plutok", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -15,6 +15,10 @@ def __getattr__(name: str) -> Any:
         from plutok.api import Plutok
 
         return Plutok
+    if name == "CodeSearch":
+        from plutok.codec.search import CodeSearch
+
+        return CodeSearch
     if name == "Encoding":
         from plutok.encoding import Encoding
 

@@ -19,6 +19,7 @@ import numpy as np
 from plutok import batch, encode_path, streaming, synthesis
 from plutok.audio import load_audio_stream, prepare_waveform
 from plutok.catalog import retired_model
+from plutok.codec.search import CodeSearch
 from plutok.container import write_plt
 from plutok.devices import resolve_device
 from plutok.encoding import (
@@ -57,12 +58,26 @@ class Plutok:
     ``chunk_seconds`` bounds memory on long audio: codec and vocoder run over chunks of
     that length with their declared context on both sides; ``None`` runs each stage in
     one pass. Codes do not depend on it; decoded audio differs by less than 1e-3.
+
+    ``search`` (a :class:`~plutok.codec.search.CodeSearch`) makes encoding choose each
+    code by what the model's decoder renders of it (analysis by synthesis): decoded
+    speech nearer the input, the same token space, encoding ~25 times slower, and for
+    audio of up to one chunk. ``None`` (the default): the encoder's nearest codes.
     """
 
-    def __init__(self, parts: ModelParts, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS) -> None:
+    def __init__(
+        self,
+        parts: ModelParts,
+        chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS,
+        search: CodeSearch | None = None,
+    ) -> None:
         check_parts(parts)
         if chunk_seconds is not None and not chunk_seconds > 0:
             raise ModelError(f"chunk_seconds must be positive or None, got {chunk_seconds!r}")
+        if search is not None and not isinstance(search, CodeSearch):
+            raise ModelError(f"search must be a CodeSearch or None, got {type(search).__name__}")
+        encode_path.check_search(parts, search)
+        self.search = search
         self.parts = parts
         self.frontend, self.speaker_encoder = parts.frontend, parts.speaker
         self.codec, self.vocoder, self.bpe = parts.codec.eval(), parts.vocoder, parts.bpe
@@ -184,14 +199,17 @@ class Plutok:
     # -- loading and saving ---------------------------------------------------------------
     @classmethod
     def from_pretrained(
-        cls, path: str | os.PathLike | None = None, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS
+        cls,
+        path: str | os.PathLike | None = None,
+        chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS,
+        search: CodeSearch | None = None,
     ) -> Plutok:
         """Load a bundled model by name (``"v1"``, ``"fast"``), a saved model directory (format v1 or v2)
         by its path, or the bundled default when ``path`` is None.
 
         A bare name is always a bundled model's: a folder in the working directory is loaded
-        only as a path (``"./my-model"`` or a :class:`~pathlib.Path`)."""
-        return cls(load_model_parts(path), chunk_seconds=chunk_seconds)
+        only as a path (``"./my-model"`` or a :class:`~pathlib.Path`). ``search``: see the class."""
+        return cls(load_model_parts(path), chunk_seconds=chunk_seconds, search=search)
 
     @classmethod
     def from_backbone(
@@ -233,7 +251,7 @@ class Plutok:
         """Codes ``(codes,)`` int64 and speaker vector ``(speaker_dim,)`` (no BPE)."""
         waveform = prepare_waveform(wav, sample_rate, self.sample_rate)
         return encode_path.codes_of_waveform(
-            self.parts, encode_path.check_length(self.parts, waveform), self.chunk_codes
+            self.parts, encode_path.check_length(self.parts, waveform), self.chunk_codes, self.search
         )
 
     def encode(self, wav: np.ndarray, sample_rate: int) -> Encoding:
@@ -256,7 +274,13 @@ class Plutok:
         array = np.asarray(wav)
         num_samples = int(array.shape[0])
         return encode_path.encode_waveform(
-            self.parts, waveform, int(sample_rate), num_samples, self.chunk_codes, self.token_space_bytes
+            self.parts,
+            waveform,
+            int(sample_rate),
+            num_samples,
+            self.chunk_codes,
+            self.token_space_bytes,
+            self.search,
         )
 
     def encode_batch(self, wavs: Any, sample_rate: int, lengths: Any = None) -> list[Encoding]:
@@ -307,7 +331,14 @@ class Plutok:
         paths = [Path(path) for path in paths]
         with tqdm(total=len(paths), desc="encoding", unit="file", disable=not progress) as bar:
             yield from encode_path.encode_paths(
-                self.parts, paths, batch_size, raise_errors, self.chunk_codes, self.token_space_bytes, bar
+                self.parts,
+                paths,
+                batch_size,
+                raise_errors,
+                self.chunk_codes,
+                self.token_space_bytes,
+                bar,
+                self.search,
             )
 
     def ids_to_codes(self, ids: Iterable[int]) -> np.ndarray:

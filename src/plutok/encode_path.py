@@ -19,6 +19,7 @@ import torch
 
 from plutok.audio import SpooledWaveform, load_audio_stream
 from plutok.chunking import chunked_apply_to_blocks
+from plutok.codec.search import CodeSearch, search_codes
 from plutok.encoding import Encoding, check_duration
 from plutok.errors import AudioError, PlutokError
 from plutok.model_directory import ModelParts
@@ -29,6 +30,7 @@ __all__ = [
     "codes_of_analysis",
     "codes_per_second",
     "codes_of_waveform",
+    "check_search",
     "encode_paths",
     "encode_waveform",
     "make_encoding",
@@ -65,17 +67,61 @@ def check_length(parts: ModelParts, waveform: np.ndarray) -> np.ndarray:
     return waveform
 
 
+def check_search(parts: ModelParts, search: CodeSearch | None) -> None:
+    """:class:`~plutok.errors.ModelError` when ``search`` is set and the model cannot search its codes."""
+    from plutok.codec.search import check_searchable
+    from plutok.errors import ModelError
+
+    if search is None:
+        return
+    check_searchable(parts.codec)
+    if not hasattr(parts.speaker, "log_mel"):
+        raise ModelError("code search needs a speaker encoder that computes the log-mel the decoder writes")
+
+
 def codes_of_analysis(
-    parts: ModelParts, analysis: np.ndarray, speaker: np.ndarray, chunk_codes: int | None
+    parts: ModelParts,
+    analysis: np.ndarray,
+    speaker: np.ndarray,
+    chunk_codes: int | None,
+    search: CodeSearch | None = None,
+    waveform: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Codes ``(N,)`` int64 of frontend output ``(C_in, T_in)`` (normalised by ``speaker`` where the frontend asks)."""
+    """Codes ``(N,)`` int64 of frontend output ``(C_in, T_in)`` (normalised by ``speaker`` where the frontend asks).
+
+    With ``search`` (:mod:`plutok.codec.search`) the codes are searched against the
+    log-mel of ``waveform``, the audio the analysis was made from, in one pass.
+    """
     analysis = parts.frontend.normalized(analysis, speaker, parts.speaker)
+    if search is not None:
+        if waveform is None:
+            raise ValueError("code search needs the waveform the analysis was made from")
+        target = parts.speaker.normalize(parts.speaker.log_mel(np.asarray(waveform)), speaker)
+        # The decoder will read the speaker vector as a .plt file stores it: float16 values.
+        stored = np.asarray(speaker, dtype=np.float16).astype(np.float32)
+        return search_codes(parts.codec, analysis, target, stored, search)
     with torch.inference_mode():
         return parts.codec.encode_long(analysis, chunk_codes)
 
 
+def _refuse_long_search(
+    parts: ModelParts, num_samples: int, chunk_codes: int | None, search: CodeSearch | None
+) -> None:
+    """:class:`AudioError` when ``search`` is set and the audio would be encoded in more than one chunk."""
+    if search is not None and streams(parts, num_samples, chunk_codes):
+        codec = parts.codec
+        # What fits one pass: a chunk and the encoder's context on both sides (see streams).
+        frames = chunk_codes * codec.analysis_frames_per_code + 2 * codec.encoder_context
+        raise AudioError(
+            f"code search reads the whole utterance at once: it takes audio encoded in one pass, "
+            f"up to {frames / parts.frontend.frames_per_second:g} s with these chunks "
+            f"(--chunk-seconds / chunk_seconds raises it); this audio is "
+            f"{num_samples / parts.vocoder.sample_rate:.1f} s"
+        )
+
+
 def codes_of_waveform(
-    parts: ModelParts, waveform: np.ndarray, chunk_codes: int | None
+    parts: ModelParts, waveform: np.ndarray, chunk_codes: int | None, search: CodeSearch | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Codes ``(N,)`` and speaker vector ``(speaker_dim,)`` of a checked waveform at the model's rate.
 
@@ -86,12 +132,15 @@ def codes_of_waveform(
     of features exists at a time and the codes equal one pass bit for bit. ``waveform``
     may be a :class:`~plutok.audio.SpooledWaveform` (what :func:`encode_paths` reads a long
     file into): every stage reads it by slices, so then nothing grows with the duration
-    but the codes. ``None`` runs every stage in one pass over whole arrays.
+    but the codes. ``None`` runs every stage in one pass over whole arrays. ``search``
+    (:mod:`plutok.codec.search`) chooses the codes by analysis by synthesis, for audio of
+    up to one chunk (:class:`AudioError` beyond).
     """
+    _refuse_long_search(parts, waveform.shape[0], chunk_codes, search)
     speaker = parts.speaker.embed(waveform)
-    if chunk_codes is None:
+    if search is not None or chunk_codes is None:
         analysis = parts.frontend.analyze(waveform, speaker)
-        return codes_of_analysis(parts, analysis, speaker, chunk_codes), speaker
+        return codes_of_analysis(parts, analysis, speaker, chunk_codes, search, waveform), speaker
     codec = parts.codec
     blocks = (
         parts.frontend.normalized(block, speaker, parts.speaker)
@@ -153,13 +202,16 @@ def encode_waveform(
     num_samples: int,
     chunk_codes: int | None,
     fingerprint: bytes,
+    search: CodeSearch | None = None,
 ) -> Encoding:
     """Encode a prepared waveform at the model's rate; ``sample_rate``/``num_samples`` describe the input."""
-    codes, speaker = codes_of_waveform(parts, check_length(parts, waveform), chunk_codes)
+    codes, speaker = codes_of_waveform(parts, check_length(parts, waveform), chunk_codes, search)
     return make_encoding(parts, codes, speaker, waveform, sample_rate, num_samples, fingerprint)
 
 
-def _load(parts: ModelParts, path: Path, chunk_codes: int | None) -> tuple[Path, np.ndarray, int, int]:
+def _load(
+    parts: ModelParts, path: Path, chunk_codes: int | None, search: CodeSearch | None
+) -> tuple[Path, np.ndarray, int, int]:
     """``(path, waveform, source_rate, source_samples)`` of a file, checked.
 
     A file that will be encoded in more than one chunk (:func:`streams`) is spooled to a
@@ -174,6 +226,7 @@ def _load(parts: ModelParts, path: Path, chunk_codes: int | None) -> tuple[Path,
     )
     try:
         check_length(parts, waveform)
+        _refuse_long_search(parts, waveform.shape[0], chunk_codes, search)
     except AudioError as error:
         raise AudioError(f"{path}: {error}") from None
     if isinstance(waveform, SpooledWaveform) and not streams(parts, waveform.shape[0], chunk_codes):
@@ -190,6 +243,7 @@ def encode_paths(
     chunk_codes: int | None,
     fingerprint: bytes,
     bar: Any,
+    search: CodeSearch | None = None,
 ) -> Iterator[tuple[Path, Encoding | PlutokError]]:
     """``(path, Encoding)`` or ``(path, error)`` per file, in order; ``bar.update(1)`` after each.
 
@@ -201,17 +255,17 @@ def encode_paths(
     pending: list[tuple[Path, np.ndarray, int, int] | tuple[Path, PlutokError]] = []
     for path in paths:
         try:
-            loaded = _load(parts, path, chunk_codes)
+            loaded = _load(parts, path, chunk_codes, search)
         except PlutokError as error:
             if raise_errors:
                 raise
             pending.append((path, error))
         else:
             if streams(parts, loaded[1].shape[0], chunk_codes):
-                yield from _encode_batch(parts, pending, chunk_codes, fingerprint, bar)
+                yield from _encode_batch(parts, pending, chunk_codes, fingerprint, bar, search)
                 pending = []
                 _, waveform, source_rate, num_samples = loaded
-                codes, speaker = codes_of_waveform(parts, waveform, chunk_codes)
+                codes, speaker = codes_of_waveform(parts, waveform, chunk_codes, search)
                 yield (
                     path,
                     make_encoding(parts, codes, speaker, waveform, source_rate, num_samples, fingerprint),
@@ -221,9 +275,9 @@ def encode_paths(
                 continue
             pending.append(loaded)
         if len(pending) == batch_size:
-            yield from _encode_batch(parts, pending, chunk_codes, fingerprint, bar)
+            yield from _encode_batch(parts, pending, chunk_codes, fingerprint, bar, search)
             pending = []
-    yield from _encode_batch(parts, pending, chunk_codes, fingerprint, bar)
+    yield from _encode_batch(parts, pending, chunk_codes, fingerprint, bar, search)
 
 
 def _encode_batch(
@@ -232,6 +286,7 @@ def _encode_batch(
     chunk_codes: int | None,
     fingerprint: bytes,
     bar: Any,
+    search: CodeSearch | None = None,
 ) -> Iterator[tuple[Path, Encoding | PlutokError]]:
     """Encodings (or the errors) of files read by :func:`_load`, the frontend batching them."""
     good = [item for item in loaded if len(item) == 4]
@@ -244,7 +299,7 @@ def _encode_batch(
         else:
             path, waveform, source_rate, num_samples = item  # type: ignore[misc]
             speaker = next(speaker_of_good)
-            codes = codes_of_analysis(parts, next(analyses), speaker, chunk_codes)
+            codes = codes_of_analysis(parts, next(analyses), speaker, chunk_codes, search, waveform)
             yield (
                 path,
                 make_encoding(parts, codes, speaker, waveform, source_rate, num_samples, fingerprint),

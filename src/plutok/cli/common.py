@@ -25,6 +25,7 @@ __all__ = [
     "UsageError",
     "add_device_option",
     "add_model_options",
+    "add_search_options",
     "add_threads_option",
     "collect_inputs",
     "device_name",
@@ -118,6 +119,37 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     add_threads_option(group)
 
 
+def add_search_options(parser: argparse.ArgumentParser) -> None:
+    """``--search`` and ``--search-settings`` (encoding commands; :mod:`plutok.codec.search`)."""
+    group = parser.add_argument_group("code search")
+    group.add_argument(
+        "--search",
+        action="store_true",
+        help="choose each code by what the model's decoder renders of it (analysis by synthesis): "
+        "decoded speech nearer the input, same token space, ~25x slower encoding, audio up to one "
+        "chunk (--chunk-seconds)",
+    )
+    group.add_argument(
+        "--search-settings",
+        metavar="K[,SWEEPS[,FIT]]",
+        default=None,
+        help="with --search: candidate codes per frame, sweeps over the frames, latent fit steps "
+        "(default 8,2,25)",
+    )
+
+
+def search_settings(args: argparse.Namespace) -> Any:
+    """The :class:`~plutok.codec.search.CodeSearch` the options ask for, or None."""
+    settings = getattr(args, "search_settings", None)
+    if not getattr(args, "search", False):
+        if settings is not None:
+            raise UsageError("--search-settings needs --search")
+        return None
+    from plutok.codec.search import CodeSearch
+
+    return CodeSearch.parse(settings or "")
+
+
 def add_device_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     parser.add_argument(
         "--device",
@@ -157,7 +189,9 @@ def load_model(args: argparse.Namespace) -> Plutok:
     context = distributed.env_context()
     if device == "cuda" and context.distributed:
         device = f"cuda:{context.local_rank}"  # one GPU per torchrun process
-    tok = Plutok.from_pretrained(args.model, chunk_seconds=chunk or DEFAULT_CHUNK_SECONDS)
+    tok = Plutok.from_pretrained(
+        args.model, chunk_seconds=chunk or DEFAULT_CHUNK_SECONDS, search=search_settings(args)
+    )
     return tok.to(device) if device != "cpu" else tok
 
 

@@ -17,6 +17,7 @@ from plutok.cli.common import (
     InputFile,
     UsageError,
     add_model_options,
+    add_search_options,
     collect_inputs,
     folder_output,
     is_many,
@@ -75,6 +76,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace existing .plt files you did not name")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_model_options(parser)
+    add_search_options(parser)
 
 
 def output_format(args: argparse.Namespace) -> str:

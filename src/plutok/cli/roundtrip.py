@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from plutok.cli.common import UsageError, add_model_options, load_model, positive_int
+from plutok.cli.common import UsageError, add_model_options, add_search_options, load_model, positive_int
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--force", action="store_true", help="replace an existing output you did not name")
     add_model_options(parser)
+    add_search_options(parser)
 
 
 def sample_path() -> Path:

@@ -69,6 +69,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default="",
         help=f"comma-separated baselines or 'all': {','.join(BASELINE_NAMES)}",
     )
+    parser.add_argument(
+        "--search",
+        action="store_true",
+        help="encode the model's clips with code search (analysis by synthesis; system 'NAME+search')",
+    )
+    parser.add_argument(
+        "--search-settings",
+        metavar="K[,SWEEPS[,FIT]]",
+        default=None,
+        help="with --search: candidates per frame, sweeps, latent fit steps (default 8,2,25)",
+    )
     parser.add_argument("--split", default=None, help="only manifest rows with this split (e.g. dev)")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="first N utterances only")
     parser.add_argument(
@@ -121,16 +132,19 @@ def _systems(args: argparse.Namespace) -> list[Any]:
     tokenizer = None
     if model is not None:
         import plutok
+        from plutok.cli.common import search_settings
 
-        tokenizer = plutok.Plutok.from_pretrained(None if model == "default" else model)
+        search = search_settings(args)
+        tokenizer = plutok.Plutok.from_pretrained(None if model == "default" else model, search=search)
         name = "plutok" if model == "default" else f"plutok:{Path(model).name or model}"
-        systems.append(ModelSystem(tokenizer, name))
+        systems.append(ModelSystem(tokenizer, name + ("+search" if search else "")))
     systems += parse_baselines(args.baselines, tokenizer)
     return systems
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation described by ``args``; prints the summary table, returns the exit status."""
+    from plutok.cli.common import UsageError
     from plutok.evaluation.report import _table, write_report
     from plutok.evaluation.runner import aggregate, evaluate, load_dataset
 
@@ -160,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         }
         results["aggregates"] = aggregate(evaluation)
         written = write_report(results, args.out)
-    except PlutokError as error:
+    except (PlutokError, UsageError) as error:
         print(f"plutok eval: error: {error}", file=sys.stderr)
         return 1
     names = ["reference"] + [s["name"] for s in results["systems"]]
