@@ -17,12 +17,12 @@ import soundfile as sf
 
 from plutok import CodeSearch
 from plutok.api import Plutok
-from plutok.codec.search import search_codes
+from plutok.codec.search import fit_speaker, search_codes
 from plutok.errors import AudioError, ModelError
 from plutok.model_directory import load_model_parts
 
 #: Small settings so that the tests run in seconds on the bundled fast model.
-QUICK = CodeSearch(candidates=4, sweeps=1, fit_steps=5)
+QUICK = CodeSearch(candidates=4, sweeps=1, fit_steps=5, speaker_steps=5)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,8 @@ def _inputs(parts, wav):
     """Normalised analysis, normalised log-mel target and the speaker vector as a .plt stores it."""
     speaker = parts.speaker.embed(wav)
     analysis = parts.frontend.normalized(parts.frontend.analyze(wav, speaker), speaker, parts.speaker)
-    target = parts.speaker.normalize(parts.speaker.log_mel(wav), speaker)
-    return analysis, target, speaker.astype(np.float16).astype(np.float32)
+    stored = speaker.astype(np.float16).astype(np.float32)
+    return analysis, parts.speaker.normalize(parts.speaker.log_mel(wav), stored), stored
 
 
 def _error(parts, codes, target, speaker):
@@ -62,7 +62,8 @@ def test_settings_parse_from_the_command_line_form():
     assert CodeSearch.parse("") == CodeSearch()
     assert CodeSearch.parse("16") == CodeSearch(candidates=16)
     assert CodeSearch.parse("16,3,0") == CodeSearch(16, 3, 0)
-    for text in ("a", "1,2,3,4", "8,,2"):
+    assert CodeSearch.parse("16,3,0,0") == CodeSearch(16, 3, 0, speaker_steps=0)
+    for text in ("a", "1,2,3,4,5", "8,,2"):
         with pytest.raises(ModelError, match="code search"):
             CodeSearch.parse(text)
 
@@ -91,6 +92,28 @@ def test_search_is_repeatable_and_nothing_to_search_is_the_plain_encoder(parts, 
     np.testing.assert_array_equal(search_codes(parts.codec, analysis, target, speaker, QUICK), first)
     idle = search_codes(parts.codec, analysis, target, speaker, CodeSearch(sweeps=0, fit_steps=0))
     np.testing.assert_array_equal(idle, parts.codec.encode(analysis))
+    # A whole model with nothing to search encodes as the plain one (speaker vector included).
+    nothing = CodeSearch(sweeps=0, fit_steps=0, speaker_steps=0)
+    searched, plain = Plutok(parts, search=nothing).encode(clip, 16000), Plutok(parts).encode(clip, 16000)
+    assert searched.ids == plain.ids
+    np.testing.assert_array_equal(searched.speaker, plain.speaker)
+
+
+def test_the_fitted_speaker_vector_renders_the_voice_nearer(parts, clip):
+    analysis, target, speaker = _inputs(parts, clip)
+    codes = parts.codec.encode(analysis)
+    log_mel = parts.speaker.log_mel(clip)
+
+    def error(vector):
+        decoded = parts.speaker.denormalize(parts.postfilter.apply(parts.codec.decode(codes, vector)), vector)
+        frames = min(decoded.shape[1], log_mel.shape[1])
+        return float(np.abs(decoded[:, :frames] - log_mel[:, :frames]).mean())
+
+    fitted = fit_speaker(parts.codec, codes, log_mel, speaker, parts.speaker, CodeSearch(), parts.postfilter)
+    assert fitted.shape == speaker.shape and fitted.dtype == np.float32 and np.any(fitted != speaker)
+    assert error(fitted.astype(np.float16).astype(np.float32)) < 0.99 * error(speaker)
+    kept = fit_speaker(parts.codec, codes, log_mel, speaker, parts.speaker, CodeSearch(speaker_steps=0))
+    np.testing.assert_array_equal(kept, speaker)
 
 
 def test_the_model_encodes_with_search_in_its_own_token_space(parts, clip, tmp_path):
@@ -99,9 +122,11 @@ def test_the_model_encodes_with_search_in_its_own_token_space(parts, clip, tmp_p
     encoding = searching.encode(clip, 16000)
     assert encoding.fingerprint == plain.encode(clip, 16000).fingerprint
     analysis, target, speaker = _inputs(parts, clip)
-    np.testing.assert_array_equal(
-        plain.ids_to_codes(encoding.ids), search_codes(parts.codec, analysis, target, speaker, QUICK)
-    )
+    codes = search_codes(parts.codec, analysis, target, speaker, QUICK, parts.postfilter)
+    np.testing.assert_array_equal(plain.ids_to_codes(encoding.ids), codes)
+    log_mel = parts.speaker.log_mel(clip)
+    fitted = fit_speaker(parts.codec, codes, log_mel, speaker, parts.speaker, QUICK, parts.postfilter)
+    np.testing.assert_array_equal(encoding.speaker, fitted.astype(np.float16).astype(np.float32))
     audio, rate = plain.decode(encoding)
     assert rate == plain.sample_rate and audio.shape[0] == round(1.6 * rate)
     # Files (read and batched by another path) search alike.
@@ -128,7 +153,7 @@ def test_cli_encodes_with_search(clip, tmp_path):
     out = tmp_path / "clip.plt"
     command = [sys.executable, "-m", "plutok", "encode", str(path), "-o", str(out), "--model", "fast"]
     done = subprocess.run(
-        [*command, "--search", "--search-settings", "4,1,5"], capture_output=True, text=True
+        [*command, "--search", "--search-settings", "4,1,5,5"], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     searched = Plutok.from_pretrained("fast").load_plt(out)
@@ -136,3 +161,29 @@ def test_cli_encodes_with_search(clip, tmp_path):
     assert searched.ids == expected.ids
     refused = subprocess.run([*command, "--search-settings", "4"], capture_output=True, text=True)
     assert refused.returncode == 2 and "--search-settings needs --search" in refused.stderr
+
+
+def test_the_torch_forms_the_search_fits_through_equal_the_numpy_ones(parts):
+    """Post-filter and de-normalisation, as the search computes them, are what decoding applies."""
+    import torch
+
+    from plutok.postfilters.global_variance import GlobalVariancePostfilter
+    from plutok.speaker.learned import LearnedMelSpeaker
+
+    rng = np.random.default_rng(5)
+    features = rng.standard_normal((80, 30)).astype(np.float32)
+    speaker = np.asarray(parts.default_speaker, np.float32)
+    postfilter = GlobalVariancePostfilter(rng.uniform(0.9, 1.2, 80))
+    filtered = postfilter.apply_tensor(torch.from_numpy(features)[None])[0].numpy()
+    np.testing.assert_allclose(filtered, postfilter.apply(features), rtol=1e-6)
+    denormalized = parts.speaker.denormalize_tensor(
+        torch.from_numpy(features)[None], torch.from_numpy(speaker)[None]
+    )
+    np.testing.assert_allclose(
+        denormalized[0].numpy(), parts.speaker.denormalize(features, speaker), atol=1e-4
+    )
+    # A learned-mel vector de-normalises with its statistics part; its learned values only condition.
+    learned = LearnedMelSpeaker(coefficients=16, std_coefficients=8, learned_dim=8)
+    vector = np.concatenate([speaker[:24], rng.uniform(-1, 1, 8)]).astype(np.float32)
+    torch_form = learned.denormalize_tensor(torch.from_numpy(features)[None], torch.from_numpy(vector)[None])
+    np.testing.assert_allclose(torch_form[0].numpy(), learned.denormalize(features, vector), atol=1e-4)

@@ -19,7 +19,7 @@ import torch
 
 from plutok.audio import SpooledWaveform, load_audio_stream
 from plutok.chunking import chunked_apply_to_blocks
-from plutok.codec.search import CodeSearch, search_codes
+from plutok.codec.search import CodeSearch, fit_speaker, search_codes
 from plutok.encoding import Encoding, check_duration
 from plutok.errors import AudioError, PlutokError
 from plutok.model_directory import ModelParts
@@ -31,6 +31,7 @@ __all__ = [
     "codes_per_second",
     "codes_of_waveform",
     "check_search",
+    "searched_encoding",
     "encode_paths",
     "encode_waveform",
     "make_encoding",
@@ -80,28 +81,30 @@ def check_search(parts: ModelParts, search: CodeSearch | None) -> None:
 
 
 def codes_of_analysis(
-    parts: ModelParts,
-    analysis: np.ndarray,
-    speaker: np.ndarray,
-    chunk_codes: int | None,
-    search: CodeSearch | None = None,
-    waveform: np.ndarray | None = None,
+    parts: ModelParts, analysis: np.ndarray, speaker: np.ndarray, chunk_codes: int | None
 ) -> np.ndarray:
-    """Codes ``(N,)`` int64 of frontend output ``(C_in, T_in)`` (normalised by ``speaker`` where the frontend asks).
-
-    With ``search`` (:mod:`plutok.codec.search`) the codes are searched against the
-    log-mel of ``waveform``, the audio the analysis was made from, in one pass.
-    """
+    """Codes ``(N,)`` int64 of frontend output ``(C_in, T_in)`` (normalised by ``speaker`` where the frontend asks)."""
     analysis = parts.frontend.normalized(analysis, speaker, parts.speaker)
-    if search is not None:
-        if waveform is None:
-            raise ValueError("code search needs the waveform the analysis was made from")
-        target = parts.speaker.normalize(parts.speaker.log_mel(np.asarray(waveform)), speaker)
-        # The decoder will read the speaker vector as a .plt file stores it: float16 values.
-        stored = np.asarray(speaker, dtype=np.float16).astype(np.float32)
-        return search_codes(parts.codec, analysis, target, stored, search)
     with torch.inference_mode():
         return parts.codec.encode_long(analysis, chunk_codes)
+
+
+def searched_encoding(
+    parts: ModelParts, analysis: np.ndarray, speaker: np.ndarray, waveform: np.ndarray, search: CodeSearch
+) -> tuple[np.ndarray, np.ndarray]:
+    """Codes ``(N,)`` and speaker vector of one utterance chosen by code search (:mod:`plutok.codec.search`).
+
+    ``analysis``: the frontend's output ``(C_in, T_in)`` of ``waveform``, ``speaker`` the
+    speaker encoder's vector of it; both read in one pass.
+    """
+    normalized = parts.frontend.normalized(analysis, speaker, parts.speaker)
+    log_mel = parts.speaker.log_mel(np.asarray(waveform))
+    # The decoder reads the speaker vector as a .plt file stores it: float16 values.
+    stored = np.asarray(speaker, dtype=np.float16).astype(np.float32)
+    target = parts.speaker.normalize(log_mel, stored)
+    codes = search_codes(parts.codec, normalized, target, stored, search, parts.postfilter)
+    fitted = fit_speaker(parts.codec, codes, log_mel, stored, parts.speaker, search, parts.postfilter)
+    return codes, fitted
 
 
 def _refuse_long_search(
@@ -138,9 +141,11 @@ def codes_of_waveform(
     """
     _refuse_long_search(parts, waveform.shape[0], chunk_codes, search)
     speaker = parts.speaker.embed(waveform)
-    if search is not None or chunk_codes is None:
+    if search is not None:
+        return searched_encoding(parts, parts.frontend.analyze(waveform, speaker), speaker, waveform, search)
+    if chunk_codes is None:
         analysis = parts.frontend.analyze(waveform, speaker)
-        return codes_of_analysis(parts, analysis, speaker, chunk_codes, search, waveform), speaker
+        return codes_of_analysis(parts, analysis, speaker, chunk_codes), speaker
     codec = parts.codec
     blocks = (
         parts.frontend.normalized(block, speaker, parts.speaker)
@@ -299,7 +304,10 @@ def _encode_batch(
         else:
             path, waveform, source_rate, num_samples = item  # type: ignore[misc]
             speaker = next(speaker_of_good)
-            codes = codes_of_analysis(parts, next(analyses), speaker, chunk_codes, search, waveform)
+            if search is None:
+                codes = codes_of_analysis(parts, next(analyses), speaker, chunk_codes)
+            else:
+                codes, speaker = searched_encoding(parts, next(analyses), speaker, waveform, search)
             yield (
                 path,
                 make_encoding(parts, codes, speaker, waveform, source_rate, num_samples, fingerprint),

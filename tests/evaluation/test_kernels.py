@@ -15,6 +15,9 @@ def test_compare_counts_changed_codes_and_length_changes():
     row = kernels.compare("generic", reference, other)
     assert (row.clips, row.clips_changed, row.codes, row.codes_changed) == (2, 2, 7, 2)
     assert row.token_ids_changed_clips == 1 and row.code_agreement == pytest.approx(5 / 7)
+    assert row.speaker_changed_clips == 0  # runs without speaker vectors compare equal
+    reference["a"]["speaker"], other["a"]["speaker"] = [0.5, 1.0], [0.5, 1.25]
+    assert kernels.compare("generic", reference, other).speaker_changed_clips == 1
 
 
 def test_native_is_always_available_and_generic_needs_no_cpu_flag():
@@ -49,3 +52,14 @@ def test_float32_frontend_gives_the_same_codes_under_generic_kernels(clips, tmp_
     row = kernels.compare("generic", native, generic)
     assert row.codes > 100 and row.codes_changed == 0, row
     assert np.all([len(native[path]["ids"]) > 0 for path in clips])
+
+
+def test_a_search_run_records_the_searched_codes_and_fitted_vectors(clips):
+    from plutok import CodeSearch, Plutok
+    from plutok.audio import load_audio
+
+    run = kernels.encode_under("native", "fast", clips[:1], search="2,1,2,2")
+    wav, rate = load_audio(clips[0])
+    expected = Plutok.from_pretrained("fast", search=CodeSearch(2, 1, 2, 2)).encode(wav, rate)
+    assert run[clips[0]]["ids"] == expected.ids
+    assert run[clips[0]]["speaker"] == expected.speaker.tolist()

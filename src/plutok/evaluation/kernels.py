@@ -11,6 +11,8 @@ time), and counts the codes that differ from the native run.
     python -m plutok.evaluation.kernels clips/*.flac --model default --kernels native generic avx avx2
 
 A kernel set the CPU cannot run (AVX-512 on an AVX2 machine) is skipped with a note.
+``--search [SETTINGS]`` encodes with code search (:mod:`plutok.codec.search`) instead, and
+also counts the clips whose (fitted) speaker vector changed.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class KernelAgreement:
     codes: int
     codes_changed: int
     token_ids_changed_clips: int
+    speaker_changed_clips: int = 0
 
     @property
     def code_agreement(self) -> float:
@@ -106,24 +109,29 @@ def _model_with_compute_type(model: str, compute_type: str, workdir: Path) -> st
     return str(target)
 
 
-def encode_under(kernel_set: str, model: str, paths: Sequence[str], threads: int = 1) -> dict[str, dict]:
-    """Encode ``paths`` in a fresh process under ``kernel_set``.
+def encode_under(
+    kernel_set: str, model: str, paths: Sequence[str], threads: int = 1, search: str | None = None
+) -> dict[str, dict]:
+    """Encode ``paths`` in a fresh process under ``kernel_set`` (with code search: ``search``
+    in the form of ``--search-settings``, ``""`` for the defaults).
 
     Returns:
-        ``{path: {"codes": [...], "ids": [...]}}``.
+        ``{path: {"codes": [...], "ids": [...], "speaker": [...]}}``.
     """
     env = {**os.environ, **KERNEL_SETS[kernel_set]}
     with tempfile.TemporaryDirectory() as workdir:
         output = Path(workdir) / "codes.json"
         command = [sys.executable, "-m", "plutok.evaluation.kernels", "--worker", "--model", model]
         command += ["--threads", str(threads), "--output", str(output), *map(str, paths)]
+        if search is not None:
+            command += ["--search", "--search-settings", search]
         subprocess.run(command, env=env, check=True)
         return json.loads(output.read_text())
 
 
 def compare(kernel_set: str, reference: dict[str, dict], other: dict[str, dict]) -> KernelAgreement:
     """Count codes that differ frame by frame (a length change counts every extra frame)."""
-    codes = codes_changed = clips_changed = ids_changed = 0
+    codes = codes_changed = clips_changed = ids_changed = speakers_changed = 0
     for path, expected in reference.items():
         got = other[path]
         length = max(len(expected["codes"]), len(got["codes"]))
@@ -134,22 +142,30 @@ def compare(kernel_set: str, reference: dict[str, dict], other: dict[str, dict])
         codes_changed += differ
         clips_changed += differ > 0
         ids_changed += expected["ids"] != got["ids"]
-    return KernelAgreement(kernel_set, len(reference), clips_changed, codes, codes_changed, ids_changed)
+        speakers_changed += expected.get("speaker") != got.get("speaker")
+    return KernelAgreement(
+        kernel_set, len(reference), clips_changed, codes, codes_changed, ids_changed, speakers_changed
+    )
 
 
-def _worker(model: str, paths: Sequence[str], threads: int, output: Path) -> None:
+def _worker(model: str, paths: Sequence[str], threads: int, output: Path, search: str | None) -> None:
     import torch
 
     from ..api import Plutok
     from ..audio import load_audio
+    from ..codec.search import CodeSearch
 
     torch.set_num_threads(threads)
-    tokenizer = Plutok.from_pretrained(model)
+    tokenizer = Plutok.from_pretrained(model, search=None if search is None else CodeSearch.parse(search))
     result = {}
     for path in paths:
         wav, rate = load_audio(path)
-        codes, _ = tokenizer.encode_codes(wav, rate)
-        result[path] = {"codes": codes.tolist(), "ids": tokenizer.encode(wav, rate).ids}
+        encoding = tokenizer.encode(wav, rate)
+        result[path] = {
+            "codes": tokenizer.ids_to_codes(encoding.ids).tolist(),
+            "ids": encoding.ids,
+            "speaker": encoding.speaker.tolist(),
+        }
     output.write_text(json.dumps(result))
 
 
@@ -177,13 +193,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch/CTranslate2 threads per run (default: 1)"
     )
+    parser.add_argument("--search", action="store_true", help="encode with code search")
+    parser.add_argument(
+        "--search-settings",
+        default="",
+        metavar="K[,SWEEPS[,FIT[,SPEAKER]]]",
+        help="with --search: its settings (default: the library's)",
+    )
     parser.add_argument("--json", type=Path, help="also write the report here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    search = args.search_settings if args.search else None
     if args.worker:
-        _worker(args.model, args.paths, args.threads, args.output)
+        _worker(args.model, args.paths, args.threads, args.output, search)
         return 0
+
+    from ..codec.search import CodeSearch
 
     runnable = available_kernel_sets()
     kernel_sets = [name for name in args.kernels if name in runnable]
@@ -193,19 +219,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = args.model
         if args.compute_type:
             model = _model_with_compute_type(model, args.compute_type, Path(workdir))
-        runs = {name: encode_under(name, model, args.paths, args.threads) for name in kernel_sets}
+        runs = {name: encode_under(name, model, args.paths, args.threads, search) for name in kernel_sets}
     reference_name = kernel_sets[0]
     rows = [compare(name, runs[reference_name], runs[name]) for name in kernel_sets[1:]]
     print(
         f"reference: {reference_name}; model {args.model}"
         + (f" ({args.compute_type})" if args.compute_type else "")
+        + (f"; code search {CodeSearch.parse(search)}" if search is not None else "")
     )
-    print("| kernel set | clips changed | codes changed | code agreement | token ids changed (clips) |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "| kernel set | clips changed | codes changed | code agreement | token ids changed (clips) "
+        "| speaker vectors changed (clips) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     for row in rows:
         print(
             f"| {row.kernel_set} | {row.clips_changed} / {row.clips} | {row.codes_changed} / {row.codes} | "
-            f"{100 * row.code_agreement:.2f} % | {row.token_ids_changed_clips} |"
+            f"{100 * row.code_agreement:.2f} % | {row.token_ids_changed_clips} | {row.speaker_changed_clips} |"
         )
     if args.json:
         args.json.write_text(json.dumps([row.__dict__ for row in rows], indent=2))

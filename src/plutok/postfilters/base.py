@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from plutok.parts import Part
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Postfilter"]
 
@@ -26,3 +30,11 @@ class Postfilter(Part):
     @abstractmethod
     def apply(self, features: np.ndarray) -> np.ndarray:
         """Filtered features, float32 ``(C_out, frames)`` of float32 ``(C_out, frames)``."""
+
+    @abstractmethod
+    def apply_tensor(self, features: torch.Tensor) -> torch.Tensor:
+        """:meth:`apply` in torch, differentiable, on a batch ``(B, C_out, frames)`` of any float dtype.
+
+        What code search (:mod:`plutok.codec.search`) compares with the audio: the decoder's
+        output as the vocoder will read it.
+        """

@@ -59,6 +59,11 @@ class GlobalVariancePostfilter(Postfilter):
             )
         return features * self.gain[:, None]
 
+    def apply_tensor(self, features: Any) -> Any:
+        import torch
+
+        return features * torch.as_tensor(self.gain, dtype=features.dtype, device=features.device)[:, None]
+
     def config(self) -> dict[str, Any]:
         # Rounded to 6 digits so that the JSON (and the fingerprint) is stable across runs.
         return {"name": self.name, "gain": [round(float(value), 6) for value in self.gain]}

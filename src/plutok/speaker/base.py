@@ -8,6 +8,7 @@ codec only carries what changes over time.
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import Any
 
 import numpy as np
 
@@ -52,4 +53,9 @@ class SpeakerEncoder(Part):
 
     def denormalize(self, features: np.ndarray, speaker: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`normalize`."""
+        return features
+
+    def denormalize_tensor(self, features: Any, speaker: Any) -> Any:
+        """:meth:`denormalize` in torch, differentiable in both: features ``(B, C, T)``, speakers
+        ``(B, speaker_dim)``. Code search fits the speaker vector through it (:mod:`plutok.codec.search`)."""
         return features

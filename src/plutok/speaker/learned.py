@@ -207,3 +207,6 @@ class LearnedMelSpeaker(SpeakerEncoder):
 
     def denormalize(self, features: np.ndarray, speaker: np.ndarray) -> np.ndarray:
         return self.statistics.denormalize(features, np.asarray(speaker).reshape(-1)[: self.statistics_dim])
+
+    def denormalize_tensor(self, features: Any, speaker: Any) -> Any:
+        return self.statistics.denormalize_tensor(features, speaker[:, : self.statistics_dim])

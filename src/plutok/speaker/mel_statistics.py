@@ -202,3 +202,14 @@ class MelStatisticsSpeaker(SpeakerEncoder):
     def denormalize(self, features: np.ndarray, speaker: np.ndarray) -> np.ndarray:
         mean, std = self.statistics(speaker)
         return (np.asarray(features, dtype=np.float32) * std + mean).astype(np.float32)
+
+    def denormalize_tensor(self, features: Any, speaker: Any) -> Any:
+        import torch
+
+        def rows(basis: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(basis, dtype=features.dtype, device=features.device)
+
+        values = speaker.to(features.dtype)
+        mean = values[:, : self.coefficients] @ rows(self._basis)  # (B, n_mels)
+        std = torch.exp(values[:, self.coefficients :] @ rows(self._std_basis)).clamp(min=_MIN_STD)
+        return features * std[:, :, None] + mean[:, :, None]
