@@ -28,3 +28,17 @@ def test_code_stability_counts_over_clips(tiny_model, speech_like):
     result = stability.code_stability(tiny_model, clips, progress=False)
     assert result.clips == 2 and result.codes > 0
     assert set(result.changed) == {"shift", "noise"} and all(0 <= v <= 1 for v in result.changed.values())
+
+
+def test_the_command_measures_searched_codes(tmp_path, speech_like, capsys):
+    import json
+
+    import soundfile as sf
+
+    sf.write(tmp_path / "a.wav", speech_like(1.2, 16000, seed=7), 16000, subtype="FLOAT")
+    (tmp_path / "a.txt").write_text("a clip")
+    out = tmp_path / "stability.json"
+    command = [str(tmp_path), "--model", "fast", "--json", str(out)]
+    assert stability.main([*command, "--search", "--search-settings", "2,1,2,0"]) == 0
+    assert "with code search: 1 clips" in capsys.readouterr().out
+    assert json.loads(out.read_text())["clips"] == 1

@@ -11,7 +11,7 @@ Codes are compared position by position (both versions have the same number of c
 within one; the extra one is ignored), so the figure is the share of code positions whose
 code changed — not BPE tokens, whose positions do not line up.
 
-    python -m plutok.evaluation.stability manifest.jsonl --split dev-unseen --model default
+    python -m plutok.evaluation.stability manifest.jsonl --split dev-unseen --model default [--search]
 """
 
 from __future__ import annotations
@@ -89,6 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", help="only manifest rows of this split")
     parser.add_argument("--where", metavar="FIELD=V1,V2", help="only rows whose FIELD is one of the values")
     parser.add_argument("--model", default="default", help="bundled name or model folder")
+    parser.add_argument("--search", action="store_true", help="encode with code search (plutok.codec.search)")
+    parser.add_argument(
+        "--search-settings",
+        default="",
+        metavar="K[,SWEEPS[,FIT[,SPEAKER]]]",
+        help="with --search: its settings",
+    )
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
     utterances = load_dataset(args.data, args.split, None, None, None)
@@ -98,14 +105,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as error:
             parser.error(str(error))
         utterances = [u for u in utterances if str(getattr(u, field, None)) in values]
-    model = Plutok.from_pretrained(args.model)
+    from plutok.codec.search import CodeSearch
+
+    search = CodeSearch.parse(args.search_settings) if args.search else None
+    model = Plutok.from_pretrained(args.model, search=search)
     clips = []
     for utterance in utterances:
         wav, rate = load_audio(utterance.path)
         clips.append((utterance.id, wav, rate))
     result = code_stability(model, clips)
     print(
-        f"{args.model}: {result.clips} clips, {result.codes} codes; codes changed: "
+        f"{args.model}{' with code search' if search else ''}: {result.clips} clips, {result.codes} codes; codes changed: "
         f"shift 10 ms {100 * result.changed['shift']:.1f} %, white noise 30 dB SNR {100 * result.changed['noise']:.1f} %"
     )
     if args.json:
